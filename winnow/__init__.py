@@ -1,0 +1,3 @@
+"""winnow: pretraining-data curation on Apache Beam."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,144 @@
+"""Build the Beam graph of a run from its config.
+
+read → each selected stage (in pipeline order) → write kept / removed / rejected, plus a
+small summary (input count, per-reason counts, shard stats) that the driver turns into
+the manifest and checks against the accounting invariant after the pipeline finishes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from winnow.pipeline.progress import ProgressTap
+from winnow.pipeline.stages import StageSpec
+from winnow.schemas.config import WinnowConfig
+from winnow.schemas.records import document_schema, rejected_schema, removed_schema
+from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, rejected
+from winnow.transforms.io import ReadInputs
+from winnow.transforms.write import (
+    WriteShards,
+    atomic_write_bytes,
+    document_sort_key,
+    rejected_sort_key,
+    removed_sort_key,
+)
+
+SUMMARY_FILE = "_summary.json"
+
+
+class RequireText(beam.DoFn):
+    """Documents that still carry only HTML when the stages are done had no extract stage."""
+
+    def process(self, doc: Document) -> Iterator[Any]:
+        if "html" in doc and not doc.get("text"):
+            yield rejected(doc, "write", "HTML record has no text: enable the `extract` stage to extract it")
+        else:
+            yield doc
+
+
+def _removal_key(record: dict[str, Any]) -> tuple[str, str]:
+    kind = "duplicate" if record.get("duplicate_of") is not None else "filtered"
+    return (kind, record["reason"])
+
+
+def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
+    summary: dict[str, Any] = {"input": 0, "kept": 0, "removed": [], "rejected": [], "files": []}
+    for kind, value in items:
+        if kind in ("input", "kept"):
+            summary[kind] += value
+        elif kind == "removed":
+            (removal_kind, reason), count = value
+            summary["removed"].append({"kind": removal_kind, "reason": reason, "count": count})
+        elif kind == "rejected":
+            stage, count = value
+            summary["rejected"].append({"stage": stage, "count": count})
+        else:
+            summary["files"].append(value)
+    summary["removed"].sort(key=lambda r: (r["kind"], r["reason"]))
+    summary["rejected"].sort(key=lambda r: r["stage"])
+    summary["files"].sort(key=lambda f: f["file"])
+    atomic_write_bytes(path, json.dumps(summary, indent=1, sort_keys=True).encode())
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: WinnowConfig,
+    stages: list[StageSpec],
+    staging_dir: str,
+    progress_dir: str | None = None,
+) -> None:
+    """Add the whole run to ``pipeline``; outputs go under ``staging_dir`` until finalised."""
+    read = pipeline | "Read" >> ReadInputs(config.inputs)
+    docs = read[KEPT] | "ProgressRead" >> beam.ParDo(ProgressTap("read", progress_dir))
+    input_count = (
+        (docs, read[REJECTED]) | "AllInputs" >> beam.Flatten() | "CountInput" >> beam.combiners.Count.Globally()
+    )
+    removed_parts = []
+    rejected_parts = [read[REJECTED]]
+    for spec in stages:
+        outputs = docs | spec.name >> spec.build(config)
+        docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
+        removed_parts.append(outputs[REMOVED])
+        rejected_parts.append(outputs[REJECTED])
+
+    final = docs | "RequireText" >> beam.ParDo(RequireText()).with_outputs(REJECTED, main=KEPT)
+    kept = final[KEPT]
+    rejected_parts.append(final[REJECTED])
+    removed_all = (
+        removed_parts | "AllRemoved" >> beam.Flatten() if removed_parts else pipeline | "NoRemoved" >> beam.Create([])
+    )
+    rejected_all = rejected_parts | "AllRejected" >> beam.Flatten()
+
+    sharding = config.output.shards
+    stage_names = [spec.name for spec in stages]
+    files = [
+        kept
+        | "WriteData"
+        >> WriteShards(
+            "data", FileSystems.join(staging_dir, "data"), document_schema(stage_names), sharding, document_sort_key
+        ),
+        rejected_all
+        | "WriteRejected"
+        >> WriteShards(
+            "rejected",
+            FileSystems.join(staging_dir, "rejected"),
+            rejected_schema(),
+            sharding,
+            rejected_sort_key,
+            shard_key=lambda r: f"{r['source']}\x00{r['offset']}\x00{r['stage']}".encode(),
+        ),
+    ]
+    if config.output.write_removed:
+        files.append(
+            removed_all
+            | "WriteRemoved"
+            >> WriteShards(
+                "removed", FileSystems.join(staging_dir, "removed"), removed_schema(), sharding, removed_sort_key
+            )
+        )
+
+    summary_items = [
+        input_count | "TagInput" >> beam.Map(lambda n: ("input", n)),
+        kept | "CountKept" >> beam.combiners.Count.Globally() | "TagKept" >> beam.Map(lambda n: ("kept", n)),
+        removed_all
+        | "RemovalKey" >> beam.Map(_removal_key)
+        | "CountRemoved" >> beam.combiners.Count.PerElement()
+        | "TagRemoved" >> beam.Map(lambda kv: ("removed", kv)),
+        rejected_all
+        | "RejectStage" >> beam.Map(lambda r: r["stage"])
+        | "CountRejected" >> beam.combiners.Count.PerElement()
+        | "TagRejected" >> beam.Map(lambda kv: ("rejected", kv)),
+        *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
+    ]
+    summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
+    _ = (
+        summary_items
+        | "AllSummary" >> beam.Flatten()
+        | "CollectSummary" >> beam.combiners.ToList()
+        | "WriteSummary" >> beam.Map(_write_summary, summary_path)
+    )

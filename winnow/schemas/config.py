@@ -1,0 +1,218 @@
+"""The run configuration: one pydantic model per section, one section per pipeline stage.
+
+Every model forbids unknown keys, so a typo in a YAML file fails before any data moves,
+with the YAML path of the bad key (``load_config`` formats pydantic's error locations).
+Field descriptions double as the README's config reference (``winnow config reference``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Section(BaseModel):
+    """Base for all config sections: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FieldMapping(Section):
+    """Which input fields hold the document's id, text, URL, HTML and metadata."""
+
+    id: str | None = Field(
+        "id", description="Input field with a stable document id; null derives one from source path + offset."
+    )
+    text: str = Field("text", description="Input field with the document text.")
+    url: str | None = Field("url", description="Input field with the document URL (optional in the data).")
+    html: str | None = Field(
+        "html", description="Input field with raw HTML; records with HTML and no text go to the extract stage."
+    )
+    metadata: list[str] | None = Field(
+        None,
+        description="Input fields copied into the `metadata` column; null copies every field not mapped above.",
+    )
+
+
+class InputSpec(Section):
+    """One input: a set of paths or globs in one format."""
+
+    paths: list[str] = Field(
+        ...,
+        min_length=1,
+        description="Paths or globs, local or on any Beam filesystem (gs://, s3://). "
+        "Relative paths in a config file are relative to that file.",
+    )
+    format: Literal["auto", "jsonl", "parquet", "warc", "wet"] = Field(
+        "auto",
+        description="File format; `auto` decides by extension (.jsonl[.gz|.zst], .parquet, .warc[.gz], .wet[.gz]).",
+    )
+    name: str | None = Field(None, description="Prefix for the `source` column; defaults to none.")
+    fields: FieldMapping = Field(default_factory=FieldMapping, description="Field mapping for JSONL and Parquet.")
+    split_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Uncompressed JSONL files larger than this are read as parallel byte ranges.",
+    )
+    max_record_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Records larger than this are rejected instead of parsed."
+    )
+
+
+class ShardingConfig(Section):
+    """How kept documents are cut into Parquet shards."""
+
+    target_bytes: int | None = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Target uncompressed text bytes per shard (zstd files come out smaller). "
+        "Ignored when `target_rows` is set.",
+    )
+    target_rows: int | None = Field(None, gt=0, description="Target rows per shard; overrides `target_bytes`.")
+    row_group_rows: int = Field(10_000, gt=0, description="Rows per Parquet row group.")
+    compression_level: int = Field(3, ge=1, le=22, description="zstd compression level.")
+
+
+class OutputConfig(Section):
+    """Where and how results are written."""
+
+    dir: str = Field(
+        "winnow-out", description="Output directory (local or any Beam filesystem); relative to the working directory."
+    )
+    shards: ShardingConfig = Field(default_factory=ShardingConfig, description="Shard sizing for kept documents.")
+    write_removed: bool = Field(True, description="Write filtered and duplicate documents to `removed/`.")
+
+
+class RunnerConfig(Section):
+    """Beam runner settings; any other Beam option passes through the CLI unchanged."""
+
+    runner: str = Field("FnApiRunner", description="Beam runner. FnApiRunner runs locally without downloading Prism.")
+    direct_num_workers: int = Field(0, ge=0, description="Local workers; 0 means one per CPU core.")
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
+        "multi_processing", description="Local running mode; multi_processing uses every core."
+    )
+    options: list[str] = Field(
+        default_factory=list, description="Extra Beam pipeline options, e.g. ['--project=p', '--region=r']."
+    )
+
+
+class NormalizeConfig(Section):
+    """Text normalisation: Unicode form, whitespace and control characters."""
+
+    enabled: bool = Field(True, description="Run this stage.")
+    unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normalisation form.")
+    strip_control: bool = Field(True, description="Remove control and format characters (keeps newline and tab).")
+    collapse_spaces: bool = Field(True, description="Collapse runs of spaces/tabs inside a line and strip line ends.")
+    max_blank_lines: int = Field(1, ge=0, description="Keep at most this many consecutive blank lines.")
+    normalize_newlines: bool = Field(True, description="Turn \\r\\n, \\r and Unicode line separators into \\n.")
+
+
+class ExactDedupConfig(Section):
+    """Exact duplicates: documents whose normalised text hashes the same."""
+
+    enabled: bool = Field(True, description="Run exact dedup.")
+    key: Literal["text", "normalized"] = Field(
+        "normalized",
+        description="`normalized` hashes casefolded NFKC text with whitespace collapsed; `text` hashes the text as is.",
+    )
+    keep: Literal["lowest_id", "longest"] = Field(
+        "lowest_id", description="Which copy is kept: the lowest id, or the longest text (ties by id)."
+    )
+
+
+class DedupConfig(Section):
+    """Deduplication: exact first, then MinHash near-duplicates."""
+
+    enabled: bool = Field(True, description="Run this stage.")
+    exact: ExactDedupConfig = Field(default_factory=ExactDedupConfig, description="Exact-hash dedup.")
+
+
+class WinnowConfig(Section):
+    """A whole winnow run."""
+
+    inputs: list[InputSpec] = Field(default_factory=list, description="Input corpora.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Output location and sharding.")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Beam runner.")
+    seed: int = Field(0, description="Seed for every random choice; same input + config + seed = same bytes.")
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
+
+    def content_hash(self) -> str:
+        """Hash of the settings that affect output bytes (runner settings excluded)."""
+        payload = self.model_dump(mode="json", exclude={"runner"})
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the bad key's YAML path."""
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid config {origin}:"]
+    for problem in error.errors():
+        path = _yaml_path(problem["loc"])
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "<dict>", base_dir: Path | None = None) -> WinnowConfig:
+    """Validate a parsed YAML/JSON mapping; relative input paths resolve against ``base_dir``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        config = WinnowConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, origin)) from None
+    if base_dir is not None:
+        for spec in config.inputs:
+            spec.paths = [_resolve(path, base_dir) for path in spec.paths]
+    return config
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    if "://" in path or os.path.isabs(path):
+        return path
+    return str((base_dir / path).resolve())
+
+
+def load_config(path: str | Path) -> WinnowConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    return parse_config(data, origin=str(path), base_dir=path.resolve().parent)
+
+
+def default_config_path() -> Path:
+    """The bundled default config, which runs the whole pipeline on the bundled sample."""
+    return Path(__file__).resolve().parent.parent / "data" / "default.yaml"
+
+
+def config_to_yaml(config: WinnowConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
