@@ -27,8 +27,8 @@ from winnow.transforms.io import InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pretraining-data curation on Apache Beam.")
 config_app = typer.Typer(no_args_is_help=True, help="Show, validate and document configs.")
 app.add_typer(config_app, name="config")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -80,7 +80,7 @@ def _run_with_progress(
     config: WinnowConfig, only: list[str] | None, beam_args: list[str], quiet: bool, runner: Any
 ) -> Any:
     if quiet or not sys.stderr.isatty():
-        return runner(config, only, beam_args, on_progress=None if quiet else lambda _: None)
+        return runner(config, only, beam_args, on_progress=None)
     folder: dict[str, str] = {}
     outcome: dict[str, Any] = {}
 

@@ -165,7 +165,7 @@ class DocumentBuilder:
         text = record.get(self.fields.text)
         html = record.get(self.fields.html) if self.fields.html else None
         if text is None and html is None:
-            raise ValueError(f"record has no {self.fields.text!r} field")
+            raise ValueError(f"record has no {self.fields.text!r} field (or it is null)")
         if text is not None and not isinstance(text, str):
             raise ValueError(f"field {self.fields.text!r} must be a string, got {_json_type(text)}")
         if html is not None and not isinstance(html, (str, bytes)):
@@ -273,7 +273,7 @@ class ReadDocuments(beam.DoFn):
         try:
             record = json.loads(decoded)
         except json.JSONDecodeError as error:
-            return self._reject(task, offset, line, f"malformed JSON: {error.msg} at column {error.colno}")
+            return self._reject(task, offset, line, f"malformed JSON: {error.msg} (column {error.colno})")
         except RecursionError:
             return self._reject(task, offset, line, "malformed JSON: nested too deeply")
         try:
@@ -338,7 +338,7 @@ class ReadDocuments(beam.DoFn):
         doc: dict[str, Any] = {
             "id": record_id,
             "text": "",
-            "url": headers.get("WARC-Target-URI"),
+            "url": (headers.get("WARC-Target-URI") or "").strip("<>") or None,
             "source": task.source,
             "metadata": metadata,
         }

@@ -1,0 +1,76 @@
+"""Shared fixtures: small, fast local runs of the real pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from winnow.pipeline.run import RunResult, run_pipeline
+from winnow.schemas.config import WinnowConfig, parse_config
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+def make_config(inputs: list[dict[str, Any]] | list[str], out_dir: Path, **sections: Any) -> WinnowConfig:
+    """A config for tests: in-memory runner with one worker (fast start), small shards."""
+    specs = [{"paths": [str(p)]} if not isinstance(p, dict) else p for p in inputs]
+    data: dict[str, Any] = {
+        "inputs": specs,
+        "output": {"dir": str(out_dir), "shards": {"target_bytes": 1_000_000}},
+        "runner": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = _merge(data[key], value)
+        else:
+            data[key] = value
+    return parse_config(data, origin="<test>")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def run(config: WinnowConfig, stages: list[str] | None = None) -> RunResult:
+    return run_pipeline(config, stages)
+
+
+# In-process sinks for collecting pipeline output in tests. Beam pickles DoFns, so a
+# closure over a test's list would fill a copy; a module-level registry survives that
+# because the in-memory runner unpickles functions from this module by reference.
+SINKS: dict[str, list[Any]] = {}
+
+
+def collect(pcoll: Any, name: str) -> list[Any]:
+    """Collect ``pcoll`` into a list that is filled once the pipeline has run (in-memory runner)."""
+    import apache_beam as beam
+
+    sink = SINKS.setdefault(name, [])
+    sink.clear()
+    pcoll | f"Collect_{name}" >> beam.Map(_append, name)
+    return sink
+
+
+def _append(element: Any, name: str) -> None:
+    SINKS[name].append(element)
+
+
+def local_pipeline() -> Any:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return beam.Pipeline(
+        options=PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    )

@@ -1,0 +1,28 @@
+import unicodedata
+
+from winnow.scorers.normalize import TextNormalizer, dedup_key_text
+
+
+def test_nfc_control_and_whitespace():
+    decomposed = unicodedata.normalize("NFD", "café")
+    text = f"  {decomposed}\u200b  au   lait\x00\r\n\r\n\r\n\r\n\tSecond line  \x07"
+    assert TextNormalizer()(text) == "café au lait\n\nSecond line"
+
+
+def test_keeps_zero_width_joiners_and_tabs_can_be_kept():
+    assert "\u200d" in TextNormalizer()("क्\u200dष")
+    assert TextNormalizer(collapse_spaces=False)("a\tb") == "a\tb"
+
+
+def test_blank_line_limit_is_configurable():
+    assert TextNormalizer(max_blank_lines=0)("a\n\n\nb") == "a\nb"
+    assert TextNormalizer(max_blank_lines=2)("a\n\n\n\n\nb") == "a\n\n\nb"
+
+
+def test_only_whitespace_and_controls_normalise_to_empty():
+    assert TextNormalizer()(" \t\x00\x01\u200b\n\n ") == ""
+
+
+def test_dedup_key_ignores_case_width_and_whitespace():
+    assert dedup_key_text("Hello   World\n") == dedup_key_text("hello world") == dedup_key_text("ＨＥＬＬＯ world")
+    assert dedup_key_text("hello world") != dedup_key_text("hello, world")

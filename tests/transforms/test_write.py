@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from conftest import collect, local_pipeline
+
+from winnow.schemas.config import ShardingConfig
+from winnow.schemas.records import document_schema
+from winnow.transforms.write import WriteShards, document_sort_key, shard_count
+
+
+def write(rows: list[dict], directory: Path, sharding: ShardingConfig) -> list[dict]:
+    with local_pipeline() as pipeline:
+        written = (
+            pipeline
+            | beam.Create(rows)
+            | WriteShards("data", str(directory), document_schema(["normalize"]), sharding, document_sort_key)
+        )
+        stats = collect(written, "stats")
+    return sorted(stats, key=lambda s: s["file"])
+
+
+def rows(n: int) -> list[dict]:
+    return [
+        {"id": f"doc-{i:04d}", "text": f"text number {i} " * 20, "source": "t", "metadata": {"i": i}} for i in range(n)
+    ]
+
+
+def test_shard_count_by_rows_and_bytes():
+    assert shard_count(0, 0, ShardingConfig()) == 0
+    assert shard_count(10, 100, ShardingConfig(target_rows=3)) == 4
+    assert shard_count(10, 1000, ShardingConfig(target_bytes=300)) == 4
+    assert shard_count(10, 100, ShardingConfig(target_bytes=10**9)) == 1
+
+
+def test_shards_are_named_sized_sorted_and_complete(tmp_path: Path):
+    stats = write(rows(500), tmp_path, ShardingConfig(target_rows=100))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [f"part-{i:05d}-of-00005.parquet" for i in range(5)]
+    total = 0
+    seen = set()
+    for stat in stats:
+        path = tmp_path / stat["file"].split("/", 1)[1]
+        table = pq.read_table(path)
+        ids = table.column("id").to_pylist()
+        assert ids == sorted(ids)
+        assert 50 <= len(ids) <= 150  # hash sharding: near the target, not exact
+        assert stat["rows"] == len(ids)
+        assert stat["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+        seen.update(ids)
+        total += len(ids)
+    assert total == 500 and len(seen) == 500
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_same_rows_in_any_order_give_identical_bytes(tmp_path: Path):
+    data = rows(300)
+    write(data, tmp_path / "a", ShardingConfig(target_rows=70))
+    write(list(reversed(data)), tmp_path / "b", ShardingConfig(target_rows=70))
+    for path in sorted((tmp_path / "a").iterdir()):
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes()
+
+
+def test_metadata_is_stored_as_canonical_json(tmp_path: Path):
+    write([{"id": "x", "text": "t", "source": "s", "metadata": {"b": 1, "a": [1, 2]}}], tmp_path, ShardingConfig())
+    (path,) = tmp_path.iterdir()
+    assert pq.read_table(path).column("metadata").to_pylist() == ['{"a": [1, 2], "b": 1}']
