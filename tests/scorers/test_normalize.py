@@ -26,3 +26,12 @@ def test_only_whitespace_and_controls_normalise_to_empty():
 def test_dedup_key_ignores_case_width_and_whitespace():
     assert dedup_key_text("Hello   World\n") == dedup_key_text("hello world") == dedup_key_text("ＨＥＬＬＯ world")
     assert dedup_key_text("hello world") != dedup_key_text("hello, world")
+
+
+def test_line_fast_path_matches_the_plain_regex():
+    from winnow.scorers.normalize import _CONTROL, strip_control
+
+    text = "tab\there\x00 nul \x1b[31mansi\x7f del\nline"
+    assert strip_control(text) == _CONTROL.sub("", text) == "tab\there nul [31mansi del\nline"
+    assert TextNormalizer(collapse_spaces=False)(text) == strip_control(text)
+    assert dedup_key_text("ABC  def") == " ".join(unicodedata.normalize("NFKC", "ABC  def").casefold().split())
