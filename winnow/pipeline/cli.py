@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from winnow.pipeline.progress import read_progress
+from winnow.pipeline.stages import PIPELINE_ORDER
 from winnow.schemas.config import (
     ConfigError,
     InputSpec,
@@ -107,7 +108,8 @@ def _progress_table(counts: dict[str, int], elapsed: float) -> Table:
     table = Table(title=f"winnow running… {elapsed:,.0f}s", show_header=True)
     table.add_column("step")
     table.add_column("documents out", justify="right")
-    for label, count in counts.items():
+    order = ["read", *PIPELINE_ORDER]
+    for label, count in sorted(counts.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99):
         table.add_row(label, f"{count:,}")
     return table
 
