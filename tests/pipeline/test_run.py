@@ -126,3 +126,21 @@ def test_missing_input_is_an_error_before_running(tmp_path: Path):
     with pytest.raises(InputError):
         run(make_config([str(tmp_path / "missing" / "*.jsonl")], tmp_path / "out"))
     assert not (tmp_path / "out" / MANIFEST).exists()
+
+
+def test_worker_count_and_running_mode_do_not_change_output_bytes(tmp_path: Path):
+    """Determinism must not depend on how Beam schedules work: 1 in-memory worker vs 2 processes."""
+    folder = corpus_with_duplicates(tmp_path)
+    one = make_config([str(folder / "*")], tmp_path / "one", output={"shards": {"target_rows": 6}})
+    two = make_config(
+        [str(folder / "*")],
+        tmp_path / "two",
+        output={"shards": {"target_rows": 6}},
+        runner={"direct_num_workers": 2, "direct_running_mode": "multi_processing"},
+    )
+    run(one)
+    run(two)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.parquet"))
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.parquet"))
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()

@@ -115,3 +115,23 @@ def test_missing_path_and_empty_glob_fail_before_the_pipeline(tmp_path: Path):
         expand_inputs([InputSpec(paths=[str(tmp_path / "*.jsonl")])])
     with pytest.raises(InputError, match="no inputs"):
         expand_inputs([])
+
+
+def test_wet_conversion_records_become_text_documents():
+    docs, bad = read_all([InputSpec(paths=[str(READERS / "sample.warc.wet.gz")])])
+    assert bad == []
+    assert len(docs) == 8
+    for doc in docs:
+        assert doc["text"].strip() and "html" not in doc
+        assert doc["url"].startswith("http")
+
+
+def test_wrong_id_types_are_rejected_and_integer_ids_kept_as_strings(tmp_path: Path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": 7, "text": "seven"}\n{"id": {"a": 1}, "text": "object id"}\n{"id": true, "text": "bool"}\n')
+    docs, bad = read_all([InputSpec(paths=[str(path)])])
+    assert [d["id"] for d in docs] == ["7"]
+    assert sorted(b["error"] for b in bad) == [
+        "field 'id' must be a string or integer, got boolean",
+        "field 'id' must be a string or integer, got object",
+    ]
