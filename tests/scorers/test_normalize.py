@@ -35,3 +35,18 @@ def test_line_fast_path_matches_the_plain_regex():
     assert strip_control(text) == _CONTROL.sub("", text) == "tab\there nul [31mansi del\nline"
     assert TextNormalizer(collapse_spaces=False)(text) == strip_control(text)
     assert dedup_key_text("ABC  def") == " ".join(unicodedata.normalize("NFKC", "ABC  def").casefold().split())
+
+
+def test_normalisation_is_idempotent_on_real_text():
+    import gzip
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "text" / "english.jsonl.gz"
+    normalizer = TextNormalizer()
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"] for line in handle][:1500]
+    texts += ["  a\u00a0\u00a0b \t\n\n\n\u3000c\u200b ", "x\x00y\r\n\r\nz"]
+    for text in texts:
+        once = normalizer(text)
+        assert normalizer(once) == once

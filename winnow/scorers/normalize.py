@@ -67,9 +67,10 @@ class TextNormalizer:
         for line in text.split("\n"):
             # isprintable() is a C-speed scan that is False for every control/format char
             # (and tabs, NBSP): the slow regex only runs on the few lines that need it.
-            if self.strip_control and not line.isprintable():
+            printable = line.isprintable()
+            if self.strip_control and not printable:
                 line = _CONTROL.sub("", line)
-            if self.collapse_spaces:
+            if self.collapse_spaces and (not printable or "  " in line or line[:1] == " " or line[-1:] == " "):
                 # str.split() splits on every Unicode space (NBSP, ideographic space, …).
                 line = " ".join(line.split())
             if not line.strip():
