@@ -1,4 +1,4 @@
-"""The ``winnow`` command line: run, config show/validate/reference."""
+"""The ``winnow`` command line: run, refresh, config show/validate/reference."""
 
 from __future__ import annotations
 
@@ -37,9 +37,14 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def resolve_config(config_file: Path | None, inputs: list[str] | None, output: str | None) -> WinnowConfig:
-    """The config a run uses: the file (or the bundled default), then CLI overrides."""
-    config = load_config(config_file or default_config_path())
+def resolve_config(config_file: Path | str | None, inputs: list[str] | None, output: str | None) -> WinnowConfig:
+    """The config a run uses: the file (local or gs://…; else the bundled default), then CLI overrides."""
+    if config_file is not None and "://" in str(config_file):
+        from winnow.pipeline.dataflow import load_remote_config
+
+        config = load_remote_config(str(config_file))
+    else:
+        config = load_config(config_file or default_config_path())
     if inputs:
         config.inputs = [InputSpec(paths=[str(Path(p)) if "://" not in p else p for p in inputs])]
     if output:
@@ -47,34 +52,173 @@ def resolve_config(config_file: Path | None, inputs: list[str] | None, output: s
     return config
 
 
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", "-c", help="YAML config, local or gs://… (default: bundled sample config).")
+]
+InputOption = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="Input path or glob (repeatable); replaces the config's inputs."),
+]
+OutputOption = Annotated[str | None, typer.Option("--output", "-o", help="Output directory.")]
+StagesOption = Annotated[
+    str | None, typer.Option("--stages", help="Comma-separated stages to run, e.g. normalize,dedup.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+SubmitOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--submit-only",
+        help="Submit the job and return without waiting or finalising (Flex Templates); finish later "
+        "with --finalize-only.",
+    ),
+]
+FinalizeOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--finalize-only",
+        help="Finalise a submitted job's staged output (check accounting, move shards, write report and "
+        "manifest); never starts a pipeline.",
+    ),
+]
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (default: bundled sample config).")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="Input path or glob (repeatable); replaces the config's inputs."),
-    ] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Output directory.")] = None,
-    stages: Annotated[
-        str | None, typer.Option("--stages", help="Comma-separated stages to run, e.g. normalize,dedup.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    config_file: ConfigOption = None,
+    inputs: InputOption = None,
+    output: OutputOption = None,
+    stages: StagesOption = None,
+    quiet: QuietOption = False,
+    submit_only: SubmitOnlyOption = False,
+    finalize_only: FinalizeOnlyOption = False,
 ) -> None:
     """Run the pipeline. Unknown options (``--runner DataflowRunner --project …``) go to Beam."""
-    from winnow.pipeline.run import AccountingError, run_pipeline
+    from winnow.pipeline.run import AccountingError, NothingStagedError, run_pipeline
 
     try:
         config = resolve_config(config_file, inputs, output)
         only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-        result = _run_with_progress(config, only, list(ctx.args), quiet, run_pipeline)
-    except (ConfigError, InputError, ValueError) as error:
+        beam_args = list(ctx.args)
+        _preflight(config, beam_args, state_dir=None)
+
+        def runner(cfg: WinnowConfig, only: list[str] | None, args: list[str], on_progress: Any) -> Any:
+            return run_pipeline(
+                cfg, only, args, on_progress=on_progress, submit_only=submit_only, finalize_only=finalize_only
+            )
+
+        result = _run_with_progress(config, only, beam_args, quiet, runner)
+    except (ConfigError, InputError, ValueError, NothingStagedError) as error:
         _fail(str(error))
     except AccountingError as error:
         _fail(str(error), code=3)
+    if result.submitted_only:
+        _print_submitted(result, "winnow run --finalize-only")
+        return
+    if result.resumed:
+        out.print("resumed: the pipeline had finished before an interruption; only finalised its output")
     _print_summary(result.manifest, result.output_dir)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def refresh(
+    ctx: typer.Context,
+    state: Annotated[str, typer.Option("--state", "-s", help="State directory (local or gs://…).")],
+    config_file: ConfigOption = None,
+    inputs: InputOption = None,
+    output: OutputOption = None,
+    stages: StagesOption = None,
+    quiet: QuietOption = False,
+    submit_only: SubmitOnlyOption = False,
+    finalize_only: FinalizeOnlyOption = False,
+) -> None:
+    """Process only inputs not seen before into the next output version, dedup against all accepted text."""
+    from winnow.pipeline.refresh import refresh as refresh_corpus
+    from winnow.pipeline.run import AccountingError, NothingStagedError
+    from winnow.pipeline.state import StateError
+
+    try:
+        config = resolve_config(config_file, inputs, output)
+        only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+        beam_args = list(ctx.args)
+        _preflight(config, beam_args, state_dir=state)
+
+        def runner(cfg: WinnowConfig, only: list[str] | None, args: list[str], on_progress: Any) -> Any:
+            return refresh_corpus(
+                cfg,
+                state,
+                only,
+                args,
+                on_progress=on_progress,
+                submit_only=submit_only,
+                finalize_only=finalize_only,
+            )
+
+        result = _run_with_progress(config, only, beam_args, quiet, runner)
+    except (ConfigError, InputError, ValueError, StateError, NothingStagedError) as error:
+        _fail(str(error))
+    except AccountingError as error:
+        _fail(str(error), code=3)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if result.version is None:
+        versions = len(result.corpus.get("versions", []))
+        out.print(
+            f"nothing to do: all {result.processed_inputs} input file(s) were processed already "
+            f"({versions} version(s) in {result.output_dir}); corpus and state unchanged"
+        )
+        return
+    if result.submitted_only:
+        _print_submitted(result.run, f"winnow refresh --state {state} --finalize-only")
+        return
+    if result.run is not None and result.run.resumed:
+        out.print("resumed: the version's pipeline had finished before an interruption; only finalised it")
+    version_dir = f"{result.output_dir}/v{result.version:04d}"
+    out.print(f"version {result.version}: {len(result.new_inputs)} new input file(s)")
+    _print_summary(result.run.manifest, version_dir)
+    _print_versions(result.corpus)
+
+
+def _preflight(config: WinnowConfig, beam_args: list[str], state_dir: str | None) -> None:
+    """On a remote runner, every path a worker opens must exist on the worker: fail before submitting."""
+    from winnow.pipeline.dataflow import WorkerPathError, check_worker_paths
+    from winnow.pipeline.run import is_dry_run, pipeline_options
+
+    options = pipeline_options(config, beam_args)
+    try:
+        check_worker_paths(config, options, state_dir)
+    except WorkerPathError as error:
+        if not is_dry_run(options):
+            raise ValueError(str(error)) from None
+        console.print(f"[yellow]warning (dry run):[/] {error}", highlight=False)
+
+
+def _print_submitted(result: Any, finish_command: str) -> None:
+    if result.job is not None and getattr(result.job, "proto_pipeline", None) is not None:
+        transforms = len(result.job.proto_pipeline.components.transforms)
+        out.print(f"dry run: the job was built and translated ({transforms} transforms) but not submitted")
+        return
+    out.print(
+        f"submitted; staged output is in {result.output_dir}/_staging. When the job has finished: {finish_command}"
+    )
+
+
+def _print_versions(corpus: dict[str, Any]) -> None:
+    table = Table(title="corpus versions")
+    for column in ("version", "input files", "input", "kept", "filtered", "duplicate", "rejected"):
+        table.add_column(column, justify="left" if column == "version" else "right")
+    for v in corpus["versions"]:
+        c = v["counts"]
+        table.add_row(
+            v["dir"],
+            str(v["inputs"]),
+            *(f"{c[k]:,}" for k in ("input", "kept", "filtered", "duplicate", "rejected")),
+        )
+    t = corpus["totals"]
+    table.add_row(
+        "total", "", *(f"{t[k]:,}" for k in ("input", "kept", "filtered", "duplicate", "rejected")), style="bold"
+    )
+    out.print(table)
 
 
 def _run_with_progress(

@@ -79,6 +79,27 @@ class ShardingConfig(Section):
     compression_level: int = Field(3, ge=1, le=22, description="zstd compression level.")
 
 
+class ReportConfig(Section):
+    """The run report (report.html) and dataset card (DATASET_CARD.md) written beside the manifest."""
+
+    enabled: bool = Field(True, description="Write report.html and DATASET_CARD.md with every run.")
+    samples_per_bucket: int = Field(
+        3, ge=0, le=50, description="Example documents shown for kept and for each removal reason / rejecting stage."
+    )
+    max_rows: int = Field(
+        200_000,
+        gt=0,
+        description="Rows read per output kind for the plots (whole row groups, in shard order); "
+        "bounds the driver's memory on big corpora.",
+    )
+    title: str | None = Field(None, description="Dataset name for the report and card; defaults to the output dir.")
+    license: str | None = Field(None, description="License of the curated dataset, stated in the dataset card.")
+    source_licenses: dict[str, str] = Field(
+        default_factory=dict,
+        description="License of each input, by input `name` or path glob, stated in the dataset card.",
+    )
+
+
 class OutputConfig(Section):
     """Where and how results are written."""
 
@@ -87,6 +108,7 @@ class OutputConfig(Section):
     )
     shards: ShardingConfig = Field(default_factory=ShardingConfig, description="Shard sizing for kept documents.")
     write_removed: bool = Field(True, description="Write filtered and duplicate documents to `removed/`.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Run report and dataset card.")
 
 
 class RunnerConfig(Section):
