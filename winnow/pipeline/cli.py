@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 import time
@@ -315,6 +317,9 @@ def config_reference() -> None:
 
 
 def main() -> None:
+    # Beam's local job service relays every worker's start-up warnings; they are noise to a
+    # user. WINNOW_BEAM_LOG=INFO (or WARNING) brings them back.
+    logging.getLogger("apache_beam").setLevel(os.environ.get("WINNOW_BEAM_LOG", "ERROR"))
     app()
 
 

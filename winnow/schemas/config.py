@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from winnow.schemas.minhash import MinHashConfig
+
 
 class Section(BaseModel):
     """Base for all config sections: unknown keys are errors, values are checked on assignment."""
@@ -153,6 +155,9 @@ class DedupConfig(Section):
 
     enabled: bool = Field(True, description="Run this stage.")
     exact: ExactDedupConfig = Field(default_factory=ExactDedupConfig, description="Exact-hash dedup.")
+    minhash: MinHashConfig = Field(
+        default_factory=MinHashConfig, description="MinHash LSH near-duplicate removal (METHODS.md §7)."
+    )
 
 
 class WinnowConfig(Section):

@@ -32,6 +32,15 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
     "normalize": [],
     "dedup": [
         pa.field("text_hash", pa.string()),
+        # MinHash clusters: the kept document's own id when it has near-duplicates, else null.
+        pa.field("cluster_id", pa.string()),
+        pa.field("cluster_size", pa.int64()),
+    ],
+    "score": [
+        pa.field("preselect_score", pa.float32()),
+    ],
+    "select": [
+        pa.field("select_key", pa.float64()),
     ],
 }
 

@@ -96,6 +96,13 @@ class Dedup(beam.PTransform):
             docs = exact[KEPT]
             removed_parts.append(exact[REMOVED])
             rejected_parts.append(exact[REJECTED])
+        if self.config.minhash.enabled:
+            from winnow.transforms.near_dedup import MinHashDedup
+
+            near = docs | "MinHash" >> MinHashDedup(self.config.minhash)
+            docs = near[KEPT]
+            removed_parts.append(near[REMOVED])
+            rejected_parts.append(near[REJECTED])
         pipeline = docs.pipeline
         return {
             KEPT: docs,
