@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from winnow.pipeline.progress import ProgressTap
@@ -41,13 +42,23 @@ class RequireText(beam.DoFn):
             yield doc
 
 
+def data_schema(config: WinnowConfig, stage_names: list[str]) -> pa.Schema:
+    """Schema of the kept shards: the stages' declared columns plus each configured scorer's."""
+    extra = []
+    if "score" in stage_names:
+        from winnow.schemas.score import score_fields
+
+        extra = score_fields(config.score)
+    return document_schema(stage_names, extra)
+
+
 def _removal_key(record: dict[str, Any]) -> tuple[str, str]:
     kind = "duplicate" if record.get("duplicate_of") is not None else "filtered"
     return (kind, record["reason"])
 
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"input": 0, "kept": 0, "removed": [], "rejected": [], "files": []}
+    summary: dict[str, Any] = {"input": 0, "kept": 0, "removed": [], "rejected": [], "files": [], "selection": []}
     for kind, value in items:
         if kind in ("input", "kept"):
             summary[kind] += value
@@ -57,11 +68,14 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
         elif kind == "rejected":
             stage, count = value
             summary["rejected"].append({"stage": stage, "count": count})
+        elif kind == "selection":
+            summary["selection"].append(value)
         else:
             summary["files"].append(value)
     summary["removed"].sort(key=lambda r: (r["kind"], r["reason"]))
     summary["rejected"].sort(key=lambda r: r["stage"])
     summary["files"].sort(key=lambda f: f["file"])
+    summary["selection"].sort(key=lambda r: json.dumps(r, sort_keys=True))
     atomic_write_bytes(path, json.dumps(summary, indent=1, sort_keys=True).encode())
 
 
@@ -80,11 +94,14 @@ def build_pipeline(
     )
     removed_parts = []
     rejected_parts = [read[REJECTED]]
+    stage_reports = []  # extra per-stage summaries (e.g. the selection budget cut) for the manifest
     for spec in stages:
         outputs = docs | spec.name >> spec.build(config)
         docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
         removed_parts.append(outputs[REMOVED])
         rejected_parts.append(outputs[REJECTED])
+        if "summary" in outputs:
+            stage_reports.append(outputs["summary"] | f"TagReport_{spec.name}" >> beam.Map(lambda r: ("selection", r)))
 
     final = docs | "RequireText" >> beam.ParDo(RequireText()).with_outputs(REJECTED, main=KEPT)
     kept = final[KEPT]
@@ -100,7 +117,7 @@ def build_pipeline(
         kept
         | "WriteData"
         >> WriteShards(
-            "data", FileSystems.join(staging_dir, "data"), document_schema(stage_names), sharding, document_sort_key
+            "data", FileSystems.join(staging_dir, "data"), data_schema(config, stage_names), sharding, document_sort_key
         ),
         rejected_all
         | "WriteRejected"
@@ -134,6 +151,7 @@ def build_pipeline(
         | "CountRejected" >> beam.combiners.Count.PerElement()
         | "TagRejected" >> beam.Map(lambda kv: ("rejected", kv)),
         *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
+        *stage_reports,
     ]
     summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
     _ = (

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from winnow.pipeline.preselect_cli import preselect_app
 from winnow.pipeline.progress import read_progress
 from winnow.pipeline.stages import PIPELINE_ORDER
 from winnow.schemas.config import (
@@ -30,6 +31,7 @@ from winnow.transforms.io import InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pretraining-data curation on Apache Beam.")
 config_app = typer.Typer(no_args_is_help=True, help="Show, validate and document configs.")
 app.add_typer(config_app, name="config")
+app.add_typer(preselect_app, name="preselect")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 

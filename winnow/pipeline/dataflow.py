@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from winnow.schemas.config import WinnowConfig
 
 PACKAGE_PREFIX = "package:"
+MODEL_PREFIX = "winnow:"
 # Config keys whose string values are files or folders a worker opens.
 _PATH_KEYS = ("path", "model", "model_path", "model_dir", "index_dir", "tokenizer", "vocab")
 # Runners whose workers never see the submitting machine's disk.
@@ -58,6 +59,8 @@ def _package_file(path: str) -> Path | None:
 
     Absolute paths never count: the package sits elsewhere on a worker.
     """
+    if path.startswith(MODEL_PREFIX):  # scorers' spelling: winnow:models/x = package data/models/x
+        path = PACKAGE_PREFIX + "data/" + path[len(MODEL_PREFIX) :].lstrip("/")
     relative = path.removeprefix(PACKAGE_PREFIX)
     if os.path.isabs(relative) or "://" in relative:
         return None
@@ -75,7 +78,7 @@ def resolve_worker_path(path: str, cache_dir: str | None = None) -> str:
     packaged = _package_file(path)
     if packaged is not None:
         return str(packaged)
-    if path.startswith(PACKAGE_PREFIX):
+    if path.startswith((PACKAGE_PREFIX, MODEL_PREFIX)):
         raise FileNotFoundError(f"{path}: not in the installed winnow package ({package_root()})")
     if _is_local(path):
         return path

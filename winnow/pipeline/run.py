@@ -33,10 +33,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import winnow
-from winnow.pipeline.build import SUMMARY_FILE, build_pipeline
+from winnow.pipeline.build import SUMMARY_FILE, build_pipeline, data_schema
 from winnow.pipeline.stages import StageSpec, select_stages
 from winnow.schemas.config import WinnowConfig
-from winnow.schemas.records import SCHEMA_VERSION, document_schema
+from winnow.schemas.records import SCHEMA_VERSION
 from winnow.transforms.base import METRICS_NAMESPACE
 from winnow.transforms.io import expand_inputs
 from winnow.transforms.write import atomic_write_bytes
@@ -361,10 +361,11 @@ def finalize(
         "packages": package_versions(),
         "runner": options.get_all_options().get("runner"),
         "stages": stage_names,
-        "columns": document_schema(stage_names).names,
+        "columns": data_schema(config, stage_names).names,
         "ordered": False,
         "shards": {kind: [f for f in files if f["kind"] == kind] for kind in OUTPUT_KINDS},
         "counts": counts,
+        "selection": summary.get("selection", []),
         "invariant": "input == kept + filtered + duplicate + rejected",
         "report": {"html": REPORT, "card": CARD} if report.enabled else None,
     }

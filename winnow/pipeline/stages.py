@@ -41,11 +41,25 @@ def _dedup(config: WinnowConfig) -> beam.PTransform:
     return Dedup(config.dedup)
 
 
+def _score(config: WinnowConfig) -> beam.PTransform:
+    from winnow.transforms.score import Score
+
+    return Score(config.score)
+
+
+def _select(config: WinnowConfig) -> beam.PTransform:
+    from winnow.transforms.select import Select
+
+    return Select(config.select, seed=config.seed)
+
+
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in [
         StageSpec("normalize", _normalize),
         StageSpec("dedup", _dedup),
+        StageSpec("score", _score),
+        StageSpec("select", _select),
     ]
 }
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from winnow.schemas.minhash import MinHashConfig
+from winnow.schemas.score import ScoreConfig, SelectConfig
 
 
 class Section(BaseModel):
@@ -169,6 +170,8 @@ class WinnowConfig(Section):
     seed: int = Field(0, description="Seed for every random choice; same input + config + seed = same bytes.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
+    score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage `score`.")
+    select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")
 
     def content_hash(self) -> str:
         """Hash of the settings that affect output bytes (runner settings excluded)."""

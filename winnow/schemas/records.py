@@ -29,7 +29,16 @@ BASE_FIELDS: list[pa.Field] = [
 # Columns each stage adds to kept documents. A stage registers its columns here (one place);
 # the writer includes the columns of every stage that ran, null where a stage did not set one.
 STAGE_COLUMNS: dict[str, list[pa.Field]] = {
+    "extract": [],
     "normalize": [],
+    "langid": [
+        pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
+    ],
+    "filter": [
+        pa.field("filter_lines_removed", pa.int32()),
+        pa.field("filter_chars_removed", pa.int32()),
+    ],
     "dedup": [
         pa.field("text_hash", pa.string()),
         # MinHash clusters: the kept document's own id when it has near-duplicates, else null.
@@ -73,8 +82,11 @@ def _with_version(fields: list[pa.Field], kind: str) -> pa.Schema:
     )
 
 
-def document_schema(stages: list[str]) -> pa.Schema:
-    """Schema of kept documents after running ``stages`` (in pipeline order)."""
+def document_schema(stages: list[str], extra: list[pa.Field] | None = None) -> pa.Schema:
+    """Schema of kept documents after running ``stages`` (in pipeline order).
+
+    ``extra`` holds columns known only from the config (e.g. each configured scorer's).
+    """
     fields = list(BASE_FIELDS)
     seen = {f.name for f in fields}
     for stage in stages:
@@ -82,6 +94,10 @@ def document_schema(stages: list[str]) -> pa.Schema:
             if field.name not in seen:
                 fields.append(field)
                 seen.add(field.name)
+    for field in extra or []:
+        if field.name not in seen:
+            fields.append(field)
+            seen.add(field.name)
     return _with_version(fields, "document")
 
 

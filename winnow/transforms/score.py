@@ -1,0 +1,147 @@
+"""Stage ``score``: model scores as columns on every document (cores in winnow.scorers).
+
+One DoFn per configured scorer, chained. Each loads its model once per worker (``setup``),
+takes documents in fixed-size batches (``BatchElements``), and writes the scorer's columns,
+rounded to float32 (the column type, so a document in flight carries what the Parquet file will
+hold). A batch the model fails on is retried one document at a time, so a
+document whose scoring raises, or yields a non-finite score, goes to ``rejected/`` with the
+error and the rest of its batch is scored normally; nothing here can kill the job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from winnow.schemas.score import ScoreConfig
+from winnow.scorers.base import Scorer, ScorerFactory, checked_scores
+from winnow.transforms.base import (
+    KEPT,
+    REJECTED,
+    REMOVED,
+    Document,
+    counter,
+    outcome_pardo,
+    rejected,
+    split_outcomes,
+)
+
+STAGE = "score"
+
+
+class ScoreDoFn(beam.DoFn):
+    """Scores batches of documents with one scorer; emits scored documents or rejected records."""
+
+    def __init__(self, factory: Callable[[], Scorer], name: str):
+        self.factory = factory
+        self.name = name
+        self._scored = counter(f"score:{name}:scored")
+        self._rejected = counter(f"score:{name}:rejected")
+        self._batches = counter(f"score:{name}:batches")
+        self._retried = counter(f"score:{name}:batches_retried")
+
+    def setup(self) -> None:
+        self.scorer = self.factory()
+
+    def process(self, batch: Sequence[Document]) -> Iterator[Any]:
+        todo = [doc for doc in batch if not _unscorable(doc)]
+        for doc in batch:
+            if _unscorable(doc):  # raw HTML awaiting extract: nothing to score yet
+                yield doc
+        if not todo:
+            return
+        self._batches.inc()
+        try:
+            out = checked_scores(self.scorer, self.scorer.score([doc.get("text") or "" for doc in todo]), len(todo))
+        except Exception:  # retry alone to find the one(s) at fault
+            self._retried.inc()
+            for doc in todo:
+                yield from self._score_one(doc)
+            return
+        for i, doc in enumerate(todo):
+            yield self._emit(doc, {name: values[i] for name, values in out.items()})
+
+    def _score_one(self, doc: Document) -> Iterator[Any]:
+        try:
+            out = checked_scores(self.scorer, self.scorer.score([doc.get("text") or ""]), 1)
+        except Exception as error:
+            self._rejected.inc()
+            yield rejected(doc, STAGE, f"{self.name}: {type(error).__name__}: {error}")
+            return
+        yield self._emit(doc, {name: values[0] for name, values in out.items()})
+
+    def _emit(self, doc: Document, values: dict[str, Any]) -> Any:
+        columns = {}
+        for name, value in values.items():
+            number = float(value)
+            if not math.isfinite(number):
+                self._rejected.inc()
+                return rejected(doc, STAGE, f"{self.name}: non-finite score {number} in column {name}")
+            columns[name] = _float32(number)
+        self._scored.inc()
+        return {**doc, **columns}
+
+
+def _unscorable(doc: Document) -> bool:
+    return "html" in doc and not doc.get("text")
+
+
+def _float32(value: float) -> float:
+    import numpy as np
+
+    return float(np.float32(value))
+
+
+class ScoreWith(beam.PTransform):
+    """One scorer over a PCollection of documents; ``{"kept", "removed", "rejected"}``."""
+
+    def __init__(self, factory: Callable[[], Scorer], name: str, batch_size: int = 256):
+        super().__init__()
+        self.factory = factory
+        self.name = name
+        self.batch_size = batch_size
+
+    def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
+        size = self.batch_size
+        batches = docs | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
+        return split_outcomes(batches | outcome_pardo("Score", ScoreDoFn(self.factory, self.name)))
+
+
+class Score(beam.PTransform):
+    """Stage ``score``: every configured scorer, in order (METHODS §3 PreSelect and others).
+
+    ``factories`` replaces the config's scorers with (name, zero-argument factory, batch size)
+    triples, for scorers that are not config backends (tests, experiments).
+    """
+
+    def __init__(self, config: ScoreConfig, factories: Sequence[tuple[str, Callable[[], Scorer], int]] | None = None):
+        super().__init__()
+        self.config = config
+        if factories is None:
+            factories = [(entry.name, ScorerFactory(entry), entry.batch_size) for entry in config.scorers]
+        self.factories = list(factories)
+
+    def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
+        removed_parts, rejected_parts = [], []
+        for name, factory, batch_size in self.factories:
+            out = docs | f"Score_{name}" >> ScoreWith(factory, name, batch_size)
+            docs = out[KEPT]
+            removed_parts.append(out[REMOVED])
+            rejected_parts.append(out[REJECTED])
+        pipeline = docs.pipeline
+        return {
+            KEPT: docs,
+            REMOVED: _flatten(pipeline, removed_parts, "Removed"),
+            REJECTED: _flatten(pipeline, rejected_parts, "Rejected"),
+        }
+
+
+def _flatten(pipeline: beam.Pipeline, parts: list[beam.PCollection], label: str) -> beam.PCollection:
+    if not parts:
+        return pipeline | f"No{label}" >> beam.Create([])
+    if len(parts) == 1:
+        return parts[0]
+    return parts | f"Merge{label}" >> beam.Flatten()
