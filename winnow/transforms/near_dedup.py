@@ -15,16 +15,23 @@ the signatures themselves; with batches a step costs a few elements per shard in
 3. ``Verify`` (default on): two joins bring both endpoints' signatures together; an edge
    stays if the estimated Jaccard reaches the threshold. Edges to the index are not
    verified (the index stores bands, not signatures).
-4. ``HashedComponents``: large-star/small-star rounds (``components.py``); label = the
-   component's smallest node.
+4. ``HashedComponents``: ``max_rounds`` rounds of local contraction (``components.py``);
+   label = the component's smallest node. Unconverged nodes: ``dedup:components_unconverged``.
 5. ``Keeper``: per component, the smallest (rank, priority, xxh64(id), id) is kept; rank 0
    are index entries (already kept in an earlier run), so a match to the index always loses.
 6. ``Route``: documents joined with their decision by id: kept (with ``cluster_id`` = own id
    and ``cluster_size`` for clusters; ``None`` and 1 for singletons) or removed with
    ``duplicate_of`` = the keeper's id.
 
+Memory: besides Beam's own grouping, a step holds one shard's share: about 14·N / shards band
+entries (17 bytes each), N / shards signatures (8·num_perm bytes) or E / shards edges. Raise
+``shards`` with the corpus. A hot bucket costs its members' entries, never pairs.
+
 Nodes are xxh64 of document ids (a collision merges two ids, about N²/2^65 for N ids).
-Ids must be unique within a run.
+Ids must be unique within a run. Metrics (namespace ``winnow``): ``dedup:minhash`` (removed),
+``dedup:minhash_no_shingles``, ``dedup:minhash_hot_buckets``, ``dedup:minhash_candidates``,
+``dedup:minhash_verified``, ``dedup:minhash_index_matches``, ``dedup:minhash_clusters``,
+``dedup:components_unconverged``.
 """
 
 from __future__ import annotations
@@ -398,7 +405,8 @@ def _atomic_write(path: str, payload: bytes) -> None:
 
 
 class ReadIndexPart(beam.DoFn):
-    """One index part file → band entries (batched by band shard) and index keeper keys."""
+    """One index part file → band entries (batched by band shard) and, from band 0 (which has
+    every indexed document once), the index documents' keeper keys."""
 
     def __init__(self, shards: int) -> None:
         self.shards = shards
@@ -419,6 +427,8 @@ class ReadIndexPart(beam.DoFn):
             _band_shards(hashes, band_index, self.shards), self.shards, hashes, band_index, nodes, from_index
         ):
             yield beam.pvalue.TaggedOutput(_BAND_TAG, (shard, cols))
+        if band != 0:
+            return
         keys = [(0, 0.0, int(n), i) for n, i in zip(nodes.tolist(), ids, strict=True)]
         for shard, cols in _by_shard(_node_shards(nodes, self.shards), self.shards, nodes, keys):
             yield beam.pvalue.TaggedOutput(_MEMBER_TAG, (shard, cols))
