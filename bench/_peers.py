@@ -14,7 +14,7 @@ import venv
 from pathlib import Path
 
 VENVS = Path(__file__).resolve().parent / ".venvs"
-DATATROVE_REQUIREMENTS = ["datatrove[processing]==0.10.1"]
+DATATROVE_REQUIREMENTS = ["datatrove[processing]==0.10.1", "spacy==3.8.18", "orjson==3.13.0"]
 
 
 def peer_python(name: str, requirements: list[str]) -> Path:

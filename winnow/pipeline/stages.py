@@ -29,6 +29,24 @@ class StageSpec:
         return bool(getattr(section, "enabled", True))
 
 
+def _extract(config: WinnowConfig) -> beam.PTransform:
+    from winnow.transforms.extract import Extract
+
+    return Extract(config.extract)
+
+
+def _langid(config: WinnowConfig) -> beam.PTransform:
+    from winnow.transforms.langid import LangId
+
+    return LangId(config.langid)
+
+
+def _filter(config: WinnowConfig) -> beam.PTransform:
+    from winnow.transforms.filter import Filter
+
+    return Filter(config.filter)
+
+
 def _normalize(config: WinnowConfig) -> beam.PTransform:
     from winnow.transforms.normalize import Normalize
 
@@ -56,7 +74,10 @@ def _select(config: WinnowConfig) -> beam.PTransform:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in [
+        StageSpec("extract", _extract),
         StageSpec("normalize", _normalize),
+        StageSpec("langid", _langid),
+        StageSpec("filter", _filter),
         StageSpec("dedup", _dedup),
         StageSpec("score", _score),
         StageSpec("select", _select),

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from winnow.schemas.config import Section
+from winnow.schemas.base import Section
 
 
 class ExtractConfig(Section):

@@ -14,16 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from winnow.schemas.base import Section
+from winnow.schemas.clean import ExtractConfig, FilterConfig, LangIdConfig
 from winnow.schemas.minhash import MinHashConfig
 from winnow.schemas.score import ScoreConfig, SelectConfig
-
-
-class Section(BaseModel):
-    """Base for all config sections: unknown keys are errors, values are checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class FieldMapping(Section):
@@ -168,7 +164,10 @@ class WinnowConfig(Section):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output location and sharding.")
     runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Beam runner.")
     seed: int = Field(0, description="Seed for every random choice; same input + config + seed = same bytes.")
+    extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Stage `extract`.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
+    langid: LangIdConfig = Field(default_factory=LangIdConfig, description="Stage `langid`.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Stage `filter`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
     score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage `score`.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")

@@ -11,16 +11,12 @@ from __future__ import annotations
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from winnow.schemas.base import Section
 
 BUNDLED_PRESELECT = "winnow:models/preselect/preselect.ftz"
 PRESELECT_COLUMN = "preselect_score"
-
-
-class Section(BaseModel):
-    """Same rules as ``winnow.schemas.config.Section`` (kept here so config.py can import this module)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ScorerEntry(Section):

@@ -21,9 +21,7 @@ def _control_class() -> re.Pattern[str]:
     Written as ranges: a class of 200+ single characters is ~20x slower in ``re``.
     """
     points = [
-        c
-        for c in range(0x110000)
-        if unicodedata.category(chr(c)) in ("Cc", "Cf") and chr(c) not in "\n\t\u200c\u200d"
+        c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cc", "Cf") and chr(c) not in "\n\t\u200c\u200d"
     ]
     ranges: list[tuple[int, int]] = []
     for point in points:
