@@ -25,6 +25,11 @@ def make_config(inputs: list[dict[str, Any]] | list[str], out_dir: Path, **secti
         "inputs": specs,
         "output": {"dir": str(out_dir), "shards": {"target_bytes": 1_000_000}},
         "runner": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+        # Foundation baseline: read → extract → normalize → exact dedup → write. Tests of
+        # the content stages (langid, filter, MinHash) turn them on explicitly.
+        "langid": {"enabled": False},
+        "filter": {"enabled": False},
+        "dedup": {"minhash": {"enabled": False}},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
