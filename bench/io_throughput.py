@@ -3,7 +3,8 @@
 Builds (once, cached in bench/.cache) a ~100 MB (uncompressed) JSONL.gz corpus from the
 real text in ../shared/corpora, then in one run measures
   * the floor: pyarrow.json.read_json of the .gz + pyarrow.parquet.write_table (zstd),
-  * winnow: `winnow run --stages normalize,dedup` on the local FnApiRunner,
+  * winnow: `winnow run --stages normalize,dedup` (exact dedup; `--minhash` adds near-dedup) on the
+    local FnApiRunner,
 and prints docs/s, MB/s and MB per CPU-second for both, and their ratio.
 
     python bench/io_throughput.py [--mb 100] [--workers 2]
@@ -96,7 +97,7 @@ def measure_raw(corpus: Path, out: Path) -> dict[str, float]:
     return {"wall": time.perf_counter() - start_wall, "cpu": cpu_seconds() - start_cpu, "docs": table.num_rows}
 
 
-def measure_winnow(corpus: Path, out: Path, workers: int) -> dict[str, float]:
+def measure_winnow(corpus: Path, out: Path, workers: int, minhash: bool) -> dict[str, float]:
     import subprocess
 
     config = out / "bench.yaml"
@@ -106,6 +107,7 @@ def measure_winnow(corpus: Path, out: Path, workers: int) -> dict[str, float]:
                 "inputs": [{"paths": [str(corpus)]}],
                 "output": {"dir": str(out / "winnow"), "shards": {"target_bytes": 64_000_000}},
                 "runner": {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
+                "dedup": {"minhash": {"enabled": minhash}},
             }
         )
     )
@@ -124,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=100, help="uncompressed corpus size in MB")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--minhash", action="store_true", help="also run MinHash near-dedup (off: exact dedup only)")
     args = parser.parse_args()
 
     corpus = build_corpus(args.mb)
@@ -133,12 +136,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; winnow workers: {args.workers}")
     with tempfile.TemporaryDirectory() as tmp:
         raw = measure_raw(corpus, Path(tmp))
-        ours = measure_winnow(corpus, Path(tmp), args.workers)
-    rows = [("pyarrow read_json + write_parquet (floor)", raw), ("winnow read→normalize→dedup→write", ours)]
-    print(f"{'pipeline':45s} {'docs':>8s} {'wall s':>8s} {'CPU s':>8s} {'docs/s':>9s} {'MB/s':>7s} {'MB/CPU-s':>9s}")
+        ours = measure_winnow(corpus, Path(tmp), args.workers, args.minhash)
+    dedup = "exact+MinHash dedup" if args.minhash else "exact dedup"
+    rows = [("pyarrow read_json + write_parquet (floor)", raw), (f"winnow read→normalize→{dedup}→write", ours)]
+    print(f"{'pipeline':50s} {'docs':>8s} {'wall s':>8s} {'CPU s':>8s} {'docs/s':>9s} {'MB/s':>7s} {'MB/CPU-s':>9s}")
     for name, m in rows:
         print(
-            f"{name:45s} {m['docs']:8d} {m['wall']:8.2f} {m['cpu']:8.2f} {m['docs'] / m['wall']:9.0f} "
+            f"{name:50s} {m['docs']:8d} {m['wall']:8.2f} {m['cpu']:8.2f} {m['docs'] / m['wall']:9.0f} "
             f"{mb / m['wall']:7.1f} {mb / m['cpu']:9.1f}"
         )
     print(f"ratio winnow/floor: wall {raw['wall'] / ours['wall']:.3f}, per CPU-second {raw['cpu'] / ours['cpu']:.3f}")
