@@ -79,6 +79,32 @@ def empty(pipeline: beam.Pipeline, label: str) -> beam.PCollection:
     return pipeline | label >> beam.Create([])
 
 
+def merge(pipeline: beam.Pipeline, parts: list[beam.PCollection], label: str) -> beam.PCollection:
+    """Flatten ``parts`` (an empty PCollection when there are none)."""
+    if not parts:
+        return pipeline | f"No{label}" >> beam.Create([])
+    if len(parts) == 1:
+        return parts[0]
+    return parts | f"Merge{label}" >> beam.Flatten()
+
+
+def chain(docs: beam.PCollection, steps: list[tuple[str, beam.PTransform]]) -> dict[str, beam.PCollection]:
+    """Run stage-contract transforms one after another as one stage: kept flows on,
+    removed and rejected from every step are merged."""
+    removed_parts, rejected_parts = [], []
+    for label, transform in steps:
+        out = docs | label >> transform
+        docs = out[KEPT]
+        removed_parts.append(out[REMOVED])
+        rejected_parts.append(out[REJECTED])
+    pipeline = docs.pipeline
+    return {
+        KEPT: docs,
+        REMOVED: merge(pipeline, removed_parts, "Removed"),
+        REJECTED: merge(pipeline, rejected_parts, "Rejected"),
+    }
+
+
 def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Fixed-size batches from an iterable (the last one may be short)."""
     batch: list[Any] = []

@@ -16,7 +16,17 @@ import apache_beam as beam
 
 from winnow.schemas.config import DedupConfig, ExactDedupConfig
 from winnow.scorers.normalize import dedup_key_text
-from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, outcome_pardo, rejected, removed
+from winnow.transforms.base import (
+    KEPT,
+    REJECTED,
+    REMOVED,
+    Document,
+    chain,
+    counter,
+    outcome_pardo,
+    rejected,
+    removed,
+)
 
 STAGE = "dedup"
 
@@ -90,30 +100,11 @@ class Dedup(beam.PTransform):
         self.config = config
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        removed_parts, rejected_parts = [], []
+        steps: list[tuple[str, beam.PTransform]] = []
         if self.config.exact.enabled:
-            exact = docs | "Exact" >> ExactDedup(self.config.exact)
-            docs = exact[KEPT]
-            removed_parts.append(exact[REMOVED])
-            rejected_parts.append(exact[REJECTED])
+            steps.append(("Exact", ExactDedup(self.config.exact)))
         if self.config.minhash.enabled:
             from winnow.transforms.near_dedup import MinHashDedup
 
-            near = docs | "MinHash" >> MinHashDedup(self.config.minhash)
-            docs = near[KEPT]
-            removed_parts.append(near[REMOVED])
-            rejected_parts.append(near[REJECTED])
-        pipeline = docs.pipeline
-        return {
-            KEPT: docs,
-            REMOVED: _flatten(pipeline, removed_parts, "Removed"),
-            REJECTED: _flatten(pipeline, rejected_parts, "Rejected"),
-        }
-
-
-def _flatten(pipeline: beam.Pipeline, parts: list[beam.PCollection], label: str) -> beam.PCollection:
-    if not parts:
-        return pipeline | f"No{label}" >> beam.Create([])
-    if len(parts) == 1:
-        return parts[0]
-    return parts | f"Merge{label}" >> beam.Flatten()
+            steps.append(("MinHash", MinHashDedup(self.config.minhash)))
+        return chain(docs, steps)

@@ -19,10 +19,8 @@ import apache_beam as beam
 from winnow.schemas.score import ScoreConfig
 from winnow.scorers.base import Scorer, ScorerFactory, checked_scores
 from winnow.transforms.base import (
-    KEPT,
-    REJECTED,
-    REMOVED,
     Document,
+    chain,
     counter,
     outcome_pardo,
     rejected,
@@ -125,23 +123,5 @@ class Score(beam.PTransform):
         self.factories = list(factories)
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        removed_parts, rejected_parts = [], []
-        for name, factory, batch_size in self.factories:
-            out = docs | f"Score_{name}" >> ScoreWith(factory, name, batch_size)
-            docs = out[KEPT]
-            removed_parts.append(out[REMOVED])
-            rejected_parts.append(out[REJECTED])
-        pipeline = docs.pipeline
-        return {
-            KEPT: docs,
-            REMOVED: _flatten(pipeline, removed_parts, "Removed"),
-            REJECTED: _flatten(pipeline, rejected_parts, "Rejected"),
-        }
-
-
-def _flatten(pipeline: beam.Pipeline, parts: list[beam.PCollection], label: str) -> beam.PCollection:
-    if not parts:
-        return pipeline | f"No{label}" >> beam.Create([])
-    if len(parts) == 1:
-        return parts[0]
-    return parts | f"Merge{label}" >> beam.Flatten()
+        steps = [(f"Score_{name}", ScoreWith(factory, name, size)) for name, factory, size in self.factories]
+        return chain(docs, steps)
