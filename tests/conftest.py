@@ -79,3 +79,31 @@ def local_pipeline() -> Any:
     return beam.Pipeline(
         options=PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
     )
+
+
+def run_stage(transform: Any, docs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    """Run one stage transform on ``docs`` with the local runner; its three outputs (as JSON
+    round-tripped lists, through files so any runner mode works) and its committed counters."""
+    import json
+    import uuid
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    out_dir = tmp_path / f"out-{uuid.uuid4().hex}"
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    result = pipeline | beam.Create(docs, reshuffle=False) | transform
+    for name in ("kept", "removed", "rejected"):
+        _ = (
+            result[name]
+            | f"{name}/json" >> beam.Map(lambda d: json.dumps(d, default=repr, sort_keys=True))
+            | f"{name}/write" >> beam.io.WriteToText(str(out_dir / name))
+        )
+    outcome = pipeline.run()
+    outcome.wait_until_finish()
+    outputs: dict[str, Any] = {
+        name: [json.loads(line) for path in out_dir.glob(f"{name}*") for line in path.read_text().splitlines()]
+        for name in ("kept", "removed", "rejected")
+    }
+    outputs["counters"] = {c.key.metric.name: c.committed for c in outcome.metrics().query()["counters"]}
+    return outputs

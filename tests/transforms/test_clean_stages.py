@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from conftest import run_stage
 
 from winnow.schemas.clean import ExtractConfig, FilterConfig, LangIdConfig
 from winnow.schemas.records import STAGE_COLUMNS
@@ -24,22 +23,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 def run(transform: beam.PTransform, docs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
     """Run one stage; return its three outputs (as lists) and its counters."""
-    out_dir = tmp_path / f"out-{random.random():.12f}"
-    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-    result = pipeline | beam.Create(docs, reshuffle=False) | transform
-    for name in ("kept", "removed", "rejected"):
-        _ = (
-            result[name]
-            | f"{name}/json" >> beam.Map(lambda d: json.dumps(d, default=repr, sort_keys=True))
-            | f"{name}/write" >> beam.io.WriteToText(str(out_dir / name))
-        )
-    outcome = pipeline.run()
-    outcome.wait_until_finish()
-    outputs: dict[str, Any] = {
-        name: [json.loads(line) for path in out_dir.glob(f"{name}*") for line in path.read_text().splitlines()]
-        for name in ("kept", "removed", "rejected")
-    }
-    outputs["counters"] = {c.key.metric.name: c.committed for c in outcome.metrics().query()["counters"]}
+    outputs = run_stage(transform, docs, tmp_path)
     assert len(outputs["kept"]) + len(outputs["removed"]) + len(outputs["rejected"]) == len(docs)
     return outputs
 

@@ -11,7 +11,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from conftest import run_stage
 
 from winnow.schemas.minhash import MinHashConfig
 from winnow.scorers import minhash as mh
@@ -23,23 +23,7 @@ FAST = {"shards": 4, "max_rounds": 4}  # fewer Beam stages: tests run in seconds
 
 def run(docs: list[dict[str, Any]], tmp_path: Path, **config: Any) -> dict[str, Any]:
     """Run the stage; return its three outputs (as lists) and its counters."""
-    out_dir = tmp_path / f"out-{random.random():.12f}"
-    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-    result = pipeline | beam.Create(docs, reshuffle=False) | MinHashDedup(MinHashConfig(**{**FAST, **config}))
-    for name in ("kept", "removed", "rejected"):
-        _ = (
-            result[name]
-            | f"{name}/json" >> beam.Map(lambda d: json.dumps(d, default=repr, sort_keys=True))
-            | f"{name}/write" >> beam.io.WriteToText(str(out_dir / name))
-        )
-    outcome = pipeline.run()
-    outcome.wait_until_finish()
-    outputs: dict[str, Any] = {
-        name: [json.loads(line) for path in out_dir.glob(f"{name}*") for line in path.read_text().splitlines()]
-        for name in ("kept", "removed", "rejected")
-    }
-    outputs["counters"] = {c.key.metric.name: c.committed for c in outcome.metrics().query()["counters"]}
-    return outputs
+    return run_stage(MinHashDedup(MinHashConfig(**{**FAST, **config})), docs, tmp_path)
 
 
 def doc(doc_id: str, text: str, **extra: Any) -> dict[str, Any]:
