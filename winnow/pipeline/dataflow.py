@@ -18,8 +18,6 @@ What this module gives:
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -31,9 +29,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from winnow.schemas.config import WinnowConfig
+from winnow.scorers.base import package_file, resolve_model_path
 
-PACKAGE_PREFIX = "package:"
-MODEL_PREFIX = "winnow:"
 # Config keys whose string values are files or folders a worker opens.
 _PATH_KEYS = ("path", "model", "model_path", "model_dir", "index_dir", "tokenizer", "vocab")
 # Runners whose workers never see the submitting machine's disk.
@@ -44,54 +41,13 @@ class WorkerPathError(ValueError):
     """A path in the config would not exist on a remote worker."""
 
 
-def package_root() -> Path:
-    import winnow
-
-    return Path(winnow.__file__).resolve().parent
-
-
 def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _package_file(path: str) -> Path | None:
-    """The package-data file a relative path (or ``package:relative``) names, if the package has it.
-
-    Absolute paths never count: the package sits elsewhere on a worker.
-    """
-    if path.startswith(MODEL_PREFIX):  # scorers' spelling: winnow:models/x = package data/models/x
-        path = PACKAGE_PREFIX + "data/" + path[len(MODEL_PREFIX) :].lstrip("/")
-    relative = path.removeprefix(PACKAGE_PREFIX)
-    if os.path.isabs(relative) or "://" in relative:
-        return None
-    candidate = package_root() / relative
-    return candidate if candidate.exists() else None
-
-
 def resolve_worker_path(path: str, cache_dir: str | None = None) -> str:
-    """A local file for ``path`` on the machine running this code (call it in ``DoFn.setup``).
-
-    Package data resolves inside the installed package (present on every worker that installed
-    the wheel or runs the image); remote paths are copied once into ``cache_dir`` (default: the
-    temp dir) under a name derived from the path, written to a temp name and renamed.
-    """
-    packaged = _package_file(path)
-    if packaged is not None:
-        return str(packaged)
-    if path.startswith((PACKAGE_PREFIX, MODEL_PREFIX)):
-        raise FileNotFoundError(f"{path}: not in the installed winnow package ({package_root()})")
-    if _is_local(path):
-        return path
-    cache = Path(cache_dir or tempfile.gettempdir()) / "winnow-models"
-    target = cache / hashlib.sha256(path.encode()).hexdigest()[:16] / path.rstrip("/").rsplit("/", 1)[-1]
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as source, open(temp, "wb") as out:
-            while chunk := source.read(1 << 22):
-                out.write(chunk)
-        os.replace(temp, target)
-    return str(target)
+    """A local file for ``path`` on the machine running this code (see ``resolve_model_path``)."""
+    return str(resolve_model_path(path, cache_dir))
 
 
 def _config_paths(value: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -121,7 +77,7 @@ def worker_path_problems(config: WinnowConfig, state_dir: str | None = None) -> 
         problems.append(f"--state: {state_dir}")
     settings = config.model_dump(mode="json", exclude={"inputs", "output", "runner"})
     for key, value in _config_paths(settings):
-        if _is_local(value) and _package_file(value) is None:
+        if _is_local(value) and package_file(value) is None:
             problems.append(f"{key}: {value}")
     return problems
 

@@ -24,7 +24,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -400,11 +399,3 @@ def remove_tree(path: str) -> None:
         return
     if FileSystems.exists(path):
         FileSystems.delete([path])
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def local_path(path: str) -> Path | None:
-    return None if "://" in path else Path(path)

@@ -22,8 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
-PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
-PACKAGE_PREFIX = "winnow:"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DATA = PACKAGE_ROOT / "data"
+PACKAGE_PREFIX = "winnow:"  # winnow:models/x.ftz = <package>/data/models/x.ftz
+PACKAGE_ROOT_PREFIX = "package:"  # package:data/models/x.ftz = <package>/data/models/x.ftz
 _HUB_PREFIXES = ("hf://", "hf:", "huggingface://", "http://", "https://")
 
 
@@ -82,20 +84,38 @@ def checked_scores(scorer: Scorer, out: dict[str, np.ndarray], n: int) -> dict[s
 # --- model files ---------------------------------------------------------------------------
 
 
+def package_file(path: str) -> Path | None:
+    """The package-data file ``path`` names (``winnow:…``, ``package:…`` or package-relative), if any.
+
+    Package data exists on every worker that installed the wheel or runs the image, so such a
+    path is valid on any runner; absolute paths never count (the package sits elsewhere there).
+    """
+    if path.startswith(PACKAGE_PREFIX):
+        candidate = PACKAGE_DATA / path[len(PACKAGE_PREFIX) :].lstrip("/")
+    elif path.startswith(PACKAGE_ROOT_PREFIX):
+        candidate = PACKAGE_ROOT / path[len(PACKAGE_ROOT_PREFIX) :].lstrip("/")
+    elif os.path.isabs(path) or "://" in path:
+        return None
+    else:
+        candidate = PACKAGE_ROOT / path
+    return candidate if candidate.exists() else None
+
+
 def resolve_model_path(path: str | os.PathLike[str], cache_dir: str | None = None) -> Path:
-    """A local path for a model: ``winnow:…`` is package data; ``gs://``/``s3://`` files are copied once.
+    """A local path for a model (call it in ``DoFn.setup``): a local file, package data, or a
+    ``gs://``/``s3://`` file copied once into ``cache_dir``.
 
     Hub names and URLs are refused: nothing is downloaded from a model hub at run time.
     """
     text = os.fspath(path)
     if text.startswith(_HUB_PREFIXES):
         raise ValueError(f"model path {text!r} is a hub name or URL; download the model yourself and give its path")
-    if text.startswith(PACKAGE_PREFIX):
-        local = PACKAGE_DATA / text[len(PACKAGE_PREFIX) :].lstrip("/")
-    elif "://" in text:
+    if "://" in text:
         local = _copy_remote(text, cache_dir)
     else:
         local = Path(text).expanduser()
+        if text.startswith((PACKAGE_PREFIX, PACKAGE_ROOT_PREFIX)) or not local.exists():
+            local = package_file(text) or local
     if not local.exists():
         raise FileNotFoundError(f"model not found: {text} ({local})")
     return local

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
+
+from winnow.scorers.base import PACKAGE_DATA, resolve_model_path
 
 UNKNOWN = "und"
 _LABEL_PREFIX = "__label__"
@@ -28,7 +29,7 @@ _CLD2_CODES = {"iw": "he", "jw": "jv", "in": "id", "zh-Hant": "zh", "un": UNKNOW
 
 def bundled_model_path() -> Path:
     """The lid.176.ftz shipped as package data."""
-    return Path(str(resources.files("winnow") / "data" / "models" / "lid.176.ftz"))
+    return PACKAGE_DATA / "models" / "lid.176.ftz"
 
 
 def prepare_text(text: str, max_chars: int | None = None) -> str:
@@ -59,7 +60,7 @@ class FastTextLangId:
 
         # fasttext prints a deprecation notice on every load_model; it is noise in worker logs.
         fasttext.FastText.eprint = lambda *_args, **_kwargs: None
-        path = Path(model_path) if model_path else bundled_model_path()
+        path = resolve_model_path(model_path) if model_path else bundled_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"fastText language-ID model not found: {path}")
         self.model = fasttext.load_model(str(path))
