@@ -86,6 +86,33 @@ FinalizeOnlyOption = Annotated[
 ]
 
 
+def _launch(
+    ctx: typer.Context,
+    config_file: Path | None,
+    inputs: list[str] | None,
+    output: str | None,
+    stages: str | None,
+    quiet: bool,
+    state: str | None,
+    start: Any,
+) -> Any:
+    """What `run` and `refresh` share: resolve the config, check it, run with progress, map errors
+    to exit codes (2: bad config/input/state, 3: accounting broken)."""
+    from winnow.pipeline.run import AccountingError, NothingStagedError
+    from winnow.pipeline.state import StateError
+
+    try:
+        config = resolve_config(config_file, inputs, output)
+        only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+        beam_args = list(ctx.args)
+        _preflight(config, beam_args, state_dir=state)
+        return _run_with_progress(config, only, beam_args, quiet, start)
+    except (ConfigError, InputError, ValueError, StateError, NothingStagedError) as error:
+        _fail(str(error))
+    except AccountingError as error:
+        _fail(str(error), code=3)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
@@ -98,24 +125,14 @@ def run(
     finalize_only: FinalizeOnlyOption = False,
 ) -> None:
     """Run the pipeline. Unknown options (``--runner DataflowRunner --project …``) go to Beam."""
-    from winnow.pipeline.run import AccountingError, NothingStagedError, run_pipeline
+    from winnow.pipeline.run import run_pipeline
 
-    try:
-        config = resolve_config(config_file, inputs, output)
-        only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-        beam_args = list(ctx.args)
-        _preflight(config, beam_args, state_dir=None)
+    def start(cfg: WinnowConfig, only: list[str] | None, args: list[str], on_progress: Any) -> Any:
+        return run_pipeline(
+            cfg, only, args, on_progress=on_progress, submit_only=submit_only, finalize_only=finalize_only
+        )
 
-        def runner(cfg: WinnowConfig, only: list[str] | None, args: list[str], on_progress: Any) -> Any:
-            return run_pipeline(
-                cfg, only, args, on_progress=on_progress, submit_only=submit_only, finalize_only=finalize_only
-            )
-
-        result = _run_with_progress(config, only, beam_args, quiet, runner)
-    except (ConfigError, InputError, ValueError, NothingStagedError) as error:
-        _fail(str(error))
-    except AccountingError as error:
-        _fail(str(error), code=3)
+    result = _launch(ctx, config_file, inputs, output, stages, quiet, None, start)
     if result.submitted_only:
         _print_submitted(result, "winnow run --finalize-only")
         return
@@ -138,31 +155,13 @@ def refresh(
 ) -> None:
     """Process only inputs not seen before into the next output version, dedup against all accepted text."""
     from winnow.pipeline.refresh import refresh as refresh_corpus
-    from winnow.pipeline.run import AccountingError, NothingStagedError
-    from winnow.pipeline.state import StateError
 
-    try:
-        config = resolve_config(config_file, inputs, output)
-        only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-        beam_args = list(ctx.args)
-        _preflight(config, beam_args, state_dir=state)
+    def start(cfg: WinnowConfig, only: list[str] | None, args: list[str], on_progress: Any) -> Any:
+        return refresh_corpus(
+            cfg, state, only, args, on_progress=on_progress, submit_only=submit_only, finalize_only=finalize_only
+        )
 
-        def runner(cfg: WinnowConfig, only: list[str] | None, args: list[str], on_progress: Any) -> Any:
-            return refresh_corpus(
-                cfg,
-                state,
-                only,
-                args,
-                on_progress=on_progress,
-                submit_only=submit_only,
-                finalize_only=finalize_only,
-            )
-
-        result = _run_with_progress(config, only, beam_args, quiet, runner)
-    except (ConfigError, InputError, ValueError, StateError, NothingStagedError) as error:
-        _fail(str(error))
-    except AccountingError as error:
-        _fail(str(error), code=3)
+    result = _launch(ctx, config_file, inputs, output, stages, quiet, state, start)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if result.version is None:
