@@ -6,6 +6,7 @@ not implemented yet is simply not listed here, and its config section does not e
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,58 +30,29 @@ class StageSpec:
         return bool(getattr(section, "enabled", True))
 
 
-def _extract(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.extract import Extract
+def _stage(name: str, transform: str, seeded: bool = False) -> StageSpec:
+    """Stage ``name`` built as ``transform(config.<name>)`` (``"module:Class"``), imported when the
+    graph is built so a run loads only the stages (and model libraries) it uses."""
+    module, class_name = transform.split(":")
 
-    return Extract(config.extract)
+    def build(config: WinnowConfig) -> beam.PTransform:
+        factory = getattr(importlib.import_module(module), class_name)
+        section = getattr(config, name)
+        return factory(section, seed=config.seed) if seeded else factory(section)
 
-
-def _langid(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.langid import LangId
-
-    return LangId(config.langid)
-
-
-def _filter(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.filter import Filter
-
-    return Filter(config.filter)
-
-
-def _normalize(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.normalize import Normalize
-
-    return Normalize(config.normalize)
-
-
-def _dedup(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.dedup import Dedup
-
-    return Dedup(config.dedup)
-
-
-def _score(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.score import Score
-
-    return Score(config.score)
-
-
-def _select(config: WinnowConfig) -> beam.PTransform:
-    from winnow.transforms.select import Select
-
-    return Select(config.select, seed=config.seed)
+    return StageSpec(name, build)
 
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in [
-        StageSpec("extract", _extract),
-        StageSpec("normalize", _normalize),
-        StageSpec("langid", _langid),
-        StageSpec("filter", _filter),
-        StageSpec("dedup", _dedup),
-        StageSpec("score", _score),
-        StageSpec("select", _select),
+        _stage("extract", "winnow.transforms.extract:Extract"),
+        _stage("normalize", "winnow.transforms.normalize:Normalize"),
+        _stage("langid", "winnow.transforms.langid:LangId"),
+        _stage("filter", "winnow.transforms.filter:Filter"),
+        _stage("dedup", "winnow.transforms.dedup:Dedup"),
+        _stage("score", "winnow.transforms.score:Score"),
+        _stage("select", "winnow.transforms.select:Select", seeded=True),
     ]
 }
 
