@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from winnow.schemas.base import Section
 
 PRESETS: dict[str, dict[str, Any]] = {
     # datatrove / FineWeb: 5-grams, 112 permutations as 14 bands × 8 rows (midpoint ≈ 0.72).
@@ -23,10 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 _KEEP = re.compile(r"^(lowest_id|longest|score:[A-Za-z_][A-Za-z0-9_.]*)$")
 
 
-class MinHashConfig(BaseModel):
+class MinHashConfig(Section):
     """MinHash LSH near-duplicate removal: signatures, banding, verification, clusters, keeper."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     enabled: bool = Field(True, description="Run MinHash near-duplicate removal (after exact dedup).")
     preset: Literal["fineweb", "datasketch-0.8-128", "slimpajama"] = Field(
