@@ -15,7 +15,7 @@ import apache_beam as beam
 from winnow.schemas.config import WinnowConfig
 
 # Pipeline order of every stage name winnow knows, implemented or planned.
-PIPELINE_ORDER = ["extract", "normalize", "langid", "filter", "dedup", "score", "tag", "select", "order"]
+PIPELINE_ORDER = ["extract", "normalize", "langid", "filter", "dedup", "score", "tag", "select", "mix", "order"]
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,21 @@ class StageSpec:
         return bool(getattr(section, "enabled", True))
 
 
-def _stage(name: str, transform: str, seeded: bool = False) -> StageSpec:
+def _stage(name: str, transform: str, seeded: bool = False, tokenized: bool = False) -> StageSpec:
     """Stage ``name`` built as ``transform(config.<name>)`` (``"module:Class"``), imported when the
-    graph is built so a run loads only the stages (and model libraries) it uses."""
+    graph is built so a run loads only the stages (and model libraries) it uses. ``seeded`` stages
+    also get ``seed=config.seed``; ``tokenized`` ones ``tokenizer=config.tokenizer``."""
     module, class_name = transform.split(":")
 
     def build(config: WinnowConfig) -> beam.PTransform:
         factory = getattr(importlib.import_module(module), class_name)
         section = getattr(config, name)
-        return factory(section, seed=config.seed) if seeded else factory(section)
+        kwargs: dict = {}
+        if seeded:
+            kwargs["seed"] = config.seed
+        if tokenized:
+            kwargs["tokenizer"] = config.tokenizer
+        return factory(section, **kwargs)
 
     return StageSpec(name, build)
 
@@ -51,8 +57,11 @@ STAGES: dict[str, StageSpec] = {
         _stage("langid", "winnow.transforms.langid:LangId"),
         _stage("filter", "winnow.transforms.filter:Filter"),
         _stage("dedup", "winnow.transforms.dedup:Dedup"),
-        _stage("score", "winnow.transforms.score:Score"),
+        _stage("score", "winnow.transforms.score:Score", tokenized=True),
+        _stage("tag", "winnow.transforms.tag:Tag", tokenized=True),
         _stage("select", "winnow.transforms.select:Select", seeded=True),
+        _stage("mix", "winnow.transforms.mix:Mix", seeded=True, tokenized=True),
+        _stage("order", "winnow.transforms.order:Order", seeded=True, tokenized=True),
     ]
 }
 

@@ -19,7 +19,10 @@ from pydantic import Field, ValidationError
 from winnow.schemas.base import Section
 from winnow.schemas.clean import ExtractConfig, FilterConfig, LangIdConfig
 from winnow.schemas.minhash import MinHashConfig
+from winnow.schemas.mix import MixConfig
+from winnow.schemas.order import OrderConfig
 from winnow.schemas.score import ScoreConfig, SelectConfig
+from winnow.schemas.tag import TagConfig
 
 
 class FieldMapping(Section):
@@ -123,6 +126,17 @@ class RunnerConfig(Section):
     )
 
 
+class TokenizerConfig(Section):
+    """The tokenizer every token count and budget uses (METHODS §0); recorded in the manifest."""
+
+    path: str = Field(
+        "winnow:models/tokenizer/winnow-bpe-32k.json",
+        description="A `tokenizers` JSON file: the bundled byte-level BPE, or a local copy of e.g. the Llama-2 or "
+        "GPT-NeoX tokenizer the papers used. Never a hub name.",
+    )
+    eos_token: str = Field("<|endoftext|>", description="End-of-text token appended between packed documents.")
+
+
 class NormalizeConfig(Section):
     """Text normalisation: Unicode form, whitespace and control characters."""
 
@@ -164,13 +178,19 @@ class WinnowConfig(Section):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output location and sharding.")
     runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Beam runner.")
     seed: int = Field(0, description="Seed for every random choice; same input + config + seed = same bytes.")
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig, description="Tokenizer for `n_tokens`, token budgets and packing."
+    )
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Stage `extract`.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
     langid: LangIdConfig = Field(default_factory=LangIdConfig, description="Stage `langid`.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Stage `filter`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
     score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage `score`.")
+    tag: TagConfig = Field(default_factory=TagConfig, description="Stage `tag`.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")
+    mix: MixConfig = Field(default_factory=MixConfig, description="Stage `mix`.")
+    order: OrderConfig = Field(default_factory=OrderConfig, description="Stage `order`.")
 
     def content_hash(self) -> str:
         """Hash of the settings that affect output bytes (runner settings excluded)."""

@@ -46,10 +46,21 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
         pa.field("cluster_size", pa.int64()),
     ],
     "score": [
+        pa.field("n_tokens", pa.int64()),
         pa.field("preselect_score", pa.float32()),
     ],
+    "tag": [],
     "select": [
         pa.field("select_key", pa.float64()),
+    ],
+    # Rows with epoch ≥ 1 are repeats of a kept document (mixing caps them); phase names the
+    # shard set of a training-schedule phase (METHODS §6.4).
+    "mix": [
+        pa.field("epoch", pa.int32()),
+        pa.field("phase", pa.string()),
+    ],
+    "order": [
+        pa.field("order_rank", pa.int64()),
     ],
 }
 

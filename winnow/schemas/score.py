@@ -23,7 +23,7 @@ class ScorerEntry(Section):
     """One model scorer: which backend, which model files, which columns it writes."""
 
     name: str = Field(..., min_length=1, description="Scorer name, used in metric names and default column names.")
-    backend: Literal["fasttext", "embedding_head", "hf_checkpoint"] = Field(
+    backend: Literal["fasttext", "embedding_head", "hf_checkpoint", "qurating", "dataman"] = Field(
         ...,
         description="`fasttext`: supervised fastText .bin/.ftz; `embedding_head`: sentence embedding + trained "
         "head; `hf_checkpoint`: a local transformers sequence-classification checkpoint directory.",

@@ -16,9 +16,13 @@ from typing import Any
 
 import apache_beam as beam
 
+from winnow.schemas.config import TokenizerConfig
 from winnow.schemas.score import ScoreConfig
 from winnow.scorers.base import Scorer, ScorerFactory, checked_scores
 from winnow.transforms.base import (
+    KEPT,
+    REJECTED,
+    REMOVED,
     Document,
     chain,
     counter,
@@ -108,20 +112,63 @@ class ScoreWith(beam.PTransform):
         return split_outcomes(batches | outcome_pardo("Score", ScoreDoFn(self.factory, self.name)))
 
 
+class CountTokensDoFn(beam.DoFn):
+    """Writes ``n_tokens`` (METHODS §0: every budget is in tokens) with the run's tokenizer."""
+
+    def __init__(self, tokenizer: TokenizerConfig):
+        self.tokenizer_config = tokenizer
+
+    def setup(self) -> None:
+        from winnow.scorers.tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.tokenizer_config.path, self.tokenizer_config.eos_token)
+
+    def process(self, batch: Sequence[Document]) -> Iterator[Document]:
+        counts = self.tokenizer.count([doc.get("text") or "" for doc in batch])
+        for doc, count in zip(batch, counts, strict=True):
+            yield {**doc, "n_tokens": int(count)} if not _unscorable(doc) else doc
+
+
+class CountTokens(beam.PTransform):
+    """``n_tokens`` on every document, batched (the tokenizer has a per-call cost)."""
+
+    def __init__(self, tokenizer: TokenizerConfig, batch_size: int = 256):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
+        size = self.batch_size
+        counted = (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
+            | "Count" >> beam.ParDo(CountTokensDoFn(self.tokenizer))
+        )
+        empty = docs.pipeline | "NoRemoved" >> beam.Create([])
+        return {KEPT: counted, REMOVED: empty, REJECTED: docs.pipeline | "NoRejected" >> beam.Create([])}
+
+
 class Score(beam.PTransform):
-    """Stage ``score``: every configured scorer, in order (METHODS §3 PreSelect and others).
+    """Stage ``score``: ``n_tokens``, then every configured scorer in order (METHODS §3 PreSelect and others).
 
     ``factories`` replaces the config's scorers with (name, zero-argument factory, batch size)
     triples, for scorers that are not config backends (tests, experiments).
     """
 
-    def __init__(self, config: ScoreConfig, factories: Sequence[tuple[str, Callable[[], Scorer], int]] | None = None):
+    def __init__(
+        self,
+        config: ScoreConfig,
+        factories: Sequence[tuple[str, Callable[[], Scorer], int]] | None = None,
+        tokenizer: TokenizerConfig | None = None,
+    ):
         super().__init__()
         self.config = config
         if factories is None:
             factories = [(entry.name, ScorerFactory(entry), entry.batch_size) for entry in config.scorers]
         self.factories = list(factories)
+        self.tokenizer = tokenizer if tokenizer is not None else TokenizerConfig()
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        steps = [(f"Score_{name}", ScoreWith(factory, name, size)) for name, factory, size in self.factories]
+        steps: list[tuple[str, beam.PTransform]] = [("CountTokens", CountTokens(self.tokenizer))]
+        steps += [(f"Score_{name}", ScoreWith(factory, name, size)) for name, factory, size in self.factories]
         return chain(docs, steps)
