@@ -25,6 +25,7 @@ from winnow.transforms.write import (
     WriteShards,
     atomic_write_bytes,
     document_sort_key,
+    ordered_sort_key,
     rejected_sort_key,
     removed_sort_key,
 )
@@ -58,9 +59,17 @@ def _removal_key(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"input": 0, "kept": 0, "removed": [], "rejected": [], "files": [], "selection": []}
+    summary: dict[str, Any] = {
+        "input": 0,
+        "kept": 0,
+        "repeats": 0,
+        "removed": [],
+        "rejected": [],
+        "files": [],
+        "sections": {},
+    }
     for kind, value in items:
-        if kind in ("input", "kept"):
+        if kind in ("input", "kept", "repeats"):
             summary[kind] += value
         elif kind == "removed":
             (removal_kind, reason), count = value
@@ -68,14 +77,16 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
         elif kind == "rejected":
             stage, count = value
             summary["rejected"].append({"stage": stage, "count": count})
-        elif kind == "selection":
-            summary["selection"].append(value)
+        elif kind == "section":
+            record = dict(value)
+            summary["sections"].setdefault(record.pop("section", "selection"), []).append(record)
         else:
             summary["files"].append(value)
     summary["removed"].sort(key=lambda r: (r["kind"], r["reason"]))
     summary["rejected"].sort(key=lambda r: r["stage"])
     summary["files"].sort(key=lambda f: f["file"])
-    summary["selection"].sort(key=lambda r: json.dumps(r, sort_keys=True))
+    for records in summary["sections"].values():
+        records.sort(key=lambda r: json.dumps(r, sort_keys=True))
     atomic_write_bytes(path, json.dumps(summary, indent=1, sort_keys=True).encode())
 
 
@@ -94,14 +105,22 @@ def build_pipeline(
     )
     removed_parts = []
     rejected_parts = [read[REJECTED]]
-    stage_reports = []  # extra per-stage summaries (e.g. the selection budget cut) for the manifest
+    stage_reports = []  # extra per-stage summaries (selection cut, domain stats, …) for the manifest
+    tables = []  # extra per-stage output tables (contexts, dd pieces, …)
     for spec in stages:
-        outputs = docs | spec.name >> spec.build(config)
+        transform = spec.build(config)
+        outputs = docs | spec.name >> transform
         docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
         removed_parts.append(outputs[REMOVED])
         rejected_parts.append(outputs[REJECTED])
         if "summary" in outputs:
-            stage_reports.append(outputs["summary"] | f"TagReport_{spec.name}" >> beam.Map(lambda r: ("selection", r)))
+            stage_reports.append(outputs["summary"] | f"TagReport_{spec.name}" >> beam.Map(lambda r: ("section", r)))
+        specs = getattr(transform, "tables", {}) or {}
+        for name, pcoll in outputs.items():
+            if name not in (KEPT, REMOVED, REJECTED, "summary"):
+                if name not in specs:
+                    raise ValueError(f"stage {spec.name} returned table {name!r} without a TableSpec in .tables")
+                tables.append((name, pcoll, specs[name]))
 
     final = docs | "RequireText" >> beam.ParDo(RequireText()).with_outputs(REJECTED, main=KEPT)
     kept = final[KEPT]
@@ -113,11 +132,18 @@ def build_pipeline(
 
     sharding = config.output.shards
     stage_names = [spec.name for spec in stages]
+    ordered = "order" in stage_names
     files = [
         kept
         | "WriteData"
         >> WriteShards(
-            "data", FileSystems.join(staging_dir, "data"), data_schema(config, stage_names), sharding, document_sort_key
+            "data",
+            FileSystems.join(staging_dir, "data"),
+            data_schema(config, stage_names),
+            sharding,
+            ordered_sort_key if ordered else document_sort_key,
+            partition_field="phase" if "mix" in stage_names else None,
+            ordered_by="order_rank" if ordered else None,
         ),
         rejected_all
         | "WriteRejected"
@@ -130,6 +156,20 @@ def build_pipeline(
             shard_key=lambda r: f"{r['source']}\x00{r['offset']}\x00{r['stage']}".encode(),
         ),
     ]
+    for name, pcoll, table in tables:
+        files.append(
+            pcoll
+            | f"WriteTable_{name}"
+            >> WriteShards(
+                name,
+                FileSystems.join(staging_dir, name),
+                table.schema,
+                sharding,
+                table.sort_key,
+                shard_key=table.shard_key,
+                partition_field=table.partition_field,
+            )
+        )
     if config.output.write_removed:
         files.append(
             removed_all
@@ -141,7 +181,10 @@ def build_pipeline(
 
     summary_items = [
         input_count | "TagInput" >> beam.Map(lambda n: ("input", n)),
-        kept | "CountKept" >> beam.combiners.Count.Globally() | "TagKept" >> beam.Map(lambda n: ("kept", n)),
+        # Rows with epoch ≥ 1 repeat a kept document (upsampling, multi-epoch mixing): counted apart.
+        kept
+        | "KeptOrRepeat" >> beam.Map(lambda d: "repeats" if (d.get("epoch") or 0) > 0 else "kept")
+        | "CountKept" >> beam.combiners.Count.PerElement(),
         removed_all
         | "RemovalKey" >> beam.Map(_removal_key)
         | "CountRemoved" >> beam.combiners.Count.PerElement()

@@ -280,6 +280,7 @@ def counts_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "input": summary["input"],
         "kept": summary["kept"],
+        "repeats": summary.get("repeats", 0),
         "filtered": sum(filtered.values()),
         "duplicate": sum(duplicate.values()),
         "rejected": sum(rejected.values()),
@@ -331,10 +332,12 @@ def finalize(
     if FileSystems.exists(manifest_path):
         FileSystems.delete([manifest_path])  # from here on the old output is no longer complete
     files = summary["files"]
+    sections = dict(summary.get("sections", {}))
+    kinds = list(OUTPUT_KINDS) + sorted({entry["kind"] for entry in files} - set(OUTPUT_KINDS))
     wanted = {entry["file"] for entry in files}
-    for kind in OUTPUT_KINDS:
+    for kind in kinds:
         for stale in _list_files(FileSystems.join(output_dir, kind)):
-            if f"{kind}/{stale.rsplit('/', 1)[-1]}" not in wanted:
+            if _relative(stale, kind) not in wanted:
                 FileSystems.delete([stale])
     for entry in files:
         source = FileSystems.join(staging, entry["file"])
@@ -361,14 +364,16 @@ def finalize(
         "runner": options.get_all_options().get("runner"),
         "stages": stage_names,
         "columns": data_schema(config, stage_names).names,
-        "ordered": False,
-        "shards": {kind: [f for f in files if f["kind"] == kind] for kind in OUTPUT_KINDS},
+        "ordered": "order" in stage_names and getattr(config.order, "method", "icp") != "none",
+        "tokenizer": _tokenizer_description(config, stage_names),
+        "shards": {kind: [f for f in files if f["kind"] == kind] for kind in kinds},
         "counts": counts,
-        "selection": summary.get("selection", []),
+        "selection": sections.pop("selection", []),
+        **sections,
         "invariant": "input == kept + filtered + duplicate + rejected",
         "report": {"html": REPORT, "card": CARD} if report.enabled else None,
     }
-    for kind in OUTPUT_KINDS:
+    for kind in kinds:
         for entry in manifest["shards"][kind]:
             entry.pop("kind", None)
     if report.enabled:
@@ -385,12 +390,32 @@ def finalize(
 
 
 def _list_files(directory: str) -> list[str]:
+    """Files under ``directory``, one partition level deep (``data/phase=x/part-…``)."""
     if not FileSystems.exists(directory):
         return []
-    try:
-        return [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
-    except Exception:  # an empty directory on some filesystems
-        return []
+    found = []
+    for pattern in ("*.parquet", "*/*.parquet"):
+        try:
+            found += [m.path for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
+        except Exception:  # an empty directory on some filesystems
+            continue
+    return sorted(set(found))
+
+
+def _relative(path: str, kind: str) -> str:
+    """``kind/[partition/]file`` of an output file path."""
+    parts = path.replace("\\", "/").split("/")
+    depth = 3 if len(parts) >= 3 and parts[-3] == kind else 2
+    return "/".join(parts[-depth:])
+
+
+def _tokenizer_description(config: WinnowConfig, stage_names: list[str]) -> dict[str, str] | None:
+    """Name and hash of the tokenizer behind ``n_tokens`` and token budgets, when a stage used it."""
+    if not {"score", "tag", "mix", "order"} & set(stage_names):
+        return None
+    from winnow.scorers.tokenizer import load_tokenizer
+
+    return load_tokenizer(config.tokenizer.path, config.tokenizer.eos_token).describe()
 
 
 def remove_tree(path: str) -> None:

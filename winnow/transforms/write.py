@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -106,6 +108,65 @@ class _SizeFn(beam.CombineFn):
         return acc
 
 
+@dataclass(frozen=True)
+class TableSpec:
+    """How a stage's extra output table is written: its schema, row order inside a shard, and an
+    optional column whose values become subdirectories (``<table>/<field>=<value>/``)."""
+
+    schema: pa.Schema
+    sort_key: Callable[[dict[str, Any]], Any]
+    partition_field: str | None = None
+    shard_key: Callable[[dict[str, Any]], bytes] | None = None
+
+
+_SAFE_VALUE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def partition_dir(field: str | None, value: Any) -> str:
+    """The subdirectory of a partition value (``phase=final``), or '' for no partitioning."""
+    if field is None or value is None:
+        return ""
+    return f"{field}={_SAFE_VALUE.sub('_', str(value))}"
+
+
+class _PlanFn(beam.CombineFn):
+    """(rows, bytes, min rank, max rank) of one partition, in one pass."""
+
+    def __init__(self, ordered_by: str | None):
+        self.ordered_by = ordered_by
+
+    def create_accumulator(self) -> tuple[int, int, int | None, int | None]:
+        return (0, 0, None, None)
+
+    def add_input(self, acc: tuple, row: dict[str, Any]) -> tuple:
+        rank = row.get(self.ordered_by) if self.ordered_by else None
+        return _merge_plan(acc, (1, row_bytes(row), rank, rank))
+
+    def merge_accumulators(self, accs: Iterable[tuple]) -> tuple:
+        merged = self.create_accumulator()
+        for acc in accs:
+            merged = _merge_plan(merged, acc)
+        return merged
+
+    def extract_output(self, acc: tuple) -> tuple:
+        return acc
+
+
+def _merge_plan(a: tuple, b: tuple) -> tuple:
+    low = [x for x in (a[2], b[2]) if x is not None]
+    high = [x for x in (a[3], b[3]) if x is not None]
+    return (a[0] + b[0], a[1] + b[1], min(low) if low else None, max(high) if high else None)
+
+
+def _shard_plan(sizes: Iterable[tuple[str, tuple]], sharding: ShardingConfig) -> dict[str, tuple[int, int, int]]:
+    """Per partition: (shard count, lowest rank, rank span)."""
+    plan = {}
+    for part, (rows, size, low, high) in sizes:
+        span = (high - low + 1) if low is not None and high is not None else 0
+        plan[part] = (shard_count(rows, size, sharding), low or 0, span)
+    return plan
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, kind: str, directory: str, schema: pa.Schema, sharding: ShardingConfig, sort_key: Callable):
         self.kind = kind
@@ -115,16 +176,21 @@ class _WriteShard(beam.DoFn):
         self.sort_key = sort_key
         self._rows = counter(f"write:{kind}_rows")
 
-    def process(self, element: tuple[int, Iterable[dict[str, Any]]], count: int) -> Iterator[dict[str, Any]]:
-        index, records = element
+    def process(
+        self, element: tuple[tuple[str, int], Iterable[dict[str, Any]]], plan: dict[str, tuple[int, int, int]]
+    ) -> Iterator[dict[str, Any]]:
+        (part, index), records = element
+        count = plan[part][0]
         rows = sorted((to_row(r, self.schema) for r in records), key=self.sort_key)
         payload = parquet_bytes(rows, self.schema, self.sharding)
-        path = shard_name(self.directory, index, count)
+        directory = FileSystems.join(self.directory, part) if part else self.directory
+        path = shard_name(directory, index, count)
         atomic_write_bytes(path, payload)
         self._rows.inc(len(rows))
+        relative = f"{part}/{path.rsplit('/', 1)[-1]}" if part else path.rsplit("/", 1)[-1]
         yield {
             "kind": self.kind,
-            "file": f"{self.kind}/{path.rsplit('/', 1)[-1]}",
+            "file": f"{self.kind}/{relative}",
             "rows": len(rows),
             "bytes": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
@@ -132,7 +198,13 @@ class _WriteShard(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """Write a collection as ``<directory>/part-NNNNN-of-MMMMM.parquet``; yields one stats dict per file."""
+    """Write a collection as ``<directory>/[<field>=<value>/]part-NNNNN-of-MMMMM.parquet``; yields one
+    stats dict per file.
+
+    Rows go to shard ``xxh64(shard_key) mod N`` (N from the partition's size), or, with
+    ``ordered_by`` (a dense integer rank such as ``order_rank``), to consecutive rank ranges, so
+    reading the shards in name order and each in row order reproduces the ranking.
+    """
 
     def __init__(
         self,
@@ -142,6 +214,8 @@ class WriteShards(beam.PTransform):
         sharding: ShardingConfig,
         sort_key: Callable[[dict[str, Any]], Any],
         shard_key: Callable[[dict[str, Any]], bytes] | None = None,
+        partition_field: str | None = None,
+        ordered_by: str | None = None,
     ):
         super().__init__()
         self.kind = kind
@@ -150,27 +224,48 @@ class WriteShards(beam.PTransform):
         self.sharding = sharding
         self.sort_key = sort_key
         self.shard_key = shard_key or (lambda row: str(row.get("id", "")).encode())
+        self.partition_field = partition_field
+        self.ordered_by = ordered_by
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         sharding = self.sharding
-        counts = (
-            records
-            | "Size" >> beam.CombineGlobally(_SizeFn())
-            | "ShardCount" >> beam.Map(lambda size: shard_count(size[0], size[1], sharding))
+        field = self.partition_field
+        keyed = records | "Partition" >> beam.Map(lambda r: (partition_dir(field, r.get(field) if field else None), r))
+        plan = beam.pvalue.AsSingleton(
+            keyed
+            | "Size" >> beam.CombinePerKey(_PlanFn(self.ordered_by))
+            | "AllSizes" >> beam.combiners.ToList()
+            | "Plan" >> beam.Map(_shard_plan, sharding)
         )
-        count_side = beam.pvalue.AsSingleton(counts)
-        shard_key = self.shard_key
+        shard_key, ordered_by = self.shard_key, self.ordered_by
+
+        def assign(item: tuple[str, dict[str, Any]], plan: dict) -> tuple[tuple[str, int], dict[str, Any]]:
+            part, row = item
+            count, low, span = plan[part]
+            rank = row.get(ordered_by) if ordered_by else None
+            if rank is not None and span:
+                index = min(count - 1, (rank - low) * count // span)
+            else:
+                index = xxhash.xxh64_intdigest(shard_key(row)) % count
+            return ((part, index), row)
+
         return (
-            records
-            | "AssignShard" >> beam.Map(lambda r, n: (xxhash.xxh64_intdigest(shard_key(r)) % n, r), count_side)
+            keyed
+            | "AssignShard" >> beam.Map(assign, plan)
             | "GroupShard" >> beam.GroupByKey()
             | "WriteShard"
-            >> beam.ParDo(_WriteShard(self.kind, self.directory, self.schema, sharding, self.sort_key), count_side)
+            >> beam.ParDo(_WriteShard(self.kind, self.directory, self.schema, sharding, self.sort_key), plan)
         )
 
 
 def document_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["id"], row.get("source") or "", row.get("text") or "")
+    return (row["id"], row.get("epoch") or 0, row.get("phase") or "", row.get("source") or "", row.get("text") or "")
+
+
+def ordered_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Row order of ordered shards: the stage's rank first, then the unordered key."""
+    rank = row.get("order_rank")
+    return (rank if rank is not None else -1, *document_sort_key(row))
 
 
 def removed_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
