@@ -9,7 +9,7 @@ from conftest import collect, local_pipeline
 
 from winnow.schemas.config import ShardingConfig
 from winnow.schemas.records import document_schema
-from winnow.transforms.write import WriteShards, document_sort_key, shard_count
+from winnow.transforms.write import WriteShards, document_sort_key, ordered_sort_key, shard_count
 
 
 def write(rows: list[dict], directory: Path, sharding: ShardingConfig) -> list[dict]:
@@ -69,3 +69,59 @@ def test_metadata_is_stored_as_canonical_json(tmp_path: Path):
     write([{"id": "x", "text": "t", "source": "s", "metadata": {"b": 1, "a": [1, 2]}}], tmp_path, ShardingConfig())
     (path,) = tmp_path.iterdir()
     assert pq.read_table(path).column("metadata").to_pylist() == ['{"a": [1, 2], "b": 1}']
+
+
+def test_ranked_rows_fill_consecutive_shards_in_rank_order(tmp_path: Path):
+    data = rows(400)
+    for rank, row in enumerate(sorted(data, key=lambda r: hashlib.md5(r["id"].encode()).hexdigest())):
+        row["order_rank"] = rank
+    schema = document_schema(["normalize", "order"])
+    with local_pipeline() as pipeline:
+        written = (
+            pipeline
+            | beam.Create(data)
+            | WriteShards(
+                "data",
+                str(tmp_path),
+                schema,
+                ShardingConfig(target_rows=100),
+                ordered_sort_key,
+                ordered_by="order_rank",
+            )
+        )
+        collect(written, "ranked")
+    ranks = []
+    for path in sorted(tmp_path.glob("part-*.parquet")):
+        shard = pq.read_table(path).column("order_rank").to_pylist()
+        assert len(shard) == 100  # dense ranks: exact rank ranges, not hash buckets
+        ranks += shard
+    assert ranks == list(range(400))
+
+
+def test_partition_field_writes_one_shard_set_per_value(tmp_path: Path):
+    data = rows(90)
+    for i, row in enumerate(data):
+        row["phase"] = "final" if i % 3 == 0 else "base"
+        row["epoch"] = 0
+    schema = document_schema(["normalize", "mix"])
+    with local_pipeline() as pipeline:
+        written = (
+            pipeline
+            | beam.Create(data)
+            | WriteShards(
+                "data",
+                str(tmp_path),
+                schema,
+                ShardingConfig(target_rows=20),
+                document_sort_key,
+                partition_field="phase",
+            )
+        )
+        stats = collect(written, "partitioned")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phase=base", "phase=final"]
+    assert {s["file"].split("/")[1] for s in stats} == {"phase=base", "phase=final"}
+    final = pq.read_table(tmp_path / "phase=final").column("phase").to_pylist()
+    base = pq.read_table(tmp_path / "phase=base").column("phase").to_pylist()
+    assert len(final) == 30 and set(final) == {"final"}
+    assert len(base) == 60 and set(base) == {"base"}
+    assert len(list((tmp_path / "phase=base").glob("*.parquet"))) == 3
