@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,7 +35,22 @@ from winnow.schemas.config import ReportConfig
 # Columns a tagging stage may add that name what a document is about.
 DOMAIN_COLUMNS = ("domain", "topic", "format")
 # Numeric columns that are not scores.
-NOT_SCORES = {"cluster_size", "offset"}
+NOT_SCORES = {
+    "cluster_size",
+    "offset",
+    "n_tokens",
+    "length",
+    "dataman_length",
+    "order_rank",
+    "context_id",
+    "token_offset",
+    "epoch",
+    "topic_id",
+    "format_id",
+}
+# Manifest sections that stages fill with per-group records (rendered as tables).
+STAGE_SECTIONS = ("selection", "mixture", "ordering", "packing", "decomposition")
+_MAX_TABLE_ROWS = 60
 _TOP_VALUES = 20
 _SAMPLE_CHARS = 700
 _DPI = 96
@@ -52,6 +68,8 @@ def render_report(output_dir: str, manifest: dict[str, Any], config: ReportConfi
         ("Throughput per step", lambda: _throughput(counts, manifest["stages"], timings)),
         ("Score distributions", lambda: _scores(data)),
         ("Composition of the kept documents", lambda: _composition(data)),
+        ("Domains", lambda: _domains(manifest)),
+        ("Stage summaries", lambda: _stage_summaries(manifest)),
         ("Length distributions", lambda: _lengths(data, removed)),
         ("Duplicate clusters", lambda: _clusters(data, removed)),
         ("Sample documents", lambda: _samples(data, removed, rejected, config.samples_per_bucket, manifest)),
@@ -233,6 +251,50 @@ def _composition(data: pa.Table | None) -> str:
     if not any(name in data.column_names for name in DOMAIN_COLUMNS):
         parts.insert(0, "<p class='note'>No domain/topic/format columns yet (no tagging stage ran).</p>")
     return "".join(parts)
+
+
+def _domains(manifest: dict[str, Any]) -> str:
+    records = manifest.get("domains")
+    if not records:
+        return "<p class='note'>No domain statistics (the <code>tag</code> stage did not run).</p>"
+    from winnow.pipeline.report_domains import domains_html
+
+    return domains_html(records)
+
+
+def _stage_summaries(manifest: dict[str, Any]) -> str:
+    """Every per-group record a stage left in the manifest (selection cut, mixture, ordering, packing)."""
+    parts = []
+    for section in STAGE_SECTIONS:
+        records = manifest.get(section) or []
+        if records:
+            parts.append(f"<h3>{html.escape(section)}</h3>{_records_table(records)}")
+    return "".join(parts) or "<p class='note'>No stage summaries in this run.</p>"
+
+
+def _records_table(records: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for record in records:
+        columns += [key for key in record if key not in columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = []
+    for record in records[:_MAX_TABLE_ROWS]:
+        cells = "".join(f"<td>{html.escape(_cell(record.get(c)))}</td>" for c in columns)
+        rows.append(f"<tr>{cells}</tr>")
+    more = len(records) - _MAX_TABLE_ROWS
+    note = f"<p class='note'>{more:,} more rows in manifest.json.</p>" if more > 0 else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= 160 else text[:157] + "…"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def _host(url: Any) -> str | None:
