@@ -42,6 +42,9 @@ def row_bytes(row: dict[str, Any]) -> int:
     raw = row.get("raw")
     if isinstance(raw, bytes):
         size += len(raw)
+    tokens = row.get("tokens")  # Dataset Decomposition pieces carry their token ids
+    if isinstance(tokens, list | tuple):
+        size += 4 * len(tokens)
     return size + 64
 
 
