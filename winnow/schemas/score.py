@@ -56,6 +56,14 @@ class ScorerEntry(Section):
         None, gt=0, description="Score only the first N characters of a document (bounds cost on huge documents)."
     )
     device: str = Field("cpu", description="Transformer backends: `cpu`, `cuda`, `cuda:N` or `auto`.")
+    window_tokens: int = Field(
+        512, gt=0, description="qurating: tokens per rated window; a document's rating is the token-weighted mean."
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="qurating (local mode): tokenizer JSON that cuts the windows; default the bundled one (the "
+        "run's default tokenizer). Reference mode always uses the checkpoint's own tokenizer.",
+    )
 
     @model_validator(mode="after")
     def _backend_options(self) -> ScorerEntry:
@@ -84,14 +92,31 @@ class ScoreConfig(Section):
         return self
 
 
+class WhereCondition(Section):
+    """One condition on a document column (top level or in ``metadata``), e.g. overall_score == 5."""
+
+    field: str = Field(..., min_length=1, description="Column name.")
+    op: Literal["==", "!=", ">=", ">", "<=", "<", "in", "not_in"] = Field("==", description="Comparison.")
+    value: float | int | str | bool | list[float | int | str | bool] = Field(
+        ..., description="Right-hand side; a list for `in` / `not_in`."
+    )
+
+    @model_validator(mode="after")
+    def _list_for_membership(self) -> WhereCondition:
+        if (self.op in ("in", "not_in")) != isinstance(self.value, list):
+            raise ValueError(f"`{self.op}` needs {'a list' if self.op in ('in', 'not_in') else 'a single value'}")
+        return self
+
+
 class SelectConfig(Section):
     """Which documents are kept by their scores (METHODS §0 budget cut, §1.6 sampling, §3.4 PreSelect)."""
 
     enabled: bool = Field(False, description="Run this stage.")
-    rule: Literal["threshold", "top_k", "gumbel_top_k"] = Field(
+    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform"] = Field(
         "top_k",
         description="`threshold`: keep metric ≥ `threshold`; `top_k`: highest metric first until the budget; "
-        "`gumbel_top_k`: sample without replacement ∝ exp(z/τ) until the budget.",
+        "`gumbel_top_k`: sample without replacement ∝ exp(z/τ) until the budget; `uniform`: a random "
+        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget.",
     )
     columns: list[str] = Field(
         default_factory=lambda: [PRESELECT_COLUMN],
@@ -109,10 +134,22 @@ class SelectConfig(Section):
     temperature: float = Field(
         2.0, ge=0, description="Rule `gumbel_top_k`: τ; 0 is top-k on z-scores, QuRating's best run used 2.0."
     )
-    balance_by: str | None = Field(
+    balance_by: str | list[str] | None = Field(
         None,
         description="Field (top level or in `metadata`) whose groups each get budget ⌊T_d / T · B⌋; "
-        "normalisation and noise stay global.",
+        "normalisation and noise stay global. A list allocates hierarchically (DataMan's source → "
+        "domain): ⌊T_s / T · B⌋ per first-field value, then ⌊T_{s,d} / T_s · B_s⌋ inside it, and so on.",
+    )
+    where: list[WhereCondition] = Field(
+        default_factory=list,
+        description="Conditions (all must hold) a document must meet to be a candidate, e.g. "
+        "`[{field: overall_score, op: '==', value: 5}]`; others are removed as `select:where`. "
+        "Token totals T are counted after this filter.",
+    )
+    upsample: bool = Field(
+        False,
+        description="A group whose candidates hold fewer tokens than its budget is filled with repeats drawn "
+        "with replacement from its documents (by hash), emitted as copies with `epoch` 1, 2, … (DataMan).",
     )
 
     @model_validator(mode="after")
@@ -121,7 +158,18 @@ class SelectConfig(Section):
             raise ValueError("rule `threshold` needs `threshold`")
         if self.rule != "threshold" and self.fraction is None and self.budget is None:
             raise ValueError(f"rule `{self.rule}` needs `fraction` or `budget`")
+        if self.upsample and self.rule == "threshold":
+            raise ValueError("`upsample` needs a budget rule (top_k, gumbel_top_k or uniform)")
+        if isinstance(self.balance_by, list) and not self.balance_by:
+            raise ValueError("`balance_by` list is empty; use null for no balancing")
         return self
+
+    @property
+    def balance_fields(self) -> list[str]:
+        """``balance_by`` as a list (empty: one pool)."""
+        if self.balance_by is None:
+            return []
+        return [self.balance_by] if isinstance(self.balance_by, str) else list(self.balance_by)
 
 
 def score_fields(config: ScoreConfig) -> list[pa.Field]:
@@ -132,6 +180,16 @@ def score_fields(config: ScoreConfig) -> list[pa.Field]:
     """
     fields: list[pa.Field] = []
     for entry in config.scorers:
+        if entry.backend == "dataman":  # fixed contract: domain letter + name, 14 int8 ratings, length
+            from winnow.scorers.dataman import OUTPUT_COLUMNS
+
+            fields.extend(column.field() for column in OUTPUT_COLUMNS)
+            continue
+        if entry.backend == "qurating":  # fixed contract (METHODS §1.5): per-criterion chunks/average, lengths
+            from winnow.scorers.qurating import qurating_fields
+
+            fields.extend(qurating_fields())
+            continue
         if entry.columns:
             names = entry.columns
         elif entry.backend == "fasttext":

@@ -411,3 +411,8 @@ def _hf_checkpoint(entry: Any) -> HFCheckpointScorer:
         entry.device,
         entry.max_chars,
     )
+
+
+# Backends defined in their method's module register on import (they import this module lazily).
+import winnow.scorers.dataman  # noqa: E402, F401
+from winnow.scorers import qurating as _qurating_backend  # noqa: E402, F401

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 
 from winnow.schemas.config import TokenizerConfig
 from winnow.schemas.score import ScoreConfig
@@ -47,6 +48,16 @@ class ScoreDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self.scorer = self.factory()
+        # Columns declared as strings or integers (DataMan's domain letter and ratings) keep their
+        # type; everything else is a float32 score.
+        self._kinds = {
+            c.name: "str" if pa.types.is_string(c.type) else "int" if pa.types.is_integer(c.type) else "float"
+            for c in self.scorer.columns
+        }
+        # List columns (QuRating's per-window ratings and window lengths) keep their element type.
+        for c in self.scorer.columns:
+            if pa.types.is_list(c.type):
+                self._kinds[c.name] = "list_int" if pa.types.is_integer(c.type.value_type) else "list_float"
 
     def process(self, batch: Sequence[Document]) -> Iterator[Any]:
         todo = [doc for doc in batch if not _unscorable(doc)]
@@ -78,6 +89,17 @@ class ScoreDoFn(beam.DoFn):
     def _emit(self, doc: Document, values: dict[str, Any]) -> Any:
         columns = {}
         for name, value in values.items():
+            kind = self._kinds.get(name, "float")
+            if kind.startswith("list_"):
+                items = [int(v) for v in value] if kind == "list_int" else [_float32(float(v)) for v in value]
+                if not all(math.isfinite(v) for v in items):
+                    self._rejected.inc()
+                    return rejected(doc, STAGE, f"{self.name}: non-finite score in column {name}")
+                columns[name] = items
+                continue
+            if kind != "float":
+                columns[name] = str(value) if kind == "str" else int(value)
+                continue
             number = float(value)
             if not math.isfinite(number):
                 self._rejected.inc()
@@ -148,6 +170,13 @@ class CountTokens(beam.PTransform):
         return {KEPT: counted, REMOVED: empty, REJECTED: docs.pipeline | "NoRejected" >> beam.Create([])}
 
 
+def _with_run_tokenizer(entry: Any, tokenizer: TokenizerConfig) -> Any:
+    """QuRating cuts its 512-token windows with the run tokenizer unless its entry names another."""
+    if entry.backend == "qurating" and entry.tokenizer is None:
+        return entry.model_copy(update={"tokenizer": tokenizer.path})
+    return entry
+
+
 class Score(beam.PTransform):
     """Stage ``score``: ``n_tokens``, then every configured scorer in order (METHODS §3 PreSelect and others).
 
@@ -163,10 +192,13 @@ class Score(beam.PTransform):
     ):
         super().__init__()
         self.config = config
-        if factories is None:
-            factories = [(entry.name, ScorerFactory(entry), entry.batch_size) for entry in config.scorers]
-        self.factories = list(factories)
         self.tokenizer = tokenizer if tokenizer is not None else TokenizerConfig()
+        if factories is None:
+            factories = [
+                (entry.name, ScorerFactory(_with_run_tokenizer(entry, self.tokenizer)), entry.batch_size)
+                for entry in config.scorers
+            ]
+        self.factories = list(factories)
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         steps: list[tuple[str, beam.PTransform]] = [("CountTokens", CountTokens(self.tokenizer))]

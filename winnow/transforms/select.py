@@ -14,24 +14,38 @@ Nothing global is held in one process. The mean/std is a combiner with exact sum
 a per-group sum; the cut is found in three passes over (key bits, weight) pairs: a 2^16-bin
 weight histogram of the top key bits, a 2^24-bin histogram inside the boundary bin, then the
 few documents of that last bin (keys equal to ~9 significant digits) are cut exactly by
-(key, H64(doc_id)). The result is the exact §0 cut: selected weight ≥ budget, and without the
+(key, H64(doc_id)). When that bin holds a single key value (ties: integer ratings such as
+DataMan's), the same histogram cut runs on the H64 tiebreaks instead, so a tie spanning much of
+the pool is never collected in one place. The result is the exact §0 cut: selected weight ≥ budget, and without the
 last kept document it would be below (overshoot < one document). Dropped documents go to
 ``removed`` as ``select:<rule>``; kept ones get ``select_key``, the key they were ranked by.
 Besides the three stage outputs, ``summary`` holds one record per group: pool weight, budget,
 selected weight and overshoot.
+
+DataMan's "Sample-with-DataMan" (METHODS §2.6) adds: ``where`` (keep candidates whose columns meet
+every condition, e.g. ``overall_score == 5``; others are removed as ``select:where`` and the
+token totals are counted after it); ``balance_by`` as a list (hierarchical budgets: ⌊T_s/T·B⌋ per
+source, then ⌊T_{s,d}/T_s·B_s⌋ per domain inside it); rule ``uniform`` (the key is a hash draw
+u(doc_id), i.e. a random permutation, with no metric at all); and ``upsample`` (a group whose
+candidates fall short of its budget gets repeats drawn with replacement from its documents). The
+draws are exponential races: each document carries a rate-1 Poisson process of arrival times
+from its own hashes, and the merged arrivals, earliest first, are i.i.d. uniform draws from the
+group; the earliest arrivals whose tokens reach the shortfall are cut by the same histogram
+machinery (overshoot under one document) and come out as copies with ``epoch`` 1, 2, …
 """
 
 from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
 
-from winnow.schemas.score import SelectConfig
+from winnow.schemas.score import SelectConfig, WhereCondition
 from winnow.scorers.selection import (
     HISTOGRAM_LEVELS,
     CutPoint,
@@ -42,6 +56,7 @@ from winnow.scorers.selection import (
     histogram_bin,
     order_bits,
     selection_key,
+    uniform,
 )
 from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, rejected, removed
 
@@ -49,6 +64,8 @@ STAGE = "select"
 SUMMARY = "summary"
 VALID = "valid"
 KEY_COLUMN = "select_key"
+EPOCH_COLUMN = "epoch"
+WHERE_REASON = "select:where"
 
 
 class SelectError(ValueError):
@@ -56,7 +73,9 @@ class SelectError(ValueError):
 
 
 def doc_metric(doc: Document, config: SelectConfig) -> float:
-    """Sum of the configured score columns, negated for ``direction: bottom``."""
+    """Sum of the configured score columns, negated for ``direction: bottom`` (0 for ``uniform``)."""
+    if config.rule == "uniform":
+        return 0.0
     total = 0.0
     for column in config.columns:
         value = doc.get(column)
@@ -77,25 +96,76 @@ def doc_weight(doc: Document, config: SelectConfig) -> int:
     return int(value)
 
 
-def doc_group(doc: Document, config: SelectConfig) -> str:
-    """The ``balance_by`` value (top level, else in ``metadata``); one group when not balancing."""
-    field = config.balance_by
-    if field is None:
-        return ""
-    if field in doc and doc[field] is not None:
-        return str(doc[field])
+def _metadata(doc: Document) -> dict[str, Any]:
     metadata = doc.get("metadata")
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata)
         except ValueError:
             metadata = None
-    if isinstance(metadata, dict) and metadata.get(field) is not None:
-        return str(metadata[field])
-    return ""
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def field_value(doc: Document, field: str) -> Any:
+    """A column's value: top level, else in ``metadata``; None when absent."""
+    if field in doc and doc[field] is not None:
+        return doc[field]
+    return _metadata(doc).get(field)
+
+
+def doc_cell(doc: Document, config: SelectConfig) -> tuple[str, ...]:
+    """The ``balance_by`` values of a document (missing: ""); () when not balancing."""
+    return tuple("" if (v := field_value(doc, f)) is None else str(v) for f in config.balance_fields)
+
+
+def cell_name(cell: tuple[str, ...]) -> str:
+    """A group's key: the value itself for one field (as before lists existed), JSON for several."""
+    if not cell:
+        return ""
+    return cell[0] if len(cell) == 1 else json.dumps(list(cell), ensure_ascii=False)
+
+
+def doc_group(doc: Document, config: SelectConfig) -> str:
+    return cell_name(doc_cell(doc, config))
+
+
+_COMPARE = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+
+
+def meets(doc: Document, condition: WhereCondition) -> bool:
+    """Whether ``doc`` meets one ``where`` condition; a missing column is an error, not a silent no."""
+    value = field_value(doc, condition.field)
+    if value is None:
+        raise SelectError(f"missing column {condition.field!r} for `where`")
+    if condition.op in ("in", "not_in"):
+        inside = any(_equal(value, v) for v in condition.value)  # type: ignore[union-attr]
+        return inside if condition.op == "in" else not inside
+    if condition.op in ("==", "!="):
+        return _equal(value, condition.value) == (condition.op == "==")
+    try:
+        return bool(_COMPARE[condition.op](float(value), float(condition.value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise SelectError(f"column {condition.field!r} = {value!r} is not a number for `{condition.op}`") from error
+
+
+def _equal(value: Any, target: Any) -> bool:
+    """Numbers compare as numbers (a rating 5 equals 5.0), everything else as strings."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(target, numbers) and not isinstance(target, bool):
+        return float(value) == float(target)
+    return str(value) == str(target)
 
 
 def doc_key(doc: Document, config: SelectConfig, stats: tuple[float, float] | None, seed: int) -> float:
+    if config.rule == "uniform":  # a constant metric: the order is a random permutation by hash
+        return uniform(str(doc["id"]), "select:uniform", seed)
     metric = doc_metric(doc, config)
     if config.rule != "gumbel_top_k":
         return metric
@@ -110,21 +180,60 @@ def tiebreak(doc: Document, seed: int) -> int:
     return h64(str(doc["id"]), "select:tiebreak", seed)
 
 
+# --- budgets ------------------------------------------------------------------------------------
+
+
+def hierarchical_budgets(totals: dict[tuple[str, ...], int], budget: float) -> dict[tuple[str, ...], float]:
+    """Budgets per cell, level by level: ⌊T_s/T·B⌋ for the first field, then ⌊T_{s,d}/T_s·B_s⌋
+    inside each (METHODS §2.6 ``multi_domain``); one level is QuRating's ⌊T_d/T·B⌋ (§1.7)."""
+    depth = max((len(cell) for cell in totals), default=0)
+    budgets: dict[tuple[str, ...], float] = {(): float(budget)}
+    for level in range(1, depth + 1):
+        prefix_totals: dict[tuple[str, ...], int] = {}
+        for cell, total in totals.items():
+            prefix_totals[cell[:level]] = prefix_totals.get(cell[:level], 0) + total
+        parents: dict[tuple[str, ...], dict[str, int]] = {}
+        for prefix, total in prefix_totals.items():
+            parents.setdefault(prefix[:-1], {})[prefix[-1]] = total
+        next_budgets = {}
+        for parent, children in parents.items():
+            for value, share in group_budgets(children, budgets[parent]).items():
+                next_budgets[(*parent, value)] = share
+        budgets = next_budgets
+    return {cell: budgets[cell] for cell in totals}
+
+
+def _budgets(weights: dict[str, int], config: SelectConfig, cells: dict[str, tuple[str, ...]]) -> dict[str, float]:
+    grand = sum(weights.values())
+    budget = float(config.budget) if config.budget is not None else float(config.fraction or 0) * grand
+    if not config.balance_fields:
+        return dict.fromkeys(weights, budget)
+    by_cell = hierarchical_budgets({cells[g]: w for g, w in weights.items()}, budget)
+    return {group: by_cell[cells[group]] for group in weights}
+
+
 # --- DoFns and combiners ---------------------------------------------------------------------
 
 
 class PrepareDoFn(beam.DoFn):
-    """Routes documents whose metric or weight cannot be computed to ``rejected``."""
+    """Routes documents whose metric, weight or ``where`` columns cannot be read to ``rejected``,
+    and those failing ``where`` to ``removed``."""
 
     def __init__(self, config: SelectConfig):
         self.config = config
+        self._where = counter(WHERE_REASON)
 
     def process(self, doc: Document) -> Iterator[Any]:
         try:
             doc_metric(doc, self.config)
             doc_weight(doc, self.config)
+            candidate = all(meets(doc, condition) for condition in self.config.where)
         except (SelectError, TypeError, ValueError) as error:
             yield rejected(doc, STAGE, error)
+            return
+        if not candidate:
+            self._where.inc()
+            yield removed(doc, WHERE_REASON)
             return
         yield doc
 
@@ -213,15 +322,22 @@ def _members(item: tuple[str, tuple[int, int, int]], states: dict[str, Narrowing
         yield group, element
 
 
-def _start_states(totals: list[tuple[str, int]], config: SelectConfig) -> list[tuple[str, Narrowing]]:
-    by_group = dict(totals)
-    budgets = _budgets(by_group, config)
+def group_cell(group: str, config: SelectConfig) -> tuple[str, ...]:
+    """Inverse of ``cell_name``."""
+    fields = config.balance_fields
+    if not fields:
+        return ()
+    return (group,) if len(fields) == 1 else tuple(json.loads(group))
+
+
+def _plan(totals: list[tuple[str, int]], config: SelectConfig) -> Iterator[Any]:
+    """(group, (pool weight, budget)) for every group, from all groups' totals (a small list)."""
+    weights = dict(totals)
+    budgets = _budgets(weights, config, {group: group_cell(group, config) for group in weights})
     budget_counter = counter("select:budget")
-    states = []
-    for group in sorted(by_group):
+    for group in sorted(weights):
         budget_counter.inc(math.ceil(budgets[group]))
-        states.append((group, Narrowing.start(float(by_group[group]), budgets[group])))
-    return states
+        yield group, (weights[group], budgets[group])
 
 
 def _advance(item: tuple[str, Narrowing], histograms: dict[str, dict[int, int]]) -> tuple[str, Narrowing]:
@@ -232,6 +348,121 @@ def _advance(item: tuple[str, Narrowing], histograms: dict[str, dict[int, int]])
 def _finish(item: tuple[str, Narrowing], members: dict[str, list[tuple[int, int, int]]]) -> tuple[str, CutPoint]:
     group, state = item
     return group, state.finish(members.get(group, []))
+
+
+class KeyRangeFn(beam.CombineFn):
+    """(min, max) of the key bits in a group's last region: equal means one tied key value."""
+
+    def create_accumulator(self) -> tuple[int, int] | None:
+        return None
+
+    def add_input(self, acc: tuple[int, int] | None, key_bits: int) -> tuple[int, int]:
+        return (key_bits, key_bits) if acc is None else (min(acc[0], key_bits), max(acc[1], key_bits))
+
+    def merge_accumulators(self, accs: Iterable[tuple[int, int] | None]) -> tuple[int, int] | None:
+        present = [acc for acc in accs if acc is not None]
+        return (min(a[0] for a in present), max(a[1] for a in present)) if present else None
+
+    def extract_output(self, acc: tuple[int, int] | None) -> tuple[int, int] | None:
+        return acc
+
+
+def _tied(group: str, ranges: dict[str, tuple[int, int] | None]) -> bool:
+    bounds = ranges.get(group)
+    return bounds is not None and bounds[0] == bounds[1]
+
+
+def _untied_members(
+    item: tuple[str, tuple[int, int, int]], states: dict[str, Narrowing], ranges: dict[str, tuple[int, int] | None]
+) -> Iterator[Any]:
+    group, _ = item
+    if not _tied(group, ranges):
+        yield from _members(item, states)
+
+
+def _tied_members(
+    item: tuple[str, tuple[int, int, int]], states: dict[str, Narrowing], ranges: dict[str, tuple[int, int] | None]
+) -> Iterator[Any]:
+    """A tied region's documents keyed by their tiebreak alone (the order among equal keys)."""
+    group, (key_bits, tiebreak, weight) = item
+    state = states.get(group)
+    if _tied(group, ranges) and state is not None and state.contains(key_bits):
+        yield group, (tiebreak, 0, weight)
+
+
+def _tie_plan(item: tuple[str, int], states: dict[str, Narrowing]) -> tuple[str, tuple[int, float]]:
+    group, region_weight = item
+    return group, (region_weight, states[group].remaining)
+
+
+def _finish_all(
+    item: tuple[str, Narrowing],
+    members: dict[str, list[tuple[int, int, int]]],
+    tie_cuts: dict[str, CutPoint],
+    ranges: dict[str, tuple[int, int] | None],
+) -> tuple[str, CutPoint]:
+    group, state = item
+    if state.cut is None and _tied(group, ranges) and group in tie_cuts:
+        key_bits = ranges[group][0]  # type: ignore[index]
+        inner = tie_cuts[group]
+        # Among the tied documents keep tiebreak ≥ the inner cut (its "key" is the tiebreak).
+        return group, CutPoint(key_bits, min(inner.key_bits, 1 << 64))
+    return group, state.finish(members.get(group, []))
+
+
+def _collected(group: str, items: Iterable[tuple[int, int, int]]) -> tuple[str, list[tuple[int, int, int]]]:
+    """The documents one worker holds to finish a cut (few: ~ties at the boundary key)."""
+    members = list(items)
+    counter("select:cut_collected").inc(len(members))
+    return group, members
+
+
+def budget_cuts(
+    keyed: beam.PCollection, plan: beam.PCollection, label: str, resolve_ties: bool = True
+) -> beam.PCollection:
+    """(group, CutPoint) per group: the §0 cut of ``keyed`` (group, (key bits, tiebreak, weight))
+    at each group's budget in ``plan`` (group, (total weight, budget)), by weighted histograms.
+
+    When every document left in a group's last region has the same key (integer ratings: DataMan's
+    single-criterion top-k), the region can be a large share of the pool; instead of collecting it,
+    the same histogram cut runs again on the tiebreak hashes, which are distinct."""
+    states = plan | f"{label}Start" >> beam.MapTuple(lambda group, tb: (group, Narrowing.start(float(tb[0]), tb[1])))
+    for level in range(len(HISTOGRAM_LEVELS)):
+        histograms = (
+            keyed
+            | f"{label}InRegion{level}" >> beam.FlatMap(_in_region, level, pvalue.AsDict(states))
+            | f"{label}Histogram{level}" >> beam.CombinePerKey(HistogramFn())
+        )
+        states = states | f"{label}Narrow{level}" >> beam.Map(_advance, pvalue.AsDict(histograms))
+    if not resolve_ties:
+        members = (
+            keyed
+            | f"{label}InLastBin" >> beam.FlatMap(_members, pvalue.AsDict(states))
+            | f"{label}GroupLastBin" >> beam.GroupByKey()
+            | f"{label}AsLists" >> beam.MapTuple(lambda group, items: (group, list(items)))
+        )
+        return states | f"{label}Cut" >> beam.Map(_finish, pvalue.AsDict(members))
+    ranges = pvalue.AsDict(
+        keyed
+        | f"{label}LastBinKeys" >> beam.FlatMap(_members, pvalue.AsDict(states))
+        | f"{label}KeyOnly" >> beam.MapTuple(lambda group, element: (group, element[0]))
+        | f"{label}KeyRange" >> beam.CombinePerKey(KeyRangeFn())
+    )
+    members = (
+        keyed
+        | f"{label}InLastBin" >> beam.FlatMap(_untied_members, pvalue.AsDict(states), ranges)
+        | f"{label}GroupLastBin" >> beam.GroupByKey()
+        | f"{label}AsLists" >> beam.MapTuple(_collected)
+    )
+    tied = keyed | f"{label}Tied" >> beam.FlatMap(_tied_members, pvalue.AsDict(states), ranges)
+    tie_plan = (
+        tied
+        | f"{label}TiedWeight" >> beam.MapTuple(lambda group, element: (group, element[2]))
+        | f"{label}SumTied" >> beam.CombinePerKey(sum)
+        | f"{label}TiePlan" >> beam.Map(_tie_plan, pvalue.AsDict(states))
+    )
+    tie_cuts = budget_cuts(tied, tie_plan, f"{label}Ties", resolve_ties=False)
+    return states | f"{label}Cut" >> beam.Map(_finish_all, pvalue.AsDict(members), pvalue.AsDict(tie_cuts), ranges)
 
 
 class ApplyCutDoFn(beam.DoFn):
@@ -250,23 +481,112 @@ class ApplyCutDoFn(beam.DoFn):
         if cuts[group].keeps(order_bits(key), tiebreak(doc, self.seed)):
             self._kept.inc()
             self._kept_weight.inc(doc_weight(doc, self.config))
-            yield {**doc, KEY_COLUMN: key}
+            out = {**doc, KEY_COLUMN: key}
+            if self.config.upsample:
+                out[EPOCH_COLUMN] = 0
+            yield out
         else:
             self._removed.inc()
             yield removed(doc, f"select:{self.config.rule}")
 
 
-def _budgets(weights: dict[str, int], config: SelectConfig) -> dict[str, float]:
-    grand = sum(weights.values())
-    budget = float(config.budget) if config.budget is not None else float(config.fraction or 0) * grand
-    return group_budgets(weights, budget) if config.balance_by is not None else {"": budget}
+# --- upsampling (METHODS §2.6 step 4) -------------------------------------------------------------
 
 
-def _summary(item: tuple[str, int], weights: dict[str, int], kept: dict[str, int], config: SelectConfig) -> dict:
-    group, pool_weight = item
-    budget = _budgets(weights, config)[group]
+def upsample_horizon(shortfall: float, pool_weight: int) -> float:
+    """Arrival time up to which each document's draws are generated.
+
+    The cut needs about ``shortfall / pool_weight`` time units of the merged race; twice that plus
+    4 makes running out (a Poisson count far below its mean) negligible even for a single document.
+    """
+    return 2.0 * shortfall / max(pool_weight, 1) + 4.0
+
+
+def arrivals(doc_id: str, horizon: float, seed: int) -> Iterator[tuple[int, float]]:
+    """(draw number k ≥ 1, time) of a rate-1 Poisson process from the document's own hashes."""
+    time, k = 0.0, 0
+    while True:
+        k += 1
+        time += -math.log(uniform(doc_id, f"select:upsample:{k}", seed))
+        if time > horizon:
+            return
+        yield k, time
+
+
+def _repeat_tiebreak(doc_id: str, k: int, seed: int) -> int:
+    return h64(f"{doc_id}\x1f{k}", "select:upsample", seed)
+
+
+class RepeatDrawsDoFn(beam.DoFn):
+    """Every draw a short group's document could contribute: (group, (key bits, tiebreak, weight))."""
+
+    def __init__(self, config: SelectConfig, seed: int):
+        self.config = config
+        self.seed = seed
+
+    def process(self, doc: Document, short: dict[str, tuple[int, float]]) -> Iterator[Any]:
+        group = doc_group(doc, self.config)
+        if group not in short:
+            return
+        pool, shortfall = short[group]
+        weight, doc_id = doc_weight(doc, self.config), str(doc["id"])
+        for k, time in arrivals(doc_id, upsample_horizon(shortfall, pool), self.seed):
+            yield group, (order_bits(-time), _repeat_tiebreak(doc_id, k, self.seed), weight)
+
+
+class EmitRepeatsDoFn(beam.DoFn):
+    """Copies of a document for its draws inside the cut, with ``epoch`` 1, 2, …"""
+
+    def __init__(self, config: SelectConfig, seed: int):
+        self.config = config
+        self.seed = seed
+        self._repeats = counter("select:repeats")
+        self._repeat_weight = counter("select:repeated_weight")
+
+    def process(
+        self,
+        doc: Document,
+        short: dict[str, tuple[int, float]],
+        cuts: dict[str, CutPoint],
+        stats: tuple[float, float] | None = None,
+    ) -> Iterator[Document]:
+        group = doc_group(doc, self.config)
+        if group not in short or group not in cuts:
+            return
+        pool, shortfall = short[group]
+        doc_id, cut = str(doc["id"]), cuts[group]
+        key = doc_key(doc, self.config, stats, self.seed)
+        for k, time in arrivals(doc_id, upsample_horizon(shortfall, pool), self.seed):
+            if not cut.keeps(order_bits(-time), _repeat_tiebreak(doc_id, k, self.seed)):
+                break  # a document's draws are in time order: the kept ones are a prefix
+            self._repeats.inc()
+            self._repeat_weight.inc(doc_weight(doc, self.config))
+            yield {**doc, KEY_COLUMN: key, EPOCH_COLUMN: k}
+
+
+def _short_groups(plan: list[tuple[str, tuple[int, float]]]) -> Iterator[tuple[str, tuple[int, float]]]:
+    """(group, (pool weight, shortfall)) of the groups whose pool is below their budget."""
+    for group, (total, budget) in plan:
+        if 0 < total < budget:
+            yield group, (total, budget - total)
+
+
+def _repeat_plan(item: tuple[str, int], short: dict[str, tuple[int, float]]) -> tuple[str, tuple[int, float]]:
+    """(group, (weight of all generated draws, shortfall)): the budget cut over the draws."""
+    group, draw_weight = item
+    return group, (draw_weight, short[group][1])
+
+
+def _summary(
+    item: tuple[str, tuple[int, float]],
+    kept: dict[str, int],
+    repeated: dict[str, int],
+    config: SelectConfig,
+) -> dict:
+    group, (pool_weight, budget) = item
     selected = kept.get(group, 0)
-    return {
+    record = {
+        "section": "selection",
         "group": group,
         "rule": config.rule,
         "weight": config.weight,
@@ -275,6 +595,14 @@ def _summary(item: tuple[str, int], weights: dict[str, int], kept: dict[str, int
         "selected_weight": selected,
         "overshoot": selected - budget,
     }
+    if config.balance_fields:
+        record["cell"] = dict(zip(config.balance_fields, group_cell(group, config), strict=True))
+    if config.upsample:
+        shortfall = max(budget - pool_weight, 0.0)
+        record["repeated_weight"] = repeated.get(group, 0)
+        record["shortfall"] = shortfall
+        record["overshoot"] = selected + repeated.get(group, 0) - budget
+    return record
 
 
 class Select(beam.PTransform):
@@ -287,11 +615,12 @@ class Select(beam.PTransform):
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         config, seed = self.config, self.seed
-        prepared = docs | "Prepare" >> beam.ParDo(PrepareDoFn(config)).with_outputs(REJECTED, main=VALID)
+        prepared = docs | "Prepare" >> beam.ParDo(PrepareDoFn(config)).with_outputs(REJECTED, REMOVED, main=VALID)
         valid = prepared[VALID]
         if config.rule == "threshold":
             out = valid | "Threshold" >> beam.ParDo(ThresholdDoFn(config)).with_outputs(REMOVED, main=KEPT)
-            return {KEPT: out[KEPT], REMOVED: out[REMOVED], REJECTED: prepared[REJECTED]}
+            removed_all = (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten()
+            return {KEPT: out[KEPT], REMOVED: removed_all, REJECTED: prepared[REJECTED]}
 
         stats = None
         if config.rule == "gumbel_top_k":
@@ -304,28 +633,39 @@ class Select(beam.PTransform):
             | "GroupWeight" >> beam.MapTuple(lambda group, element: (group, element[2]))
             | "SumWeight" >> beam.CombinePerKey(sum)
         )
-        states = totals | "AllTotals" >> beam.combiners.ToList() | "Start" >> beam.FlatMap(_start_states, config)
-        for level in range(len(HISTOGRAM_LEVELS)):
-            histograms = (
-                keyed
-                | f"InRegion{level}" >> beam.FlatMap(_in_region, level, pvalue.AsDict(states))
-                | f"Histogram{level}" >> beam.CombinePerKey(HistogramFn())
-            )
-            states = states | f"Narrow{level}" >> beam.Map(_advance, pvalue.AsDict(histograms))
-        members = (
-            keyed
-            | "InLastBin" >> beam.FlatMap(_members, pvalue.AsDict(states))
-            | "GroupLastBin" >> beam.GroupByKey()
-            | "AsLists" >> beam.MapTuple(lambda group, items: (group, list(items)))
-        )
-        cuts = states | "Cut" >> beam.Map(_finish, pvalue.AsDict(members))
+        plan = totals | "AllTotals" >> beam.combiners.ToList() | "Plan" >> beam.FlatMap(_plan, config)
+        cuts = budget_cuts(keyed, plan, "")
         applied = valid | "Apply" >> beam.ParDo(
             ApplyCutDoFn(config, seed), pvalue.AsDict(cuts), stats=stats
         ).with_outputs(REMOVED, main=KEPT)
+        kept_docs = applied[KEPT]
+        repeated_weight = docs.pipeline | "NoRepeats" >> beam.Create([])
+        if config.upsample:
+            short = plan | "PlanList" >> beam.combiners.ToList() | "Short" >> beam.FlatMap(_short_groups)
+            draws = valid | "RepeatDraws" >> beam.ParDo(RepeatDrawsDoFn(config, seed), pvalue.AsDict(short))
+            draw_totals = (
+                draws
+                | "DrawWeight" >> beam.MapTuple(lambda group, element: (group, element[2]))
+                | "SumDrawWeight" >> beam.CombinePerKey(sum)
+            )
+            repeat_plan = draw_totals | "RepeatPlan" >> beam.Map(_repeat_plan, pvalue.AsDict(short))
+            repeat_cuts = budget_cuts(draws, repeat_plan, "Repeat")
+            repeats = valid | "Repeats" >> beam.ParDo(
+                EmitRepeatsDoFn(config, seed), pvalue.AsDict(short), pvalue.AsDict(repeat_cuts), stats=stats
+            )
+            kept_docs = (kept_docs, repeats) | "KeptAndRepeats" >> beam.Flatten()
+            repeated_weight = (
+                repeats
+                | "RepeatWeight" >> beam.Map(lambda doc: (doc_group(doc, config), doc_weight(doc, config)))
+                | "SumRepeats" >> beam.CombinePerKey(sum)
+            )
         kept_weight = (
             applied[KEPT]
             | "KeptWeight" >> beam.Map(lambda doc: (doc_group(doc, config), doc_weight(doc, config)))
             | "SumKept" >> beam.CombinePerKey(sum)
         )
-        summary = totals | "Summary" >> beam.Map(_summary, pvalue.AsDict(totals), pvalue.AsDict(kept_weight), config)
-        return {KEPT: applied[KEPT], REMOVED: applied[REMOVED], REJECTED: prepared[REJECTED], SUMMARY: summary}
+        summary = plan | "Summary" >> beam.Map(
+            _summary, pvalue.AsDict(kept_weight), pvalue.AsDict(repeated_weight), config
+        )
+        removed_all = (applied[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten()
+        return {KEPT: kept_docs, REMOVED: removed_all, REJECTED: prepared[REJECTED], SUMMARY: summary}

@@ -1,0 +1,205 @@
+"""Rebuild the bundled local QuRater (``winnow/data/models/qurating/``) from the shared corpora.
+
+No QuRating judgments exist offline, so this is the ``derived-pairs`` bootstrap of METHODS §1.4:
+per criterion, documents from sources that are clearly high on it are paired against documents
+from sources clearly low on it, and the Bradley–Terry head learns from those pairs. The pairings
+vary the *kind* of difference per criterion (e.g. polished fiction is high on writing style but
+low on facts and expertise), so the four heads do not collapse into one "formal vs informal" axis.
+
+Not used for training (evaluation only, see ``bench/raters_eval.py``): dataman-qurating-ratings,
+dclm-human-quality, and all of weborganizer-dclm.
+
+    python scripts/train_qurating.py [--corpora /work/shared/corpora] [--out winnow/data/models/qurating]
+
+Same corpora + seed → byte-identical ``qurater-hashed.npz`` and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from winnow.pipeline.qurating_cli import report_markdown
+from winnow.scorers.qurating import (
+    CRITERIA,
+    HashedNgrams,
+    derived_pair_groups,
+    excerpt_records,
+    make_featurizer,
+    train_qurater,
+)
+from winnow.scorers.tokenizer import load_tokenizer
+
+SEED = 20240209  # QuRating's arXiv date; any fixed value works
+PER_SOURCE = 160  # cap per source group so no one corpus dominates a criterion
+FICTION = {"fiction", "romance", "adventure", "mystery", "science_fiction", "humor"}
+
+# Source group → criterion → 1 (high) / 0 (low); criteria a source says nothing clear about are absent.
+PLAN: dict[str, dict[str, int]] = {
+    # Encyclopedic articles: dense facts, teaching value, polished; moderate expertise (left out).
+    "wikipedia": {"educational_value": 1, "facts_and_trivia": 1, "writing_style": 1},
+    # Scholarly prose (Brown "learned"): expertise and teaching value.
+    "brown_learned": {"required_expertise": 1, "educational_value": 1, "writing_style": 1},
+    # Research abstracts / papers / patents: expertise-heavy, fact-dense.
+    "arxiv": {"required_expertise": 1, "educational_value": 1},
+    "nih": {"required_expertise": 1, "facts_and_trivia": 1, "educational_value": 1},
+    "uspto": {"required_expertise": 1},
+    # Technical Q&A in English: expertise and teaching value, informal style.
+    "se_english": {"required_expertise": 1, "educational_value": 1},
+    # Edited fiction: well written, yet few facts, no expertise, little teaching.
+    "brown_fiction": {"writing_style": 1, "facts_and_trivia": 0, "required_expertise": 0, "educational_value": 0},
+    "novel": {"writing_style": 1, "facts_and_trivia": 0, "required_expertise": 0, "educational_value": 0},
+    # Speeches: polished rhetoric, plain language.
+    "speeches": {"writing_style": 1, "required_expertise": 0},
+    # News: factual, plain language, edited.
+    "news": {"facts_and_trivia": 1, "required_expertise": 0, "writing_style": 1},
+    "brown_lore": {"facts_and_trivia": 1},
+    # How-to writing and official reports (Brown "hobbies", "government"): instructional, explanatory.
+    "brown_howto": {"educational_value": 1},
+    "brown_government": {"educational_value": 1, "facts_and_trivia": 1},
+    # Informal web lines and chatter: low on everything.
+    "web_chatter": {"writing_style": 0, "educational_value": 0, "facts_and_trivia": 0, "required_expertise": 0},
+    # Terse support-forum reports: badly written, but on a technical subject (only style is clear).
+    "web_support": {"writing_style": 0},
+    # Short wine reviews: evaluative blurbs that teach nothing.
+    "web_reviews": {"educational_value": 0, "writing_style": 0},
+    "forum_4chan": {"writing_style": 0, "educational_value": 0, "facts_and_trivia": 0},
+}
+
+
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
+def clean_wikitext(text: str) -> str:
+    """Wikitext → plain prose, roughly: templates, tables, refs, files and markup dropped."""
+    for _ in range(3):  # nested templates
+        text = re.sub(r"\{\{[^{}]*\}\}", "", text)
+    text = re.sub(r"\{\|.*?\|\}", "", text, flags=re.S)
+    text = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->|<[^>]+>", "", text, flags=re.S)
+    text = re.sub(r"\[\[(?:File|Image|Category):[^\]]*\]\]", "", text)
+    text = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", text)
+    text = re.sub(r"\[https?://\S+ ([^\]]*)\]", r"\1", text)
+    text = re.sub(r"'{2,}", "", text)
+    text = re.sub(r"^=+\s*(.*?)\s*=+\s*$", r"\1", text, flags=re.M)
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("*", "|", "!", ":"))]
+    return "\n".join(lines)
+
+
+def blocks(lines: list[str], words: int = 220) -> list[str]:
+    """Consecutive short lines joined into passages of about ``words`` words."""
+    out, current, count = [], [], 0
+    for line in lines:
+        current.append(line)
+        count += len(line.split())
+        if count >= words:
+            out.append("\n".join(current))
+            current, count = [], 0
+    return out
+
+
+def source_documents(corpora: Path) -> dict[str, list[dict[str, Any]]]:
+    """Documents per source group of ``PLAN`` (id, text), in file order."""
+    docs: dict[str, list[dict[str, Any]]] = {group: [] for group in PLAN}
+    for row in _rows(corpora / "wikipedia-dump-fragments" / "enwiki_pages.jsonl.gz"):
+        if not row.get("redirect_to"):
+            text = clean_wikitext(row.get("wikitext") or "")
+            if len(text.split()) >= 150:
+                docs["wikipedia"].append({"id": row["id"], "text": text})
+    for row in _rows(corpora / "nltk-corpora" / "brown.jsonl.gz"):
+        group = {
+            "learned": "brown_learned",
+            "lore": "brown_lore",
+            "hobbies": "brown_howto",
+            "government": "brown_government",
+        }.get(row["genre"])
+        group = "brown_fiction" if row["genre"] in FICTION else group
+        if group:
+            docs[group].append({"id": row["id"], "text": row["text"]})
+    for row in _rows(corpora / "data-juicer-demos" / "docs.jsonl.gz"):
+        group = {
+            "redpajama/arxiv": "arxiv",
+            "pile/nih_exporter": "nih",
+            "pile/uspto": "uspto",
+            "redpajama/stackexchange": "se_english",
+        }.get(row["source_label"])
+        if group:
+            docs[group].append({"id": row["id"], "text": row["text"]})
+    with gzip.open(corpora / "sentencepiece-books" / "botchan.txt.gz", "rt", encoding="utf-8") as handle:
+        book = handle.read()
+    paragraphs = [p for p in re.split(r"\n\s*\n", book) if len(p.split()) > 20]
+    for i, passage in enumerate(blocks(paragraphs, 300)):
+        docs["novel"].append({"id": f"botchan-{i}", "text": passage})
+    for name in ("inaugural", "state_union"):
+        for row in _rows(corpora / "nltk-corpora" / f"{name}.jsonl.gz"):
+            docs["speeches"].append({"id": row["id"], "text": row["text"]})
+    for row in _rows(corpora / "lee-abc-news" / "docs.jsonl.gz"):
+        docs["news"].append({"id": row["id"], "text": row["text"]})
+    for row in _rows(corpora / "article-extraction-benchmark" / "pages.jsonl.gz"):
+        body = row.get("article_body") or ""
+        if len(body.split()) >= 150:
+            docs["news"].append({"id": f"aeb-{hashlib.sha256(body.encode()).hexdigest()[:12]}", "text": body})
+    by_source: dict[str, list[str]] = {}
+    for row in _rows(corpora / "nltk-corpora" / "webtext_lines.jsonl.gz"):
+        if row["source"] in ("overheard", "singles", "firefox", "wine"):
+            by_source.setdefault(row["source"], []).append(row["text"])
+    web_groups = {"overheard": "web_chatter", "singles": "web_chatter", "firefox": "web_support", "wine": "web_reviews"}
+    for source, lines in sorted(by_source.items()):
+        for i, passage in enumerate(blocks(lines)[: PER_SOURCE // 2]):
+            docs[web_groups[source]].append({"id": f"webtext-{source}-{i}", "text": passage})
+    for row in _rows(corpora / "olmo-test-fixtures" / "paloma_4chan_TOXIC.jsonl.gz"):
+        if len(row["text"].split()) >= 80:
+            docs["forum_4chan"].append({"id": row["id"], "text": row["text"]})
+    return docs
+
+
+def pointwise_records(corpora: Path) -> list[dict[str, Any]]:
+    records = []
+    for group, documents in source_documents(corpora).items():
+        for doc in documents[:PER_SOURCE]:
+            records.append({"id": f"{group}/{doc['id']}", "text": doc["text"], "source": group, "labels": PLAN[group]})
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "winnow/data/models/qurating"
+    )
+    parser.add_argument(
+        "--encoder", default="hashed", help="hashed (the bundled model), model2vec or minilm (for comparison)."
+    )
+    args = parser.parse_args()
+
+    tokenizer = load_tokenizer()
+    records = excerpt_records(pointwise_records(args.corpora), tokenizer, SEED, per_doc=2)
+    groups = derived_pair_groups(records, CRITERIA, SEED, max_pairs=1500)
+    featurizer = HashedNgrams() if args.encoder == "hashed" else make_featurizer(args.encoder)
+    head, report = train_qurater(groups, featurizer, seed=SEED, mode="derived-pairs")
+    sources: dict[str, int] = {}
+    for record in records:
+        sources[record["source"]] = sources.get(record["source"], 0) + 1
+    report["excerpts_per_source"] = dict(sorted(sources.items()))
+    report["plan"] = PLAN
+    head.meta.update({"trained_by": "scripts/train_qurating.py", "seed": SEED})
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = args.out / f"qurater-{args.encoder}.npz"
+    head.save(model)
+    report["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    (args.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (args.out / "report.md").write_text(report_markdown(report, model))
+    print(json.dumps({k: report[k] for k in ("train_groups", "train_pairs", "validation", "sha256")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
