@@ -211,3 +211,26 @@ def test_empty_input_gives_an_empty_summary(mode: str) -> None:
         assert summary["accounting"]["input_tokens"] == 0 and summary["accounting"]["closes"]
     else:
         assert summary["contexts"] == 0
+
+
+def test_contexts_never_mix_the_phases_of_a_schedule(ranked_docs: list[dict], tokenizer: Any) -> None:
+    L = 256
+    phased = [{**doc, "phase": "base" if doc["order_rank"] % 3 else "final"} for doc in ranked_docs]
+    # ranks are phase-major, as the order stage writes them
+    phased.sort(key=lambda d: (d["phase"], d["order_rank"]))
+    phased = [{**doc, "order_rank": rank} for rank, doc in enumerate(phased)]
+    out = run_pack(phased, PackingConfig(context_tokens=L, rank_block=5))
+    phase_of = {d["id"]: d["phase"] for d in phased}
+    tokens = stream_of(phased, tokenizer)
+    contexts = sorted(out[CONTEXTS], key=lambda c: c["context_id"])
+    phases = [{phase_of[doc_id] for doc_id in c["doc_ids"]} for c in contexts]
+    assert all(len(p) == 1 for p in phases)
+    boundary = next(i for i, p in enumerate(phases) if p == {"final"})
+    assert all(c["n_tokens"] == L for i, c in enumerate(contexts) if i not in (boundary - 1, len(contexts) - 1))
+    assert contexts[boundary - 1]["n_tokens"] < L  # the base phase's last, partial context
+    summary = sorted(out[SUMMARY], key=lambda r: r["phase"])
+    assert [r["phase"] for r in summary] == ["base", "final"]
+    for record in summary:
+        members = [d for d in phased if d["phase"] == record["phase"]]
+        assert record["tokens"] == sum(len(tokens[d["id"]]) for d in members)
+        assert record["contexts"] == sum(1 for p in phases if p == {record["phase"]})

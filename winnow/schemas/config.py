@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from winnow.schemas.base import Section
 from winnow.schemas.clean import ExtractConfig, FilterConfig, LangIdConfig
@@ -191,6 +191,19 @@ class WinnowConfig(Section):
     select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")
     mix: MixConfig = Field(default_factory=MixConfig, description="Stage `mix`.")
     order: OrderConfig = Field(default_factory=OrderConfig, description="Stage `order`.")
+
+    @model_validator(mode="after")
+    def _one_source_of_repeats(self) -> WinnowConfig:
+        # Both stages write `epoch`; mix would see select's repeats as new documents and could
+        # break its repetition cap, so only one of them may repeat documents in a run.
+        if self.select.enabled and self.select.upsample and self.mix.enabled:
+            raise ValueError("select.upsample and mix repeat documents independently; enable only one of them")
+        if self.order.enabled and self.order.packing.mode == "dd" and self.mix.enabled and self.mix.schedule:
+            raise ValueError(
+                "order.packing.mode `dd` does not separate the phases of mix.schedule yet; use `concat` "
+                "(contexts never cross a phase) or run each phase's shard set through DD separately"
+            )
+        return self
 
     def content_hash(self) -> str:
         """Hash of the settings that affect output bytes (runner settings excluded)."""

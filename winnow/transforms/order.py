@@ -139,19 +139,29 @@ def _epoch(doc: Document) -> int:
 
 def _with_epoch(cell: str, doc: Document) -> str:
     """Repeats (epoch ≥ 1, from select/mix upsampling) are ordered in groups of their own epoch,
-    so a document never meets its own copy in a kNN list or a context."""
+    so a document never meets its own copy in a kNN list or a context; documents of different
+    training phases (``phase``, from a mix schedule) are ordered apart, phase by phase."""
     epoch = _epoch(doc)
-    return cell if epoch == 0 else f"{cell}@e{epoch}"
+    name = cell if epoch == 0 else f"{cell}@e{epoch}"
+    phase = doc.get("phase")
+    return name if phase is None else f"{name}{_PHASE_MARK}{phase}"
+
+
+_PHASE_MARK = "@p:"
 
 
 def _cell_epoch(cell: str) -> int:
-    match = re.search(r"@e(\d+)", cell)
+    match = re.search(r"@e(\d+)", cell.split(_PHASE_MARK, 1)[0])
     return int(match.group(1)) if match else 0
 
 
-def _cell_order_key(cell: str, seed: int) -> tuple[int, int, str]:
-    """Epochs in sequence; cells of one epoch in a seeded order."""
-    return (_cell_epoch(cell), h64(cell, "cell_order", seed), cell)
+def _cell_phase(cell: str) -> str:
+    return cell.split(_PHASE_MARK, 1)[1] if _PHASE_MARK in cell else ""
+
+
+def _cell_order_key(cell: str, seed: int) -> tuple[str, int, int, str]:
+    """Phases (by name), then epochs in sequence; cells of one epoch in a seeded order."""
+    return (_cell_phase(cell), _cell_epoch(cell), h64(cell, "cell_order", seed), cell)
 
 
 def _cap_cell(keyed: tuple[str, Any], sizes: dict[str, int], cap: int, seed: int) -> tuple[str, Any]:
@@ -290,21 +300,22 @@ def _rank(placed: tuple[str, int, Document], offsets: dict[str, int]) -> Documen
     return dict(doc, order_rank=offsets[group] + position)
 
 
-def _sort_key(doc: Document, config: OrderConfig, seed: int) -> tuple[int, int, float, int, str]:
-    """Total order for ``sort``/``none``: (epoch, missing last, value, H64 tiebreak, id); repeats
-    (epoch ≥ 1) follow the whole first pass, as a further epoch would."""
+def _sort_key(doc: Document, config: OrderConfig, seed: int) -> tuple[str, int, int, float, int, str]:
+    """Total order for ``sort``/``none``: (phase, epoch, missing last, value, H64 tiebreak, id);
+    repeats (epoch ≥ 1) follow the whole first pass, as a further epoch would."""
+    phase = str(doc.get("phase") or "")
     epoch = _epoch(doc)
     tie = h64(doc["id"], "order:tiebreak", seed)
     if config.method == "none":
-        return (epoch, 0, uniform(f"{doc['id']}@{epoch}", "order:shuffle", seed), tie, doc["id"])
+        return (phase, epoch, 0, uniform(f"{doc['id']}@{epoch}@{phase}", "order:shuffle", seed), tie, doc["id"])
     value = doc.get(config.order_by or "")
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if math.isnan(number):
-        return (epoch, 1, 0.0, tie, doc["id"])
-    return (epoch, 0, -number if config.descending else number, tie, doc["id"])
+        return (phase, epoch, 1, 0.0, tie, doc["id"])
+    return (phase, epoch, 0, -number if config.descending else number, tie, doc["id"])
 
 
 def _boundaries(quantiles: list, total: int, cell_size: int, partition_below: int) -> list:

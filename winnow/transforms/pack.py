@@ -147,13 +147,22 @@ class _CountTokens(beam.DoFn):
             self._failed.inc()
             yield rejected(doc, STAGE, error)
             return
-        yield (rank // self.rank_block, (int(n_tokens) + 1, doc))
+        yield ((str(doc.get("phase") or ""), rank // self.rank_block), (int(n_tokens) + 1, doc))
 
 
-def _block_offsets(totals: list[tuple[int, int]]) -> dict[int, int]:
-    """Start offset of each rank block in the stream (one entry per block: small)."""
-    blocks = sorted(totals)
-    return dict(zip([b for b, _ in blocks], prefix_offsets([t for _, t in blocks]), strict=True))
+def _block_offsets(totals: list[tuple[tuple[str, int], int]], context_tokens: int) -> dict[tuple[str, int], int]:
+    """Start offset of each (phase, rank block) in the stream (one entry per block: small).
+
+    Each training phase of a mix schedule starts a new context, so no context mixes phases."""
+    offsets: dict[tuple[str, int], int] = {}
+    running, phase = 0, None
+    for key, tokens in sorted(totals):
+        if phase is not None and key[0] != phase and running % context_tokens:
+            running += context_tokens - running % context_tokens
+        phase = key[0]
+        offsets[key] = running
+        running += tokens
+    return offsets
 
 
 class _PlaceDocuments(beam.DoFn):
@@ -162,7 +171,9 @@ class _PlaceDocuments(beam.DoFn):
     def __init__(self, context_tokens: int):
         self.context_tokens = context_tokens
 
-    def process(self, element: tuple[int, Iterable[tuple[int, Document]]], offsets: dict[int, int]) -> Iterator[Any]:
+    def process(
+        self, element: tuple[tuple[str, int], Iterable[tuple[int, Document]]], offsets: dict[tuple[str, int], int]
+    ) -> Iterator[Any]:
         block, members = element
         ordered = sorted(members, key=lambda item: _rank_key(item[1]))
         starts = prefix_offsets([n for n, _ in ordered], base=offsets[block])
@@ -375,7 +386,7 @@ class Pack(beam.PTransform):
             | "BlockTokens" >> beam.Map(lambda item: (item[0], item[1][0]))
             | "SumBlocks" >> beam.CombinePerKey(sum)
             | "AllBlocks" >> beam.combiners.ToList()
-            | "BlockOffsets" >> beam.Map(_block_offsets)
+            | "BlockOffsets" >> beam.Map(_block_offsets, cfg.context_tokens)
         )
         placed = (
             blocks
@@ -392,16 +403,21 @@ class Pack(beam.PTransform):
         tokenizer_path, eos_token = self.tokenizer.path, self.tokenizer.eos_token
         summary = (
             blocks
-            | "DocTokens" >> beam.Map(lambda item: item[1][0])
-            | "Totals" >> beam.CombineGlobally(_SumPairs())
+            | "DocTokens" >> beam.Map(lambda item: (item[0][0], item[1][0]))
+            | "Totals" >> beam.CombinePerKey(_SumPairs())
+            | "AllTotals" >> beam.combiners.ToList()
             | "ConcatSummary"
-            >> beam.Map(
-                lambda acc: {
-                    **concat_summary(
-                        documents=acc[0], tokens=acc[1], context_tokens=context_tokens, shuffled=shuffle, seed=seed
-                    ),
-                    "tokenizer": load_tokenizer(tokenizer_path, eos_token).describe(),
-                }
+            >> beam.FlatMap(
+                lambda totals: [
+                    {
+                        **concat_summary(
+                            documents=acc[0], tokens=acc[1], context_tokens=context_tokens, shuffled=shuffle, seed=seed
+                        ),
+                        "phase": phase or None,
+                        "tokenizer": load_tokenizer(tokenizer_path, eos_token).describe(),
+                    }
+                    for phase, acc in (sorted(totals) or [("", (0, 0))])
+                ]
             )
         )
         return {
