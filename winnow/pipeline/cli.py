@@ -1,4 +1,5 @@
-"""The ``winnow`` command line: run, refresh, config show/validate/reference."""
+"""The ``winnow`` command line: run, refresh, config show/validate/reference, and model/mixture tools
+(preselect, qurating, dataman, tagger train; mix generate/regmix; order calibrate)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from winnow.pipeline.dataman_cli import dataman_app
+from winnow.pipeline.mix_cli import mix_app
+from winnow.pipeline.order_cli import order_app
 from winnow.pipeline.preselect_cli import preselect_app
 from winnow.pipeline.progress import read_progress
+from winnow.pipeline.qurating_cli import qurating_app
 from winnow.pipeline.stages import PIPELINE_ORDER
+from winnow.pipeline.tagger_cli import tagger_app
 from winnow.schemas.config import (
     ConfigError,
     InputSpec,
@@ -32,6 +38,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pretraining-
 config_app = typer.Typer(no_args_is_help=True, help="Show, validate and document configs.")
 app.add_typer(config_app, name="config")
 app.add_typer(preselect_app, name="preselect")
+app.add_typer(qurating_app, name="qurating")
+app.add_typer(dataman_app, name="dataman")
+app.add_typer(tagger_app, name="tagger")
+app.add_typer(mix_app, name="mix")
+app.add_typer(order_app, name="order")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -269,6 +280,8 @@ def _print_summary(manifest: dict[str, Any], output_dir: str) -> None:
     table.add_column("documents", justify="right")
     table.add_row("input", "", f"{counts['input']:,}", style="bold")
     table.add_row("kept", "", f"{counts['kept']:,}", style="green")
+    if counts.get("repeats"):
+        table.add_row("", "+ repeated rows (epoch ≥ 1, not inputs)", f"{counts['repeats']:,}")
     for key, label in (
         ("filtered_by_reason", "filtered"),
         ("duplicate_by_reason", "duplicate"),
@@ -280,9 +293,13 @@ def _print_summary(manifest: dict[str, Any], output_dir: str) -> None:
             table.add_row("", reason, f"{count:,}")
     out.print(table)
     shards = manifest["shards"]
+    tables = [kind for kind in shards if kind not in ("data", "removed", "rejected")]
+    extra = "".join(f", {kind} table in {output_dir}/{kind}" for kind in tables)
     out.print(
-        f"{len(shards['data'])} data shard(s) in {output_dir}/data, removed documents in {output_dir}/removed, "
-        f"{counts['rejected']:,} rejected record(s) in {output_dir}/rejected; manifest: {output_dir}/manifest.json"
+        f"{len(shards['data'])} data shard(s) in {output_dir}/data"
+        f"{' (ordered)' if manifest.get('ordered') else ''}, removed documents in {output_dir}/removed, "
+        f"{counts['rejected']:,} rejected record(s) in {output_dir}/rejected{extra}; "
+        f"manifest: {output_dir}/manifest.json"
     )
     out.print("accounting: input == kept + filtered + duplicate + rejected [green]✓[/]")
 
