@@ -55,7 +55,11 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
+def _rows(
+    model: type[BaseModel], prefix: str, parents: tuple[type[BaseModel], ...] = ()
+) -> list[tuple[str, str, str, str]]:
+    """One row per field, nested sections expanded; a section that contains itself (a mixture
+    made of mixtures) is listed once, not expanded forever."""
     rows = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
@@ -63,8 +67,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
         is_list = typing.get_origin(field.annotation) is list
         description = (field.description or "").replace("|", "\\|")
         rows.append((path, _type_name(field.annotation), _default(field), description))
-        if nested is not None:
-            rows.extend(_rows(nested, f"{path}[]." if is_list else f"{path}."))
+        if nested is not None and nested is not model and nested not in parents:
+            rows.extend(_rows(nested, f"{path}[]." if is_list else f"{path}.", (*parents, model)))
     return rows
 
 
