@@ -49,9 +49,23 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
         pa.field("n_tokens", pa.int64()),
         pa.field("preselect_score", pa.float32()),
     ],
-    "tag": [],
+    # WebOrganizer topic/format (argmax name, id in the §6.1 order, its probability) and the
+    # DataMan domain letter A–O (§6.2); *_probs only with tag.write_probabilities (else null).
+    "tag": [
+        pa.field("topic", pa.string()),
+        pa.field("topic_id", pa.int32()),
+        pa.field("topic_score", pa.float32()),
+        pa.field("format", pa.string()),
+        pa.field("format_id", pa.int32()),
+        pa.field("format_score", pa.float32()),
+        pa.field("domain", pa.string()),
+        pa.field("topic_probs", pa.list_(pa.float32())),
+        pa.field("format_probs", pa.list_(pa.float32())),
+    ],
     "select": [
         pa.field("select_key", pa.float64()),
+        # ``upsample: true``: 0 for a selected document, 1, 2, … for its repeats (METHODS §2.6).
+        pa.field("epoch", pa.int32()),
     ],
     # Rows with epoch ≥ 1 are repeats of a kept document (mixing caps them); phase names the
     # shard set of a training-schedule phase (METHODS §6.4).
@@ -61,6 +75,16 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
     ],
     "order": [
         pa.field("order_rank", pa.int64()),
+        # ICP cell the document was ordered in (k-means cell, "short" for docs under min_words).
+        pa.field("order_cell", pa.string()),
+        # Only with order.store_embeddings: the vector the kNN graph was built from.
+        pa.field("embedding", pa.list_(pa.float32())),
+        # Packing (winnow.transforms.pack): concat sets the context of the document's first
+        # token and its offset in the whole packed stream; dd sets the piece/discard counts.
+        pa.field("context_id", pa.int64()),
+        pa.field("token_offset", pa.int64()),
+        pa.field("dd_pieces", pa.int32()),
+        pa.field("dd_discarded_tokens", pa.int32()),
     ],
 }
 
