@@ -147,8 +147,10 @@ def main() -> None:
         )
     print(f"ratio winnow/floor: wall {raw['wall'] / ours['wall']:.3f}, per CPU-second {raw['cpu'] / ours['cpu']:.3f}")
     counts = ours["counts"]
-    print(f"winnow counts: input {counts['input']}, kept {counts['kept']}, duplicate {counts['duplicate']}, "
-          f"filtered {counts['filtered']}, rejected {counts['rejected']}")
+    print(
+        f"winnow counts: input {counts['input']}, kept {counts['kept']}, duplicate {counts['duplicate']}, "
+        f"filtered {counts['filtered']}, rejected {counts['rejected']}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,26 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from winnow.schemas.score import ScorerEntry  # noqa: E402
 from winnow.scorers.base import build_scorer  # noqa: E402
+from winnow.scorers.dataman import CRITERIA as DATAMAN_CRITERIA  # noqa: E402
 from winnow.scorers.qurating import BUNDLED_QURATER, CRITERIA, spearman  # noqa: E402
 
 HIGH_FORMATS = {"Tutorial", "Knowledge Article", "Academic Writing"}
 LOW_FORMATS = {"Spam / Ads", "Content Listing", "Truncated"}
-DATAMAN_FIELDS = (
-    "accuracy",
-    "coherence",
-    "language_consistency",
-    "semantic_density",
-    "knowledge_novelty",
-    "topic_focus",
-    "creativity",
-    "professionalism",
-    "style_consistency",
-    "grammatical_diversity",
-    "structural_standardization",
-    "originality",
-    "sensitivity",
-    "overall_score",
-)
+DATAMAN_FIELDS = DATAMAN_CRITERIA
 
 
 def rows(path: Path) -> list[dict[str, Any]]:

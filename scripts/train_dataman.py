@@ -20,27 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from winnow.scorers.dataman import DataManLabel, embed_texts, make_encoder, train_local_model
+from winnow.scorers.domains import TOPIC_TO_DATAMAN as TOPIC_TO_DOMAIN  # METHODS §6.2 (ours)
 
-# METHODS §6.2 (ours): WebOrganizer topic → DataMan domain; unlisted topics are O (Other).
-TOPIC_TO_DOMAIN: dict[str, str] = {
-    "Health": "A",
-    "Finance & Business": "B",
-    "Crime & Law": "C",
-    "Education & Jobs": "D",
-    "Science & Tech.": "E",
-    "Hardware": "E",
-    "Software": "E",
-    "Entertainment": "F",
-    "Games": "F",
-    "Software Dev.": "H",
-    "Politics": "I",
-    "Art & Design": "J",
-    "Literature": "J",
-    "History": "J",
-    "Religion": "J",
-    "Transportation": "K",
-    "Fashion & Beauty": "L",
-}
 TOXIC_LIMIT = 150  # keep the toxic negatives from outnumbering the human-labelled documents
 
 

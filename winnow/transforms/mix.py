@@ -54,7 +54,6 @@ from winnow.scorers.mixing import (
 from winnow.scorers.selection import (
     HISTOGRAM_LEVELS,
     CutPoint,
-    MeanStd,
     Narrowing,
     h64,
     histogram_bin,
@@ -63,6 +62,7 @@ from winnow.scorers.selection import (
     uniform,
 )
 from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, rejected, removed
+from winnow.transforms.select import MeanStdFn
 
 STAGE = "mix"
 SUMMARY = "summary"
@@ -496,25 +496,6 @@ def _pair_sum(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
         tokens += t
         docs += d
     return tokens, docs
-
-
-class MeanStdFn(beam.CombineFn):
-    """Pool mean and std of the quality score (exact sums: independent of merge order)."""
-
-    def create_accumulator(self) -> MeanStd:
-        return MeanStd()
-
-    def add_input(self, acc: MeanStd, value: float) -> MeanStd:
-        return acc.add(value)
-
-    def merge_accumulators(self, accs: Iterable[MeanStd]) -> MeanStd:
-        merged = MeanStd()
-        for acc in accs:
-            merged = merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc: MeanStd) -> tuple[float, float]:
-        return (acc.mean, acc.std)
 
 
 class Mix(beam.PTransform):
