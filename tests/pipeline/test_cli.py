@@ -29,8 +29,13 @@ def test_winnow_run_with_no_arguments_runs_the_bundled_sample(tmp_path: Path):
     assert counts["input"] > 1000
     assert counts["duplicate"] > 0
     assert counts["input"] == counts["kept"] + counts["filtered"] + counts["duplicate"] + counts["rejected"]
-    assert list((out / "data").glob("part-*-of-*.parquet"))
+    # the default run mixes into two phase shard sets, ordered (ICP) and packed into contexts
+    assert manifest["ordered"] is True
+    assert {p.name for p in (out / "data").iterdir()} == {"phase=base", "phase=final"}
+    assert list((out / "data" / "phase=final").glob("part-*-of-*.parquet"))
+    assert list((out / "contexts").glob("part-*.parquet"))
     assert list((out / "removed").glob("part-*.parquet"))
+    assert {"domains", "mixture", "ordering", "packing"} <= set(manifest)
     assert "accounting: input == kept + filtered + duplicate + rejected" in done.stdout
     assert f"{counts['kept']:,}" in done.stdout
 

@@ -355,7 +355,7 @@ def _commit_hashes(state_dir: str, staging_dir: str, name: str) -> list[dict[str
 
 
 def _sum_counts(counts: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"input": 0, "kept": 0, "filtered": 0, "duplicate": 0, "rejected": 0}
+    total: dict[str, Any] = {"input": 0, "kept": 0, "repeats": 0, "filtered": 0, "duplicate": 0, "rejected": 0}
     breakdowns: dict[str, dict[str, int]] = {
         "filtered_by_reason": {},
         "duplicate_by_reason": {},
@@ -364,6 +364,7 @@ def _sum_counts(counts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     for item in counts:
         for key in ("input", "kept", "filtered", "duplicate", "rejected"):
             total[key] += item[key]
+        total["repeats"] += item.get("repeats", 0)
         for key, target in breakdowns.items():
             for reason, count in item[key].items():
                 target[reason] = target.get(reason, 0) + count
