@@ -5,6 +5,10 @@ per criterion, documents from sources that are clearly high on it are paired aga
 from sources clearly low on it, and the Bradley–Terry head learns from those pairs. The pairings
 vary the *kind* of difference per criterion (e.g. polished fiction is high on writing style but
 low on facts and expertise), so the four heads do not collapse into one "formal vs informal" axis.
+Web pages (English HTML of trafilatura-eval and article-extraction-benchmark) give two more
+groups: their boilerplate (page lines outside the main content: menus, teasers, share and ad
+lines) is low on educational value and writing style, and the main text of pages whose URL says
+how-to / tutorial / guide / docs is high on educational value. No label of any evaluation set is read.
 
 Not used for training (evaluation only, see ``bench/raters_eval.py``): dataman-qurating-ratings,
 dclm-human-quality, and all of weborganizer-dclm.
@@ -20,6 +24,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import lzma
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +43,8 @@ from winnow.scorers.tokenizer import load_tokenizer
 
 SEED = 20240209  # QuRating's arXiv date; any fixed value works
 PER_SOURCE = 160  # cap per source group so no one corpus dominates a criterion
+# Boilerplate passages are short (one excerpt each) and come from many sites: allow more of them.
+GROUP_CAP = {"web_boilerplate": 480}
 FICTION = {"fiction", "romance", "adventure", "mystery", "science_fiction", "humor"}
 
 # Source group → criterion → 1 (high) / 0 (low); criteria a source says nothing clear about are absent.
@@ -70,7 +77,20 @@ PLAN: dict[str, dict[str, int]] = {
     # Short wine reviews: evaluative blurbs that teach nothing.
     "web_reviews": {"educational_value": 0, "writing_style": 0},
     "forum_4chan": {"writing_style": 0, "educational_value": 0, "facts_and_trivia": 0},
+    # Web page boilerplate (navigation, menus, footers, teasers, ad and share lines: the page text
+    # outside its main content): teaches nothing, is not prose.
+    "web_boilerplate": {"educational_value": 0, "writing_style": 0},
+    # Instructional web pages (URL says how-to / tutorial / guide / docs / wiki / recipe): main text.
+    "web_howto": {"educational_value": 1},
 }
+ENGLISH_STOPWORDS = frozenset(
+    {"the", "of", "and", "to", "in", "is", "that", "for", "it", "with", "as", "was", "on", "be", "are", "this"}
+    | {"by", "you", "not", "or", "have", "from", "at"}
+)
+INSTRUCTIONAL_URL = re.compile(
+    r"how-?to|tutorial|guide|learn|tips|/wiki/|/docs?/|recipe|diy|explain|what-is|introduction|course|lesson|manual",
+    re.I,
+)
 
 
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -105,6 +125,53 @@ def blocks(lines: list[str], words: int = 220) -> list[str]:
             out.append("\n".join(current))
             current, count = [], 0
     return out
+
+
+def is_english(text: str, min_words: int = 100) -> bool:
+    """Enough words, and a fifth of them common English function words (pages are multilingual)."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return len(words) >= min_words and sum(w in ENGLISH_STOPWORDS for w in words) / len(words) > 0.2
+
+
+def page_texts(html: str) -> tuple[str, list[str]]:
+    """(main content, boilerplate lines) of an HTML page: lines of the whole-page text not in the main text."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html)
+    main = extract_plain_text(tree, main_content=True, alt_texts=False, links=False)
+    full = extract_plain_text(tree, main_content=False, alt_texts=False, links=False)
+    in_main = {line.strip() for line in main.splitlines()}
+    lines = [line.strip().lstrip("•·-* ").strip() for line in full.splitlines()]
+    # Long lines outside the main text are mostly article text the main-content heuristic missed.
+    return main, [line for line in lines if line and line not in in_main and len(line.split()) <= 20]
+
+
+def web_page_documents(corpora: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Boilerplate passages of English HTML pages, and main texts of the instructional ones."""
+    pages: list[tuple[str, str, str, str | None]] = []  # (id, url, html, gold main text or None)
+    with lzma.open(corpora / "trafilatura-eval" / "pages.jsonl.xz", "rt", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row.get("html"):
+                pages.append((row["id"], row["url"], row["html"], None))
+    for row in _rows(corpora / "article-extraction-benchmark" / "pages.jsonl.gz"):
+        if row.get("html"):
+            page_id = f"aeb-{hashlib.sha256(row['url'].encode()).hexdigest()[:12]}"
+            pages.append((page_id, row["url"], row["html"], row.get("article_body")))
+    boilerplate, howto = [], []
+    for page_id, url, html, gold in pages:
+        main, extra = page_texts(html)
+        if not is_english(gold or main):
+            continue
+        if gold is not None:  # the gold body is known: boilerplate is every line outside it
+            body = {line.strip() for line in gold.splitlines()}
+            extra = [line for line in extra if line not in body]
+        for i, passage in enumerate(blocks(extra, 150)[:3]):
+            boilerplate.append({"id": f"{page_id}-bp{i}", "text": passage})
+        if INSTRUCTIONAL_URL.search(url):
+            howto.append({"id": f"{page_id}-main", "text": gold or main})
+    return boilerplate, howto
 
 
 def source_documents(corpora: Path) -> dict[str, list[dict[str, Any]]]:
@@ -159,13 +226,14 @@ def source_documents(corpora: Path) -> dict[str, list[dict[str, Any]]]:
     for row in _rows(corpora / "olmo-test-fixtures" / "paloma_4chan_TOXIC.jsonl.gz"):
         if len(row["text"].split()) >= 80:
             docs["forum_4chan"].append({"id": row["id"], "text": row["text"]})
+    docs["web_boilerplate"], docs["web_howto"] = web_page_documents(corpora)
     return docs
 
 
 def pointwise_records(corpora: Path) -> list[dict[str, Any]]:
     records = []
     for group, documents in source_documents(corpora).items():
-        for doc in documents[:PER_SOURCE]:
+        for doc in documents[: GROUP_CAP.get(group, PER_SOURCE)]:
             records.append({"id": f"{group}/{doc['id']}", "text": doc["text"], "source": group, "labels": PLAN[group]})
     return records
 
@@ -179,13 +247,16 @@ def main() -> None:
     parser.add_argument(
         "--encoder", default="hashed", help="hashed (the bundled model), model2vec or minilm (for comparison)."
     )
+    parser.add_argument("--ngram-max", type=int, default=2, help="Longest hashed word n-gram (hashed encoder).")
+    parser.add_argument("--max-pairs", type=int, default=1500, help="Derived pairs per criterion, at most.")
+    parser.add_argument("--l2", type=float, default=1e-4, help="L2 penalty of the head.")
     args = parser.parse_args()
 
     tokenizer = load_tokenizer()
     records = excerpt_records(pointwise_records(args.corpora), tokenizer, SEED, per_doc=2)
-    groups = derived_pair_groups(records, CRITERIA, SEED, max_pairs=1500)
-    featurizer = HashedNgrams() if args.encoder == "hashed" else make_featurizer(args.encoder)
-    head, report = train_qurater(groups, featurizer, seed=SEED, mode="derived-pairs")
+    groups = derived_pair_groups(records, CRITERIA, SEED, max_pairs=args.max_pairs)
+    featurizer = HashedNgrams(ngram_max=args.ngram_max) if args.encoder == "hashed" else make_featurizer(args.encoder)
+    head, report = train_qurater(groups, featurizer, seed=SEED, mode="derived-pairs", l2=args.l2)
     sources: dict[str, int] = {}
     for record in records:
         sources[record["source"]] = sources.get(record["source"], 0) + 1
