@@ -4,12 +4,13 @@ Two modes, one output contract (24 probabilities in the taxonomy's id order, arg
 
 * **local** (``LinearTagger``): winnow trains it from any labelled JSONL. Features are hashed word
   1–2-grams of the text plus URL tokens and page-shape tokens (line starts, length, ending) in
-  their own namespaces, weighted by sublinear TF × IDF and L2-normalised; the head is a linear SVM
+  their own namespaces, weighted by sublinear TF × IDF and L2-normalised, optionally followed by a
+  model2vec document embedding (the bundled topic tagger uses one); the head is a linear SVM
   whose margins are turned into probabilities by one fitted temperature. The model file holds
-  only numpy arrays (IDF, int8 weights, scales, bias), so inference is a regex, a hash and one
-  sparse product: fast enough to tag every kept document on CPUs, which WebOrganizer's
-  140M-parameter classifier is not. It was chosen by measurement (``bench/tagging_eval.py``;
-  figures in the models' README).
+  only numpy arrays (IDF, int8 weights, scales, bias, dense weights), so inference is a regex, a
+  hash, a static-embedding lookup and one sparse product: fast enough to tag every kept document
+  on CPUs, which WebOrganizer's 140M-parameter classifier is not. It was chosen by measurement
+  (``bench/tagging_eval.py``; figures in the models' README).
 * **reference** (``ReferenceTagger``): a user-supplied local sequence-classification checkpoint
   (e.g. WebOrganizer's gte-base classifiers) run as the paper did: input ``"{url}\\n{text}"``,
   truncated to the model's maximum length, softmax over the 24 logits.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import zipfile
 from collections import Counter
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # §6.1: the exact id orders of WebOrganizer's two taxonomies.
 TOPICS: tuple[str, ...] = (
@@ -190,10 +194,34 @@ class FeatureSpec:
     use_url: bool = True
     max_chars: int = 20_000
     layout: bool = True
+    # A dense document embedding appended to the sparse features (``None``: sparse only). Bag-of-words
+    # evidence from 7k pages misses topic words it never saw; a static embedding distilled from MiniLM
+    # brings that prior knowledge for one tokenizer pass over the first ``embedding_chars``.
+    embedding: str | None = None
+    embedding_chars: int = 1500
+    embedding_scale: float = 0.5
 
     @property
     def buckets(self) -> int:
         return 1 << self.buckets_log2
+
+    def header(self) -> dict[str, Any]:
+        """The spec as stored in a model file (the embedding fields only when used, so sparse-only
+        models keep their version-1 bytes)."""
+        fields = {
+            "buckets_log2": self.buckets_log2,
+            "word_ngrams": self.word_ngrams,
+            "use_url": self.use_url,
+            "max_chars": self.max_chars,
+            "layout": self.layout,
+        }
+        if self.embedding:
+            fields |= {
+                "embedding": self.embedding,
+                "embedding_chars": self.embedding_chars,
+                "embedding_scale": self.embedding_scale,
+            }
+        return fields
 
 
 def document_terms(text: str, url: str | None, spec: FeatureSpec) -> list[str]:
@@ -240,6 +268,60 @@ def layout_terms(text: str) -> list[str]:
         if count:
             terms += [f"mark:{mark}"] * min(count, 30)
     return terms
+
+
+# Dense embeddings a FeatureSpec may name → their dimension. ``model2vec-minilm-l6-v2-pca256`` is
+# winnow's ``Model2VecEncoder`` (MiniLM distilled once into ~/.cache/winnow, or $WINNOW_CACHE).
+EMBEDDINGS: dict[str, int] = {"model2vec-minilm-l6-v2-pca256": 256}
+_ENCODERS: dict[str, Any] = {}
+# The topic and format taggers embed the same batch in turn: the last batch's embeddings are kept so
+# the tag stage pays for the embedding once. Keyed by the exact input strings, so never stale.
+_LAST_EMBEDDING: dict[str, Any] = {}
+
+
+def embedding_encoder(name: str) -> Any:
+    """The (process-wide, loaded once) encoder of a named embedding."""
+    if name not in EMBEDDINGS:
+        raise ValueError(f"unknown tagger embedding {name!r} (known: {sorted(EMBEDDINGS)})")
+    if name not in _ENCODERS:
+        from winnow.scorers.backends import Model2VecEncoder
+
+        _ENCODERS[name] = Model2VecEncoder(pca_dims=EMBEDDINGS[name])
+    return _ENCODERS[name]
+
+
+def embedding_digest(name: str) -> str:
+    """SHA-256 (first 16 hex) of the encoder's cached table: a model records the one it was trained on."""
+    folder = Path(embedding_encoder(name).source)
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def clear_embedding_memo() -> None:
+    """Forget the last batch's embeddings (benches time each tagger on its own)."""
+    _LAST_EMBEDDING.clear()
+
+
+def document_embeddings(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> np.ndarray:
+    """Unit-length embeddings of ``"{url}\\n{first embedding_chars of text}"``, × ``embedding_scale``."""
+    if not spec.embedding:
+        raise ValueError("this feature spec has no embedding")
+    inputs = tuple(
+        tagger_input((text or "")[: spec.embedding_chars], url, spec.use_url)
+        for text, url in zip(texts, urls, strict=True)
+    )
+    key = (spec.embedding, inputs)
+    last = _LAST_EMBEDDING.get("last")  # one (key, vectors) item: threads never see a mixed pair
+    if last is not None and last[0] == key:
+        vectors = last[1]
+    else:
+        vectors = np.asarray(
+            embedding_encoder(spec.embedding).encode(list(inputs))
+            if inputs
+            else np.zeros((0, EMBEDDINGS[spec.embedding]), dtype=np.float32),
+            dtype=np.float32,
+        )
+        _LAST_EMBEDDING["last"] = (key, vectors)
+    return vectors * np.float32(spec.embedding_scale)
 
 
 def hashed_counts(text: str, url: str | None, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -301,14 +383,18 @@ def inverse_document_frequency(counts: Any) -> np.ndarray:
 
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same model gives the same bytes
+_FORMAT_SPARSE = "winnow-linear-tagger/1"
+_FORMAT_EMBEDDING = "winnow-linear-tagger/2"  # adds the embedding spec fields and dense_weights.npy
 
 
 class LinearTagger:
-    """Local-mode tagger: hashed TF-IDF features → 24 logits (numpy/scipy only).
+    """Local-mode tagger: hashed TF-IDF features (+ an optional dense embedding) → 24 logits.
 
     Weights are stored as int8 with one float scale per label (``quantise_weights``): a quarter of
     float32's size, which keeps both bundled models in the package-size budget; the bench scores the
-    quantised model, so its figures are what ships.
+    quantised model, so its figures are what ships. The embedding's few weights (``dense_weights``,
+    dim × labels) stay float32. Sparse-only models need numpy and scipy only; with an embedding
+    (file format 2) inference also runs winnow's model2vec encoder.
     """
 
     def __init__(
@@ -321,6 +407,7 @@ class LinearTagger:
         scales: np.ndarray,
         bias: np.ndarray,
         meta: dict[str, Any] | None = None,
+        dense_weights: np.ndarray | None = None,
     ):
         self.taxonomy = taxonomy
         self.labels = tuple(labels)
@@ -332,6 +419,22 @@ class LinearTagger:
         self.meta = dict(meta or {})
         if self.weights.shape != (spec.buckets, len(self.labels)):
             raise ValueError(f"weights have shape {self.weights.shape}, expected ({spec.buckets}, {len(self.labels)})")
+        self.dense_weights = None if dense_weights is None else np.asarray(dense_weights, dtype=np.float32)
+        if spec.embedding:
+            expected = (EMBEDDINGS.get(spec.embedding, -1), len(self.labels))
+            if self.dense_weights is None or self.dense_weights.shape != expected:
+                shape = None if self.dense_weights is None else self.dense_weights.shape
+                raise ValueError(f"embedding weights have shape {shape}, expected {expected}")
+            trained_on = self.meta.get("embedding_digest")
+            if trained_on and trained_on != embedding_digest(spec.embedding):
+                log.warning(
+                    "%s tagger was trained on another %s table (%s); predictions may differ slightly",
+                    taxonomy,
+                    spec.embedding,
+                    trained_on,
+                )
+        elif self.dense_weights is not None:
+            raise ValueError("dense weights given but the feature spec has no embedding")
         self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
         self._weights32 = self.weights.astype(np.float32) * self.scales
 
@@ -340,8 +443,12 @@ class LinearTagger:
         return tfidf(count_matrix(texts, urls, self.spec), self.idf.astype(np.float64))
 
     def logits(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+        urls = list(urls) if urls is not None else [None] * len(texts)
         features = self.features(texts, urls).astype(np.float32)
-        return np.asarray(features @ self._weights32, dtype=np.float32) + self.bias
+        out = np.asarray(features @ self._weights32, dtype=np.float32) + self.bias
+        if self.dense_weights is not None:
+            out += document_embeddings(texts, urls, self.spec) @ self.dense_weights
+        return out
 
     def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
         return softmax(self.logits(texts, urls))
@@ -350,19 +457,15 @@ class LinearTagger:
 
     def to_bytes(self) -> bytes:
         header = {
-            "format": "winnow-linear-tagger/1",
+            "format": _FORMAT_EMBEDDING if self.spec.embedding else _FORMAT_SPARSE,
             "taxonomy": self.taxonomy,
             "labels": list(self.labels),
-            "spec": {
-                "buckets_log2": self.spec.buckets_log2,
-                "word_ngrams": self.spec.word_ngrams,
-                "use_url": self.spec.use_url,
-                "max_chars": self.spec.max_chars,
-                "layout": self.spec.layout,
-            },
+            "spec": self.spec.header(),
             "meta": self.meta,
         }
         arrays = {"idf": self.idf, "weights": self.weights, "scales": self.scales, "bias": self.bias}
+        if self.dense_weights is not None:
+            arrays["dense_weights"] = self.dense_weights
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             _write_member(archive, "header.json", json.dumps(header, indent=1, sort_keys=True).encode())
@@ -385,12 +488,12 @@ class LinearTagger:
 
         with zipfile.ZipFile(resolve_model_path(path)) as archive:
             header = json.loads(archive.read("header.json"))
-            if header.get("format") != "winnow-linear-tagger/1":
+            if header.get("format") not in (_FORMAT_SPARSE, _FORMAT_EMBEDDING):
                 raise ValueError(f"{path} is not a winnow linear tagger (format {header.get('format')!r})")
-            arrays = {
-                name: np.load(io.BytesIO(archive.read(f"{name}.npy")), allow_pickle=False)
-                for name in ("idf", "weights", "scales", "bias")
-            }
+            names = ["idf", "weights", "scales", "bias"]
+            if "dense_weights.npy" in archive.namelist():
+                names.append("dense_weights")
+            arrays = {name: np.load(io.BytesIO(archive.read(f"{name}.npy")), allow_pickle=False) for name in names}
         return cls(
             header["taxonomy"],
             header["labels"],
@@ -400,6 +503,7 @@ class LinearTagger:
             arrays["scales"],
             arrays["bias"],
             header.get("meta"),
+            arrays.get("dense_weights"),
         )
 
     @classmethod
@@ -424,12 +528,17 @@ class LinearTagger:
         from a first fit; the final model is then fitted on every row and scaled by it.
         ``regularisation`` is scikit-learn's ``C``. Both solvers are deterministic.
         """
+        from scipy.sparse import csr_matrix, hstack
+
         from winnow.scorers.selection import uniform
 
         spec = spec or FeatureSpec()
         counts = count_matrix(texts, urls, spec)
         idf = inverse_document_frequency(counts).astype(np.float32)
         features = tfidf(counts, idf.astype(np.float64))
+        if spec.embedding:  # the dense columns follow the buckets; the head is fitted on both at once
+            dense = document_embeddings(texts, urls, spec).astype(np.float64)
+            features = hstack([features, csr_matrix(dense)], format="csr")
         y = np.asarray(targets, dtype=np.int64)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         temperature = 1.0
@@ -456,8 +565,13 @@ class LinearTagger:
             "temperature": temperature,
             **(meta or {}),
         }
+        dense_weights = None
+        if spec.embedding:
+            info["embedding_digest"] = embedding_digest(spec.embedding)
+            dense_weights = weights[spec.buckets :] * temperature
+            weights = weights[: spec.buckets]
         quantised, scales = quantise_weights(weights * temperature)
-        return cls(taxonomy, labels, spec, idf, quantised, scales, bias * temperature, info)
+        return cls(taxonomy, labels, spec, idf, quantised, scales, bias * temperature, info, dense_weights)
 
 
 def quantise_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
