@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from winnow.scorers.dataman import DOMAINS
+
 log = logging.getLogger(__name__)
 
 # §6.1: the exact id orders of WebOrganizer's two taxonomies.
@@ -94,23 +96,7 @@ TAXONOMIES: dict[str, tuple[str, ...]] = {"topic": TOPICS, "format": FORMATS}
 
 # §2.3: DataMan's 15 application domains, letter → name. The tag stage writes the letter (what
 # the DataMan model emits and what ``application_domain`` holds), so both sources agree.
-DATAMAN_DOMAINS: dict[str, str] = {
-    "A": "Medicine",
-    "B": "Finance",
-    "C": "Law",
-    "D": "Education",
-    "E": "Technology",
-    "F": "Entertainment",
-    "G": "Mathematics",
-    "H": "Coding",
-    "I": "Government",
-    "J": "Culture",
-    "K": "Transportation",
-    "L": "Retail E-commerce",
-    "M": "Telecommunication",
-    "N": "Agriculture",
-    "O": "Other",
-}
+DATAMAN_DOMAINS: dict[str, str] = DOMAINS
 _DOMAIN_LETTER = {name: letter for letter, name in DATAMAN_DOMAINS.items()}
 # §6.2 [ours, for reports only]: WebOrganizer topic → DataMan domain; topics not listed → Other.
 TOPIC_TO_DATAMAN: dict[str, str] = {
