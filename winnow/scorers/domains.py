@@ -270,9 +270,9 @@ def embedding_encoder(name: str) -> Any:
     if name not in EMBEDDINGS:
         raise ValueError(f"unknown tagger embedding {name!r} (known: {sorted(EMBEDDINGS)})")
     if name not in _ENCODERS:
-        from winnow.scorers.backends import Model2VecEncoder
+        from winnow.scorers.backends import model2vec_encoder
 
-        _ENCODERS[name] = Model2VecEncoder(pca_dims=EMBEDDINGS[name])
+        _ENCODERS[name] = model2vec_encoder(pca_dims=EMBEDDINGS[name])
     return _ENCODERS[name]
 
 

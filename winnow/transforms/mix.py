@@ -27,7 +27,6 @@ domain the pool, target weight, planned, realised and unmet tokens and epochs us
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ from winnow.scorers.selection import (
     selection_key,
     uniform,
 )
-from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, rejected, removed
+from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, field_value, rejected, removed
 from winnow.transforms.select import MeanStdFn
 
 STAGE = "mix"
@@ -79,23 +78,11 @@ class MixError(ValueError):
 # --- per-document values --------------------------------------------------------------------
 
 
-def _field(doc: Document, name: str) -> Any:
-    if doc.get(name) is not None:
-        return doc[name]
-    metadata = doc.get("metadata")
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata)
-        except ValueError:
-            metadata = None
-    return metadata.get(name) if isinstance(metadata, dict) else None
-
-
 def doc_domain(doc: Document, fields: list[str]) -> str:
     """The domain cell: the tag values of ``fields`` joined by ``|`` (``(untagged)`` when missing)."""
     values = []
     for name in fields:
-        value = _field(doc, name)
+        value = field_value(doc, name)
         values.append(UNTAGGED if value is None or value == "" else str(value))
     return DOMAIN_SEPARATOR.join(values)
 

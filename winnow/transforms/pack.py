@@ -115,6 +115,15 @@ def doc_key(doc: Document) -> str:
     return str(doc["id"]) if epoch == 0 else f"{doc['id']}\x1fepoch={epoch}"
 
 
+def _valid_rank(rank: Any) -> bool:
+    return isinstance(rank, int) and not isinstance(rank, bool) and rank >= 0
+
+
+def _missing_rank(doc: Document) -> Any:
+    """A document the packer cannot place: rejected with the reason, never dropped."""
+    return rejected(doc, STAGE, f"packing needs a non-negative int order_rank, got {doc.get('order_rank')!r}")
+
+
 def _rank_key(doc: Document) -> tuple[int, str, int]:
     """Stream order: ``order_rank``, with (id, epoch) only to make accidental ties deterministic."""
     return (int(doc["order_rank"]), str(doc["id"]), _epoch(doc))
@@ -134,9 +143,9 @@ class _CountTokens(beam.DoFn):
 
     def process(self, doc: Document) -> Iterator[Any]:
         rank = doc.get("order_rank")
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        if not _valid_rank(rank):
             self._missing_rank.inc()
-            yield rejected(doc, STAGE, f"packing needs a non-negative int order_rank, got {rank!r}")
+            yield _missing_rank(doc)
             return
         try:
             n_tokens = doc.get("n_tokens")
@@ -241,9 +250,9 @@ class _Decompose(beam.DoFn):
     def process(self, doc: Document) -> Iterator[Any]:
         cfg = self.config
         rank = doc.get("order_rank")
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        if not _valid_rank(rank):
             self._missing_rank.inc()
-            yield rejected(doc, STAGE, f"packing needs a non-negative int order_rank, got {rank!r}")
+            yield _missing_rank(doc)
             return
         try:
             ids = self.tokenizer.encode([doc["text"]])[0]

@@ -58,7 +58,7 @@ from winnow.scorers.selection import (
     selection_key,
     uniform,
 )
-from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, rejected, removed
+from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, field_value, rejected, removed
 
 STAGE = "select"
 SUMMARY = "summary"
@@ -94,23 +94,6 @@ def doc_weight(doc: Document, config: SelectConfig) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
         raise SelectError(f"field {config.tokens_field!r} is not a token count: {value!r}")
     return int(value)
-
-
-def _metadata(doc: Document) -> dict[str, Any]:
-    metadata = doc.get("metadata")
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata)
-        except ValueError:
-            metadata = None
-    return metadata if isinstance(metadata, dict) else {}
-
-
-def field_value(doc: Document, field: str) -> Any:
-    """A column's value: top level, else in ``metadata``; None when absent."""
-    if field in doc and doc[field] is not None:
-        return doc[field]
-    return _metadata(doc).get(field)
 
 
 def doc_cell(doc: Document, config: SelectConfig) -> tuple[str, ...]:
