@@ -364,7 +364,7 @@ def finalize(
         "runner": options.get_all_options().get("runner"),
         "stages": stage_names,
         "columns": data_schema(config, stage_names).names,
-        "ordered": "order" in stage_names and getattr(config.order, "method", "icp") != "none",
+        "ordered": "order" in stage_names and config.order.method != "none",
         "tokenizer": _tokenizer_description(config, stage_names),
         "shards": {kind: [f for f in files if f["kind"] == kind] for kind in kinds},
         "counts": counts,
