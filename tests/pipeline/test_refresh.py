@@ -57,6 +57,10 @@ def kept_rows(out: Path) -> list[dict]:
     return [row for path in sorted(out.glob("v*/data/*.parquet")) for row in pq.read_table(path).to_pylist()]
 
 
+def rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
 def removed_rows(out: Path) -> list[dict]:
     return [row for path in sorted(out.glob("v*/removed/*.parquet")) for row in pq.read_table(path).to_pylist()]
 
@@ -205,3 +209,20 @@ def test_submit_only_then_finalize_only_commits_the_version_like_one_refresh(tmp
     assert manifest["counts"]["input"] == len(WEEKS["w1"]) and manifest["counts"]["duplicate"] == 2
     with pytest.raises(NothingStagedError):
         refresh(config_for(landing, out), str(state), finalize_only=True)
+
+
+def test_refresh_whose_last_stage_writes_a_table(tmp_path: Path):
+    """The default config ends with order + packing, which writes ``contexts/``: the refresh wrapper
+    that records accepted hashes must pass the stage's tables on (it used to drop their specs)."""
+    landing, out, state = tmp_path / "landing", tmp_path / "corpus", tmp_path / "state"
+    order = {"enabled": True, "method": "none", "packing": {"mode": "concat", "context_tokens": 256}}
+    for week in ("w1", "w2"):
+        land(landing, week)
+        config = make_config([{"paths": [str(landing / "*" / "*.jsonl")], "name": "crawl"}], out, order=order)
+        assert refresh(config, str(state)).version == int(week[1])
+    for version in ("v0001", "v0002"):
+        contexts = [r for p in (out / version / "contexts").rglob("*.parquet") for r in rows(p)]
+        kept = [r for p in (out / version / "data").rglob("*.parquet") for r in rows(p)]
+        assert contexts and kept and {row["id"] for row in kept} <= {i for c in contexts for i in c["doc_ids"]}
+    across = {r["id"]: r["duplicate_of"] for r in removed_rows(out) if r["id"] == "d02-again"}
+    assert across == {"d02-again": "d02"}  # week 2 was still deduped against week 1's recorded hashes

@@ -17,7 +17,6 @@ from winnow.scorers.mixing import (
     generate_mixtures,
     independence_product,
     marginal,
-    nearest_cut,
     phase_boundaries,
     plan_domain,
     read_runs,
@@ -26,7 +25,7 @@ from winnow.scorers.mixing import (
     total_variation,
     write_mixtures,
 )
-from winnow.scorers.selection import exact_cut
+from winnow.scorers.selection import exact_cut, nearest_cut
 
 PRIOR = {f"d{i}": tokens for i, tokens in enumerate([400, 250, 120, 80, 60, 40, 30, 20])}
 

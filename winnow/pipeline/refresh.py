@@ -168,6 +168,7 @@ class AcrossVersions(beam.PTransform):
         self.inner = inner
         self.accepted_files = accepted_files
         self.key = key
+        self.tables = getattr(inner, "tables", {}) or {}  # the wrapped stage's extra outputs pass through
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         if not self.accepted_files:
@@ -175,6 +176,7 @@ class AcrossVersions(beam.PTransform):
         across = docs | "AgainstAccepted" >> AcceptedHashJoin(self.accepted_files, self.key)
         within = across[KEPT] | "Within" >> self.inner
         return {
+            **within,
             KEPT: within[KEPT],
             REMOVED: (across[REMOVED], within[REMOVED]) | "MergeRemoved" >> beam.Flatten(),
             REJECTED: (across[REJECTED], within[REJECTED]) | "MergeRejected" >> beam.Flatten(),
@@ -200,6 +202,7 @@ class RecordAccepted(beam.PTransform):
         self.inner = inner
         self.directory = directory
         self.version = version
+        self.tables = getattr(inner, "tables", {}) or {}  # contexts, dd, … of the wrapped stage
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         out = docs | "Stage" >> self.inner

@@ -22,14 +22,12 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from winnow.scorers.selection import KEEP_ALL, CutPoint
 
 DOMAIN_SEPARATOR = "|"
 WEIGHT_QUANTUM = 2e-4  # RegMix: weights below it are zeroed, the rest rounded to its multiples
@@ -145,25 +143,6 @@ def phase_boundaries(demands: Sequence[float], delivered: float) -> list[float]:
     total = math.fsum(demands)
     scale = delivered / total if total > 0 else 0.0
     return list(itertools.accumulate(d * scale for d in demands))[:-1]
-
-
-def nearest_cut(elements: Iterable[tuple[int, int, float]], budget: float) -> CutPoint:
-    """Like ``exact_cut`` in descending (key, tiebreak) order, but a document is kept only while
-    the budget lies past its midpoint: the boundary between two phases lands on the nearest
-    document edge, so no phase gains the crossing document systematically."""
-    items = sorted(elements, reverse=True)
-    total = 0.0
-    last: tuple[int, int, float] | None = None
-    for item in items:
-        if total + item[2] / 2 >= budget:
-            break
-        total += item[2]
-        last = item
-    if last is not None:
-        return CutPoint(int(last[0]), int(last[1]))
-    if not items:
-        return KEEP_ALL
-    return CutPoint(int(items[0][0]), int(items[0][1]) + 1)  # nothing of this bin, all above it
 
 
 # --- RegMix -------------------------------------------------------------------------------

@@ -178,6 +178,25 @@ def exact_cut(key_bits: Sequence[int], tiebreaks: Sequence[int], weights: Sequen
     return KEEP_ALL
 
 
+def nearest_cut(elements: Iterable[tuple[int, int, float]], budget: float) -> CutPoint:
+    """Like ``exact_cut`` in descending (key, tiebreak) order, but a document is kept only while
+    the budget lies past its midpoint: the boundary between two phases lands on the nearest
+    document edge, so no phase gains the crossing document systematically."""
+    items = sorted(elements, reverse=True)
+    total = 0.0
+    last: tuple[int, int, float] | None = None
+    for item in items:
+        if total + item[2] / 2 >= budget:
+            break
+        total += item[2]
+        last = item
+    if last is not None:
+        return CutPoint(int(last[0]), int(last[1]))
+    if not items:
+        return KEEP_ALL
+    return CutPoint(int(items[0][0]), int(items[0][1]) + 1)  # nothing of this bin, all above it
+
+
 # Histogram levels of the Beam cut: (shift, width) of the key bits a level bins on. Level 0 bins
 # the top 16 bits (sign, exponent, 4 mantissa bits: 1/16 of a binade per bin) of every document;
 # level 1 the next 24 bits of the documents in level 0's boundary bin; the documents that share

@@ -38,6 +38,12 @@ def counter(name: str) -> beam.metrics.metricbase.Counter:
     return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
 
 
+def side_copy(pcoll: beam.PCollection, label: str) -> beam.PCollection:
+    """A copy of ``pcoll`` to read only as a side input, where ``pcoll`` is also a main input: Beam
+    2.77's FnApiRunner can commit such a side input empty (see winnow.transforms.cuts)."""
+    return pcoll | label >> beam.Map(lambda item: item)
+
+
 def removed(doc: Document, reason: str, duplicate_of: str | None = None) -> pvalue.TaggedOutput:
     """Tag ``doc`` as removed with its reason; the caller yields the result."""
     out = dict(doc)

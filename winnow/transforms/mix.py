@@ -12,7 +12,7 @@ data. Steps, each a combiner or a keyed transform (no step holds a domain in one
 3. Key order inside a domain: a quality key (``top_k`` on the score, or z over the whole pool,
    ``z/τ + Gumbel``) or a seeded hash permutation; each domain cell seeds its draws with
    ``seed + H64(domain) mod 2^24`` (§6.1). The remainder is the §0 budget cut, found with the
-   same level-by-level weight histograms as ``select`` (``winnow.scorers.selection.Narrowing``).
+   same ``BudgetCuts`` transform as ``select`` (``winnow.transforms.cuts``).
 4. Copies (``epoch`` 0, 1, …) are split between phases by a second cut per domain: copies are
    ranked by a per-copy hash and phase ``p`` takes the copies between the cumulative demands of
    the phases before it and its own (scaled to the tokens delivered, so the cut's overshoot or
@@ -43,7 +43,6 @@ from winnow.scorers.mixing import (
     RegMixFit,
     independence_product,
     marginal,
-    nearest_cut,
     normalise,
     phase_boundaries,
     plan_domain,
@@ -51,16 +50,15 @@ from winnow.scorers.mixing import (
     regmix_from_files,
 )
 from winnow.scorers.selection import (
-    HISTOGRAM_LEVELS,
     CutPoint,
     Narrowing,
     h64,
-    histogram_bin,
     order_bits,
     selection_key,
     uniform,
 )
-from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, field_value, rejected, removed
+from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, field_value, rejected, removed, side_copy
+from winnow.transforms.cuts import BudgetCuts
 from winnow.transforms.select import MeanStdFn
 
 STAGE = "mix"
@@ -222,95 +220,6 @@ def build_plan(
 
 
 # --- the budget cut over (group, key) pairs ------------------------------------------------------
-
-
-class BinWeights(beam.CombineFn):
-    """Weight per histogram bin as a sparse dict (integer token weights: exact sums)."""
-
-    def create_accumulator(self) -> dict[int, int]:
-        return {}
-
-    def add_input(self, acc: dict[int, int], item: tuple[int, int]) -> dict[int, int]:
-        bin_, weight = item
-        acc[bin_] = acc.get(bin_, 0) + weight
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[dict[int, int]]) -> dict[int, int]:
-        merged: dict[int, int] = {}
-        for acc in accs:
-            for bin_, weight in acc.items():
-                merged[bin_] = merged.get(bin_, 0) + weight
-        return merged
-
-    def extract_output(self, acc: dict[int, int]) -> dict[int, int]:
-        return acc
-
-
-def _in_region(item: tuple[Any, tuple[int, int, int]], level: int, states: dict[Any, Narrowing]) -> Iterator[Any]:
-    group, (key_bits, _, weight) = item
-    state = states.get(group)
-    if state is not None and state.contains(key_bits):
-        yield group, (histogram_bin(key_bits, level), weight)
-
-
-def _members(item: tuple[Any, tuple[int, int, int]], states: dict[Any, Narrowing]) -> Iterator[Any]:
-    group, element = item
-    state = states.get(group)
-    if state is not None and state.contains(element[0]):
-        yield group, element
-
-
-def _advance(joined: tuple[Any, dict[str, list[Any]]]) -> Iterator[tuple[Any, Narrowing]]:
-    group, parts = joined
-    for state in parts["state"]:
-        yield group, state.advance(parts["histogram"][0] if parts["histogram"] else {})
-
-
-def _finish(joined: tuple[Any, dict[str, list[Any]]], nearest: bool) -> Iterator[tuple[Any, CutPoint]]:
-    group, parts = joined
-    for state in parts["state"]:
-        if nearest and state.cut is None:
-            yield group, nearest_cut(parts["members"], state.remaining)
-        else:
-            yield group, state.finish(parts["members"])
-
-
-class BudgetCuts(beam.PTransform):
-    """Per group, the §0 cut of ``(group, (key bits, tiebreak, weight))`` elements at the budget of
-    the group's starting ``Narrowing``: two weight histograms narrow the boundary, then only the
-    documents sharing the last tiny bin are gathered. Input: ``(elements, states)``; output
-    ``(group, CutPoint)``. ``nearest``: the boundary lands on the nearest document edge
-    (``nearest_cut``) instead of including the crossing document.
-
-    Each narrowing step joins a state with its histogram by ``CoGroupByKey``, not by a side input
-    of a ``Map`` over the states: chained side-input Maps let Beam 2.77's local FnApiRunner fuse a
-    step with the next one whose side input depends on it, which (depending on the fusion order it
-    picks) ran a step before its histogram existed and kept everything.
-    """
-
-    def __init__(self, nearest: bool = False):
-        super().__init__()
-        self.nearest = nearest
-
-    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        elements, states = inputs
-        for level in range(len(HISTOGRAM_LEVELS)):
-            histograms = (
-                elements
-                | f"InRegion{level}" >> beam.FlatMap(_in_region, level, pvalue.AsDict(states))
-                | f"Histogram{level}" >> beam.CombinePerKey(BinWeights())
-            )
-            states = (
-                {"state": states, "histogram": histograms}
-                | f"Join{level}" >> beam.CoGroupByKey()
-                | f"Narrow{level}" >> beam.FlatMap(_advance)
-            )
-        members = elements | "InLastBin" >> beam.FlatMap(_members, pvalue.AsDict(states))
-        return (
-            {"state": states, "members": members}
-            | "JoinLastBin" >> beam.CoGroupByKey()
-            | "Cut" >> beam.FlatMap(_finish, self.nearest)
-        )
 
 
 # --- DoFns --------------------------------------------------------------------------------------
@@ -521,7 +430,7 @@ class Mix(beam.PTransform):
             | "SumDomains" >> beam.CombinePerKey(_pair_sum)
         )
         plan = totals | "AllDomains" >> beam.combiners.ToList() | "Plan" >> beam.Map(build_plan, config, fitted)
-        plan_side = pvalue.AsSingleton(plan)
+        plan_side = pvalue.AsSingleton(side_copy(plan, "PlanSide"))
         stats = None
         if config.quality is not None and config.quality.rule == "gumbel_top_k":
             stats = pvalue.AsSingleton(
@@ -535,7 +444,7 @@ class Mix(beam.PTransform):
                 if dp.remainder_budget > 0
             ]
         )
-        cuts = (keyed, remainder_states) | "RemainderCut" >> BudgetCuts()
+        cuts = (keyed, remainder_states) | "RemainderCut" >> BudgetCuts(STAGE)
         copies = valid | "Copies" >> beam.ParDo(
             CopiesDoFn(config, seed), plan_side, pvalue.AsDict(cuts), stats=stats
         ).with_outputs(REMOVED, main=KEPT)
@@ -547,7 +456,7 @@ class Mix(beam.PTransform):
             )
             phase_states = delivered | "PhaseStates" >> beam.FlatMap(_phase_states, plan_side)
             phase_keyed = copies[KEPT] | "PhaseKeys" >> beam.FlatMap(_phase_elements, plan_side, config, seed)
-            phase_cuts = pvalue.AsDict((phase_keyed, phase_states) | "PhaseCut" >> BudgetCuts(nearest=True))
+            phase_cuts = pvalue.AsDict((phase_keyed, phase_states) | "PhaseCut" >> BudgetCuts(STAGE, nearest=True))
             kept = copies[KEPT] | "Phase" >> beam.Map(assign_phase, plan_side, config, seed, phase_cuts)
         else:
             kept = copies[KEPT] | "Phase" >> beam.Map(assign_phase, plan_side, config, seed)

@@ -46,7 +46,7 @@ from winnow.scorers.packing import (
 )
 from winnow.scorers.selection import h64
 from winnow.scorers.tokenizer import load_tokenizer
-from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, rejected
+from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, rejected, side_copy
 from winnow.transforms.write import TableSpec
 
 STAGE = "order"
@@ -446,7 +446,7 @@ class Pack(beam.PTransform):
         counts_pc = (
             pieces | "PieceBuckets" >> beam.Map(lambda p: (p["bucket"], 1)) | "CountBuckets" >> beam.CombinePerKey(sum)
         )
-        counts = beam.pvalue.AsDict(counts_pc)
+        counts = beam.pvalue.AsDict(side_copy(counts_pc, "CountsSide"))
         log2, cap = cfg.shard_tokens_log2, cfg.max_shard_sequences
         blocks = beam.pvalue.AsSingleton(
             counts_pc

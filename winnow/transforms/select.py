@@ -11,14 +11,15 @@ Rules (``SelectConfig.rule``):
 
 Nothing global is held in one process. The mean/std is a combiner with exact sums; the budget
 (``fraction`` × pool weight, or ``budget``; per group ⌊T_d/T·B⌋ with ``balance_by``) comes from
-a per-group sum; the cut is found in three passes over (key bits, weight) pairs: a 2^16-bin
-weight histogram of the top key bits, a 2^24-bin histogram inside the boundary bin, then the
-few documents of that last bin (keys equal to ~9 significant digits) are cut exactly by
-(key, H64(doc_id)). When that bin holds a single key value (ties: integer ratings such as
-DataMan's), the same histogram cut runs on the H64 tiebreaks instead, so a tie spanning much of
-the pool is never collected in one place. The result is the exact §0 cut: selected weight ≥ budget, and without the
-last kept document it would be below (overshoot < one document). Dropped documents go to
-``removed`` as ``select:<rule>``; kept ones get ``select_key``, the key they were ranked by.
+a per-group sum; the cut (``winnow.transforms.cuts.BudgetCuts``, shared with ``mix``) is found
+in three passes over (key bits, weight) pairs: a 2^16-bin weight histogram of the top key bits,
+a 2^24-bin histogram inside the boundary bin, then the few documents of that last bin (keys
+equal to ~9 significant digits) are cut exactly by (key, H64(doc_id)). When that bin holds a
+single key value (ties: integer ratings such as DataMan's), the same histogram cut runs on the
+H64 tiebreaks instead, so a tie spanning much of the pool is never collected in one place. The
+result is the exact §0 cut: selected weight ≥ budget, and without the last kept document it
+would be below (overshoot < one document). Dropped documents go to ``removed`` as
+``select:<rule>``; kept ones get ``select_key``, the key they were ranked by.
 Besides the three stage outputs, ``summary`` holds one record per group: pool weight, budget,
 selected weight and overshoot.
 
@@ -47,18 +48,17 @@ from apache_beam import pvalue
 
 from winnow.schemas.score import SelectConfig, WhereCondition
 from winnow.scorers.selection import (
-    HISTOGRAM_LEVELS,
     CutPoint,
     MeanStd,
     Narrowing,
     group_budgets,
     h64,
-    histogram_bin,
     order_bits,
     selection_key,
     uniform,
 )
 from winnow.transforms.base import KEPT, REJECTED, REMOVED, Document, counter, field_value, rejected, removed
+from winnow.transforms.cuts import BudgetCuts
 
 STAGE = "select"
 SUMMARY = "summary"
@@ -256,29 +256,6 @@ class MeanStdFn(beam.CombineFn):
         return (acc.mean, acc.std)
 
 
-class HistogramFn(beam.CombineFn):
-    """Weight per bin, as a sparse dict (integer weights: exact sums)."""
-
-    def create_accumulator(self) -> dict[int, int]:
-        return {}
-
-    def add_input(self, acc: dict[int, int], item: tuple[int, int]) -> dict[int, int]:
-        bin_, weight = item
-        acc[bin_] = acc.get(bin_, 0) + weight
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[dict[int, int]]) -> dict[int, int]:
-        accs = iter(accs)
-        merged = dict(next(accs, {}))
-        for acc in accs:
-            for bin_, weight in acc.items():
-                merged[bin_] = merged.get(bin_, 0) + weight
-        return merged
-
-    def extract_output(self, acc: dict[int, int]) -> dict[int, int]:
-        return acc
-
-
 class KeyDoFn(beam.DoFn):
     """(group, (key bits, tiebreak, weight)) per document: all the cut needs."""
 
@@ -289,20 +266,6 @@ class KeyDoFn(beam.DoFn):
     def process(self, doc: Document, stats: tuple[float, float] | None = None) -> Iterator[Any]:
         key = doc_key(doc, self.config, stats, self.seed)
         yield doc_group(doc, self.config), (order_bits(key), tiebreak(doc, self.seed), doc_weight(doc, self.config))
-
-
-def _in_region(item: tuple[str, tuple[int, int, int]], level: int, states: dict[str, Narrowing]) -> Iterator[Any]:
-    group, (key_bits, _, weight) = item
-    state = states.get(group)
-    if state is not None and state.contains(key_bits):
-        yield group, (histogram_bin(key_bits, level), weight)
-
-
-def _members(item: tuple[str, tuple[int, int, int]], states: dict[str, Narrowing]) -> Iterator[Any]:
-    group, element = item
-    state = states.get(group)
-    if state is not None and state.contains(element[0]):
-        yield group, element
 
 
 def group_cell(group: str, config: SelectConfig) -> tuple[str, ...]:
@@ -321,131 +284,6 @@ def _plan(totals: list[tuple[str, int]], config: SelectConfig) -> Iterator[Any]:
     for group in sorted(weights):
         budget_counter.inc(math.ceil(budgets[group]))
         yield group, (weights[group], budgets[group])
-
-
-def _advance(item: tuple[str, Narrowing], histograms: dict[str, dict[int, int]]) -> tuple[str, Narrowing]:
-    group, state = item
-    return group, state.advance(histograms.get(group, {}))
-
-
-def _finish(item: tuple[str, Narrowing], members: dict[str, list[tuple[int, int, int]]]) -> tuple[str, CutPoint]:
-    group, state = item
-    return group, state.finish(members.get(group, []))
-
-
-class KeyRangeFn(beam.CombineFn):
-    """(min, max) of the key bits in a group's last region: equal means one tied key value."""
-
-    def create_accumulator(self) -> tuple[int, int] | None:
-        return None
-
-    def add_input(self, acc: tuple[int, int] | None, key_bits: int) -> tuple[int, int]:
-        return (key_bits, key_bits) if acc is None else (min(acc[0], key_bits), max(acc[1], key_bits))
-
-    def merge_accumulators(self, accs: Iterable[tuple[int, int] | None]) -> tuple[int, int] | None:
-        present = [acc for acc in accs if acc is not None]
-        return (min(a[0] for a in present), max(a[1] for a in present)) if present else None
-
-    def extract_output(self, acc: tuple[int, int] | None) -> tuple[int, int] | None:
-        return acc
-
-
-def _tied(group: str, ranges: dict[str, tuple[int, int] | None]) -> bool:
-    bounds = ranges.get(group)
-    return bounds is not None and bounds[0] == bounds[1]
-
-
-def _untied_members(
-    item: tuple[str, tuple[int, int, int]], states: dict[str, Narrowing], ranges: dict[str, tuple[int, int] | None]
-) -> Iterator[Any]:
-    group, _ = item
-    if not _tied(group, ranges):
-        yield from _members(item, states)
-
-
-def _tied_members(
-    item: tuple[str, tuple[int, int, int]], states: dict[str, Narrowing], ranges: dict[str, tuple[int, int] | None]
-) -> Iterator[Any]:
-    """A tied region's documents keyed by their tiebreak alone (the order among equal keys)."""
-    group, (key_bits, tiebreak, weight) = item
-    state = states.get(group)
-    if _tied(group, ranges) and state is not None and state.contains(key_bits):
-        yield group, (tiebreak, 0, weight)
-
-
-def _tie_plan(item: tuple[str, int], states: dict[str, Narrowing]) -> tuple[str, tuple[int, float]]:
-    group, region_weight = item
-    return group, (region_weight, states[group].remaining)
-
-
-def _finish_all(
-    item: tuple[str, Narrowing],
-    members: dict[str, list[tuple[int, int, int]]],
-    tie_cuts: dict[str, CutPoint],
-    ranges: dict[str, tuple[int, int] | None],
-) -> tuple[str, CutPoint]:
-    group, state = item
-    if state.cut is None and _tied(group, ranges) and group in tie_cuts:
-        key_bits = ranges[group][0]  # type: ignore[index]
-        inner = tie_cuts[group]
-        # Among the tied documents keep tiebreak ≥ the inner cut (its "key" is the tiebreak).
-        return group, CutPoint(key_bits, min(inner.key_bits, 1 << 64))
-    return group, state.finish(members.get(group, []))
-
-
-def _collected(group: str, items: Iterable[tuple[int, int, int]]) -> tuple[str, list[tuple[int, int, int]]]:
-    """The documents one worker holds to finish a cut (few: ~ties at the boundary key)."""
-    members = list(items)
-    counter("select:cut_collected").inc(len(members))
-    return group, members
-
-
-def budget_cuts(
-    keyed: beam.PCollection, plan: beam.PCollection, label: str, resolve_ties: bool = True
-) -> beam.PCollection:
-    """(group, CutPoint) per group: the §0 cut of ``keyed`` (group, (key bits, tiebreak, weight))
-    at each group's budget in ``plan`` (group, (total weight, budget)), by weighted histograms.
-
-    When every document left in a group's last region has the same key (integer ratings: DataMan's
-    single-criterion top-k), the region can be a large share of the pool; instead of collecting it,
-    the same histogram cut runs again on the tiebreak hashes, which are distinct."""
-    states = plan | f"{label}Start" >> beam.MapTuple(lambda group, tb: (group, Narrowing.start(float(tb[0]), tb[1])))
-    for level in range(len(HISTOGRAM_LEVELS)):
-        histograms = (
-            keyed
-            | f"{label}InRegion{level}" >> beam.FlatMap(_in_region, level, pvalue.AsDict(states))
-            | f"{label}Histogram{level}" >> beam.CombinePerKey(HistogramFn())
-        )
-        states = states | f"{label}Narrow{level}" >> beam.Map(_advance, pvalue.AsDict(histograms))
-    if not resolve_ties:
-        members = (
-            keyed
-            | f"{label}InLastBin" >> beam.FlatMap(_members, pvalue.AsDict(states))
-            | f"{label}GroupLastBin" >> beam.GroupByKey()
-            | f"{label}AsLists" >> beam.MapTuple(lambda group, items: (group, list(items)))
-        )
-        return states | f"{label}Cut" >> beam.Map(_finish, pvalue.AsDict(members))
-    ranges = pvalue.AsDict(
-        keyed
-        | f"{label}LastBinKeys" >> beam.FlatMap(_members, pvalue.AsDict(states))
-        | f"{label}KeyOnly" >> beam.MapTuple(lambda group, element: (group, element[0]))
-        | f"{label}KeyRange" >> beam.CombinePerKey(KeyRangeFn())
-    )
-    members = (
-        keyed
-        | f"{label}InLastBin" >> beam.FlatMap(_untied_members, pvalue.AsDict(states), ranges)
-        | f"{label}GroupLastBin" >> beam.GroupByKey()
-        | f"{label}AsLists" >> beam.MapTuple(_collected)
-    )
-    tied = keyed | f"{label}Tied" >> beam.FlatMap(_tied_members, pvalue.AsDict(states), ranges)
-    tie_plan = (
-        tied
-        | f"{label}TiedWeight" >> beam.MapTuple(lambda group, element: (group, element[2]))
-        | f"{label}SumTied" >> beam.CombinePerKey(sum)
-        | f"{label}TiePlan" >> beam.Map(_tie_plan, pvalue.AsDict(states))
-    )
-    tie_cuts = budget_cuts(tied, tie_plan, f"{label}Ties", resolve_ties=False)
-    return states | f"{label}Cut" >> beam.Map(_finish_all, pvalue.AsDict(members), pvalue.AsDict(tie_cuts), ranges)
 
 
 class ApplyCutDoFn(beam.DoFn):
@@ -554,10 +392,10 @@ def _short_groups(plan: list[tuple[str, tuple[int, float]]]) -> Iterator[tuple[s
             yield group, (total, budget - total)
 
 
-def _repeat_plan(item: tuple[str, int], short: dict[str, tuple[int, float]]) -> tuple[str, tuple[int, float]]:
-    """(group, (weight of all generated draws, shortfall)): the budget cut over the draws."""
+def _repeat_start(item: tuple[str, int], short: dict[str, tuple[int, float]]) -> tuple[str, Narrowing]:
+    """The budget cut over a group's draws: all generated draws' weight, cut at its shortfall."""
     group, draw_weight = item
-    return group, (draw_weight, short[group][1])
+    return group, Narrowing.start(float(draw_weight), short[group][1])
 
 
 def _summary(
@@ -617,7 +455,8 @@ class Select(beam.PTransform):
             | "SumWeight" >> beam.CombinePerKey(sum)
         )
         plan = totals | "AllTotals" >> beam.combiners.ToList() | "Plan" >> beam.FlatMap(_plan, config)
-        cuts = budget_cuts(keyed, plan, "")
+        starts = plan | "Start" >> beam.MapTuple(lambda group, tb: (group, Narrowing.start(float(tb[0]), tb[1])))
+        cuts = (keyed, starts) | "Cut" >> BudgetCuts(STAGE)
         applied = valid | "Apply" >> beam.ParDo(
             ApplyCutDoFn(config, seed), pvalue.AsDict(cuts), stats=stats
         ).with_outputs(REMOVED, main=KEPT)
@@ -631,8 +470,8 @@ class Select(beam.PTransform):
                 | "DrawWeight" >> beam.MapTuple(lambda group, element: (group, element[2]))
                 | "SumDrawWeight" >> beam.CombinePerKey(sum)
             )
-            repeat_plan = draw_totals | "RepeatPlan" >> beam.Map(_repeat_plan, pvalue.AsDict(short))
-            repeat_cuts = budget_cuts(draws, repeat_plan, "Repeat")
+            repeat_starts = draw_totals | "RepeatStart" >> beam.Map(_repeat_start, pvalue.AsDict(short))
+            repeat_cuts = (draws, repeat_starts) | "RepeatCut" >> BudgetCuts(STAGE)
             repeats = valid | "Repeats" >> beam.ParDo(
                 EmitRepeatsDoFn(config, seed), pvalue.AsDict(short), pvalue.AsDict(repeat_cuts), stats=stats
             )
