@@ -12,12 +12,20 @@ from winnow.schemas.records import document_schema
 from winnow.transforms.write import WriteShards, document_sort_key, ordered_sort_key, shard_count
 
 
-def write(rows: list[dict], directory: Path, sharding: ShardingConfig) -> list[dict]:
+def write(
+    rows: list[dict],
+    directory: Path,
+    sharding: ShardingConfig,
+    stages: tuple[str, ...] = ("normalize",),
+    sort_key=document_sort_key,
+    **options,
+) -> list[dict]:
+    """Write ``rows`` with WriteShards (``options``: ordered_by, partition_field); the file stats, by file."""
     with local_pipeline() as pipeline:
         written = (
             pipeline
             | beam.Create(rows)
-            | WriteShards("data", str(directory), document_schema(["normalize"]), sharding, document_sort_key)
+            | WriteShards("data", str(directory), document_schema(list(stages)), sharding, sort_key, **options)
         )
         stats = collect(written, "stats")
     return sorted(stats, key=lambda s: s["file"])
@@ -75,21 +83,8 @@ def test_ranked_rows_fill_consecutive_shards_in_rank_order(tmp_path: Path):
     data = rows(400)
     for rank, row in enumerate(sorted(data, key=lambda r: hashlib.md5(r["id"].encode()).hexdigest())):
         row["order_rank"] = rank
-    schema = document_schema(["normalize", "order"])
-    with local_pipeline() as pipeline:
-        written = (
-            pipeline
-            | beam.Create(data)
-            | WriteShards(
-                "data",
-                str(tmp_path),
-                schema,
-                ShardingConfig(target_rows=100),
-                ordered_sort_key,
-                ordered_by="order_rank",
-            )
-        )
-        collect(written, "ranked")
+    sharding = ShardingConfig(target_rows=100)
+    write(data, tmp_path, sharding, ("normalize", "order"), ordered_sort_key, ordered_by="order_rank")
     ranks = []
     for path in sorted(tmp_path.glob("part-*.parquet")):
         shard = pq.read_table(path).column("order_rank").to_pylist()
@@ -103,21 +98,7 @@ def test_partition_field_writes_one_shard_set_per_value(tmp_path: Path):
     for i, row in enumerate(data):
         row["phase"] = "final" if i % 3 == 0 else "base"
         row["epoch"] = 0
-    schema = document_schema(["normalize", "mix"])
-    with local_pipeline() as pipeline:
-        written = (
-            pipeline
-            | beam.Create(data)
-            | WriteShards(
-                "data",
-                str(tmp_path),
-                schema,
-                ShardingConfig(target_rows=20),
-                document_sort_key,
-                partition_field="phase",
-            )
-        )
-        stats = collect(written, "partitioned")
+    stats = write(data, tmp_path, ShardingConfig(target_rows=20), ("normalize", "mix"), partition_field="phase")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["phase=base", "phase=final"]
     assert {s["file"].split("/")[1] for s in stats} == {"phase=base", "phase=final"}
     final = pq.read_table(tmp_path / "phase=final").column("phase").to_pylist()

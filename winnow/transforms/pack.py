@@ -129,12 +129,12 @@ def _rank_key(doc: Document) -> tuple[int, str, int]:
     return (int(doc["order_rank"]), str(doc["id"]), _epoch(doc))
 
 
-class _CountTokens(beam.DoFn):
-    """Tokens of each document in the stream (ids + EOS), keyed by its rank block."""
+class _RankedTokensDoFn(beam.DoFn):
+    """Base of the packer's tokenising steps: the tokenizer loads once per worker; a document
+    without a valid ``order_rank`` or that fails to tokenise is rejected, never dropped."""
 
-    def __init__(self, tokenizer: TokenizerConfig, rank_block: int):
+    def __init__(self, tokenizer: TokenizerConfig):
         self.tokenizer_config = tokenizer
-        self.rank_block = rank_block
         self._missing_rank = counter("order:pack_missing_rank")
         self._failed = counter("order:pack_tokenize_error")
 
@@ -148,14 +148,34 @@ class _CountTokens(beam.DoFn):
             yield _missing_rank(doc)
             return
         try:
-            n_tokens = doc.get("n_tokens")
-            if n_tokens is None:
-                n_tokens = int(self.tokenizer.count([doc["text"]])[0])
-                doc = {**doc, "n_tokens": n_tokens}
+            tokens = self.tokenize(doc)
         except Exception as error:  # one bad document must not kill the job
             self._failed.inc()
             yield rejected(doc, STAGE, error)
             return
+        yield from self.emit(doc, rank, tokens)
+
+    def tokenize(self, doc: Document) -> Any:
+        raise NotImplementedError
+
+    def emit(self, doc: Document, rank: int, tokens: Any) -> Iterator[Any]:
+        raise NotImplementedError
+
+
+class _CountTokens(_RankedTokensDoFn):
+    """Tokens of each document in the stream (ids + EOS), keyed by its rank block."""
+
+    def __init__(self, tokenizer: TokenizerConfig, rank_block: int):
+        super().__init__(tokenizer)
+        self.rank_block = rank_block
+
+    def tokenize(self, doc: Document) -> int:
+        n_tokens = doc.get("n_tokens")
+        return int(self.tokenizer.count([doc["text"]])[0]) if n_tokens is None else n_tokens
+
+    def emit(self, doc: Document, rank: int, n_tokens: int) -> Iterator[Any]:
+        if doc.get("n_tokens") is None:
+            doc = {**doc, "n_tokens": n_tokens}
         yield ((str(doc.get("phase") or ""), rank // self.rank_block), (int(n_tokens) + 1, doc))
 
 
@@ -233,33 +253,20 @@ class _SumPairs(beam.CombineFn):
         return acc
 
 
-class _Decompose(beam.DoFn):
+class _Decompose(_RankedTokensDoFn):
     """Tokenise a document, append EOT and split it into DD pieces (one output per piece)."""
 
     def __init__(self, tokenizer: TokenizerConfig, config: PackingConfig, seed: int):
-        self.tokenizer_config = tokenizer
+        super().__init__(tokenizer)
         self.config = config
         self.seed = seed
-        self._missing_rank = counter("order:pack_missing_rank")
-        self._failed = counter("order:pack_tokenize_error")
         self._discarded = counter("order:dd_discarded_tokens")
 
-    def setup(self) -> None:
-        self.tokenizer = load_tokenizer(self.tokenizer_config.path, self.tokenizer_config.eos_token)
+    def tokenize(self, doc: Document) -> list[int]:
+        return self.tokenizer.encode([doc["text"]])[0]
 
-    def process(self, doc: Document) -> Iterator[Any]:
+    def emit(self, doc: Document, rank: int, ids: list[int]) -> Iterator[Any]:
         cfg = self.config
-        rank = doc.get("order_rank")
-        if not _valid_rank(rank):
-            self._missing_rank.inc()
-            yield _missing_rank(doc)
-            return
-        try:
-            ids = self.tokenizer.encode([doc["text"]])[0]
-        except Exception as error:  # one bad document must not kill the job
-            self._failed.inc()
-            yield rejected(doc, STAGE, error)
-            return
         stream = [*ids, self.tokenizer.eos_id]
         key = doc_key(doc)
         parts = decompose(
