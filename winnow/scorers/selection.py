@@ -24,34 +24,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
-import xxhash
 
-_TWO_52 = float(1 << 52)
+from winnow.core.hashing import gumbel, h64, uniform, uniforms
 
-
-def h64(doc_id: str, purpose: str, seed: int) -> int:
-    """H64(seed ‖ purpose ‖ doc_id): xxh64 of the three fields joined by U+001F (unit separator)."""
-    return xxhash.xxh64_intdigest(f"{seed}\x1f{purpose}\x1f{doc_id}".encode("utf-8", "surrogatepass"))
-
-
-def uniform(doc_id: str, purpose: str, seed: int) -> float:
-    """u ∈ (0, 1) from the top 52 bits of H64: ``(⌊H64 / 2^12⌋ + 0.5) / 2^52``.
-
-    METHODS §0 writes ``(H64 + 0.5) / 2^64``; in float64 that rounds to exactly 1.0 for the
-    largest hashes (so would 53 bits), which makes the Gumbel noise infinite. With 52 bits every
-    value is exact and lies in [2^-53, 1 − 2^-53].
-    """
-    return ((h64(doc_id, purpose, seed) >> 12) + 0.5) / _TWO_52
-
-
-def uniforms(doc_ids: Iterable[str], purpose: str, seed: int) -> np.ndarray:
-    return np.array([uniform(doc_id, purpose, seed) for doc_id in doc_ids], dtype=np.float64)
-
-
-def gumbel(u: float | np.ndarray) -> float | np.ndarray:
-    """Standard Gumbel noise ``−log(−log u)``."""
-    return -np.log(-np.log(u))
-
+__all__ = ["gumbel", "h64", "uniform", "uniforms"]  # re-exported while modules move to winnow.core
 
 def _add_exact(partials: list[float], x: float) -> None:
     """Add ``x`` to a sum kept as non-overlapping partials (Shewchuk's algorithm, as ``math.fsum``)."""

@@ -1,0 +1,1 @@
+"""Beam-free shared pieces: hashing, statistics, budgets, model paths, embedders, tokenizer, schemas."""
