@@ -21,9 +21,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from winnow.schemas.score import ScorerEntry
-from winnow.scorers.base import build_scorer
-from winnow.scorers.dataman import CRITERIA
+from winnow.stages.score.dataman import CRITERIA
+from winnow.stages.score.registry import build_scorer
 
 CORPORA = Path("/work/shared/corpora")
 LOW_FORMATS = ("Spam / Ads", "Content Listing")
@@ -99,7 +98,7 @@ def main(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
 ) -> None:
     start = time.time()
-    scorer = build_scorer(ScorerEntry(name="dataman", backend="dataman", path=path))
+    scorer = build_scorer({"name": "dataman", "backend": "dataman", "path": path})
     results = {"model": path, "version": scorer.version, "agreement": agreement(scorer, corpora)}
     results["format_contrast"] = format_contrast(scorer, corpora)
     results["seconds"] = round(time.time() - start, 1)

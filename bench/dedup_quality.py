@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
-from winnow.scorers import minhash as mh  # noqa: E402
+from winnow.stages.dedup import minhash as mh  # noqa: E402
 
 # (file, text field, documents of grouped records) — prose only; short records are grouped.
 SOURCES: list[tuple[str, str, int]] = [
@@ -225,8 +225,8 @@ def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None)
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from winnow.schemas.minhash import MinHashConfig
-    from winnow.transforms.near_dedup import MinHashDedup
+    from winnow.stages.dedup.config import MinHashConfig
+    from winnow.stages.dedup.near import MinHashDedup
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "docs.jsonl"

@@ -170,10 +170,10 @@ def worker_winnow(data: Path, out: Path, mode: str) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from winnow.schemas.config import InputSpec
-    from winnow.schemas.minhash import MinHashConfig
-    from winnow.transforms.io import ReadInputs
-    from winnow.transforms.near_dedup import MinHashDedup
+    from winnow.beam.read import ReadInputs
+    from winnow.core.config import InputSpec
+    from winnow.stages.dedup.config import MinHashConfig
+    from winnow.stages.dedup.near import MinHashDedup
 
     config = MinHashConfig() if mode == "default" else MinHashConfig(hash="xxh64", scheme="mersenne61", verify=False)
     options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
@@ -190,7 +190,7 @@ def worker_datasketch(data: Path, out: Path) -> None:
     import xxhash
     from datasketch import MinHash, MinHashLSH
 
-    from winnow.scorers import minhash as mh
+    from winnow.stages.dedup import minhash as mh
 
     def hashfunc(shingle: bytes) -> int:
         return xxhash.xxh64_intdigest(shingle)

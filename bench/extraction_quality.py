@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.scorers.extraction import HtmlExtractor, decode_html  # noqa: E402
+from winnow.stages.extract.extraction import HtmlExtractor, decode_html  # noqa: E402
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 _WORDS = re.compile(r"\w+")

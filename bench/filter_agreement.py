@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._peers import peer_python  # noqa: E402
-from winnow.schemas.clean import FilterConfig  # noqa: E402
-from winnow.scorers.heuristics import DocStats, FilterChain, split_words  # noqa: E402
+from winnow.stages.filter.config import FilterConfig  # noqa: E402
+from winnow.stages.filter.rules import DocStats, FilterChain, split_words  # noqa: E402
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 DATATROVE_SPACY = ["datatrove[processing]==0.10.1", "spacy==3.8.18"]

@@ -113,7 +113,7 @@ def measure_winnow(corpus: Path, out: Path, workers: int, minhash: bool) -> dict
     )
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     subprocess.run(
-        [sys.executable, "-m", "winnow.pipeline.cli", "run", "-c", str(config), "--stages", "normalize,dedup", "-q"],
+        [sys.executable, "-m", "winnow.cli.main", "run", "-c", str(config), "--stages", "normalize,dedup", "-q"],
         check=True,
         stdout=subprocess.DEVNULL,
     )

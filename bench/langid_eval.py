@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.scorers.langid import make_identifier  # noqa: E402
+from winnow.stages.langid.identify import make_identifier  # noqa: E402
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 ALIASES = {"nb": "no"}

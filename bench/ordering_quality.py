@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.scorers import ordering
-from winnow.scorers.selection import h64
+from winnow.core.hashing import h64
+from winnow.stages.order import ordering
 
 CORPUS = Path("/work/shared/corpora/weborganizer-dclm")
 SEED = 0

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from winnow.scorers import ordering
+from winnow.stages.order import ordering
 
 DIM = 256
 

@@ -23,11 +23,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from winnow.schemas.config import TokenizerConfig
-from winnow.schemas.packing import PackingConfig
-from winnow.scorers.selection import h64
-from winnow.scorers.tokenizer import load_tokenizer
-from winnow.transforms.pack import CONTEXTS, DD, SUMMARY, Pack
+from winnow.core.config import TokenizerConfig
+from winnow.core.hashing import h64
+from winnow.core.tokenizer import load_tokenizer
+from winnow.stages.pack.config import PackConfig
+from winnow.stages.pack.stage import CONTEXTS, DD, SUMMARY, Pack
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 REFERENCE_SHARES = {8: 3.7, 9: 6.3, 10: 7.8, 11: 6.6, 12: 5.4, 13: 4.7}  # billions of tokens, DCLM subset
@@ -41,7 +41,7 @@ def load_docs(limit: int) -> list[dict[str, Any]]:
     return [{**d, "order_rank": rank} for rank, d in enumerate(docs)]
 
 
-def run(docs: list[dict[str, Any]], config: PackingConfig) -> tuple[dict[str, list[Any]], float]:
+def run(docs: list[dict[str, Any]], config: PackConfig) -> tuple[dict[str, list[Any]], float]:
     """Run ``Pack`` and read its outputs back (JSON lines through a temporary folder)."""
     with tempfile.TemporaryDirectory() as folder:
         pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
@@ -74,7 +74,7 @@ def main() -> None:
     total = sum(len(s) for s in streams.values())
     print(f"{len(docs)} docs, {total:,} tokens incl. EOS (bundled winnow-bpe-32k)")
 
-    out, seconds = run(docs, PackingConfig(mode="concat"))
+    out, seconds = run(docs, PackConfig(mode="concat"))
     contexts = sorted(out[CONTEXTS], key=lambda c: c["context_id"])
     rebuilt = [
         t
@@ -90,7 +90,7 @@ def main() -> None:
         f"stream rebuilt token for token: {rebuilt == expected}"
     )
 
-    out, seconds = run(docs, PackingConfig(mode="dd"))
+    out, seconds = run(docs, PackConfig(mode="dd"))
     (summary,) = out[SUMMARY]
     rate = f"{len(docs) / seconds:,.0f} docs/s, {total / seconds:,.0f} tokens/s"
     print(f"dd: {seconds:.1f}s ({rate}), {len(out[DD])} pieces")

@@ -35,7 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.scorers.preselect import (  # noqa: E402
+from winnow.core.hashing import uniform  # noqa: E402
+from winnow.stages.score.preselect import (  # noqa: E402
     DEFAULT_LADDER,
     choose_examples,
     concordant_pairs,
@@ -45,7 +46,6 @@ from winnow.scorers.preselect import (  # noqa: E402
     train_ladder,
     write_label_file,
 )
-from winnow.scorers.selection import uniform  # noqa: E402
 
 BUNDLED = ROOT / "winnow" / "data" / "models" / "preselect" / "preselect.ftz"
 

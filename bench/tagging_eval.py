@@ -43,15 +43,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.scorers.domains import (  # noqa: E402
-    TAXONOMIES,
+from winnow.core.domains import TAXONOMIES  # noqa: E402
+from winnow.core.evaluation import macro_f1, url_split  # noqa: E402
+from winnow.stages.tag.taggers import (  # noqa: E402
     FeatureSpec,
     LabelledExamples,
     LinearTagger,
     clear_embedding_memo,
     labelled_examples,
-    macro_f1,
-    url_split,
 )
 
 M2V = "model2vec-minilm-l6-v2-pca256"
@@ -126,7 +125,7 @@ def train_fasttext(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
 
 def bundled(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
     """The shipped model (scripts/train_tagger.py trained it on this same 80%): nothing is fitted here."""
-    from winnow.scorers.domains import load_tagger
+    from winnow.stages.tag.taggers import load_tagger
 
     taxonomy = "topic" if labels == TAXONOMIES["topic"] else "format"
     tagger = load_tagger(taxonomy, "local", f"winnow:models/tagger/{taxonomy}-tagger.zip")
@@ -192,7 +191,7 @@ def evaluate(name: str, taxonomy: str, train: LabelledExamples, test: LabelledEx
 def time_tag_stage(texts: Sequence[str], urls: Sequence[str | None], batch: int = 256) -> float:
     """Docs per CPU-second of the bundled pair as the tag stage runs them: topic then format on each
     batch, so an embedding both use is computed once."""
-    from winnow.scorers.domains import load_tagger
+    from winnow.stages.tag.taggers import load_tagger
 
     taggers = [load_tagger(t, "local", f"winnow:models/tagger/{t}-tagger.zip") for t in ("topic", "format")]
     clear_embedding_memo()

@@ -116,7 +116,7 @@ _WS = re.compile(r"\s+")
 def normalized_key(text: str) -> str:
     """Matching form used to check the injected duplicates: NFKC, casefold, whitespace collapsed.
 
-    Same definition as ``winnow.scorers.normalize.dedup_key_text``.
+    Same definition as ``winnow.core.text.dedup_key_text``.
     """
     return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 

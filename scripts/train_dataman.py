@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
-from winnow.scorers.dataman import DataManLabel, embed_texts, make_encoder, train_local_model
-from winnow.scorers.domains import TOPIC_TO_DATAMAN as TOPIC_TO_DOMAIN  # METHODS §6.2 (ours)
+from winnow.core.domains import TOPIC_TO_DATAMAN as TOPIC_TO_DOMAIN  # METHODS §6.2 (ours)
+from winnow.stages.score.dataman import DataManLabel, embed_texts, make_encoder, train_local_model
 
 TOXIC_LIMIT = 150  # keep the toxic negatives from outnumbering the human-labelled documents
 

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.scorers.preselect import DEFAULT_LADDER, train_local  # noqa: E402
-from winnow.scorers.selection import uniform  # noqa: E402
+from winnow.core.hashing import uniform  # noqa: E402
+from winnow.stages.score.preselect import DEFAULT_LADDER, train_local  # noqa: E402
 
 DEFAULT_CORPORA = Path(os.environ.get("WINNOW_CORPORA", "/work/shared/corpora"))
 MODEL_DIR = ROOT / "winnow" / "data" / "models" / "preselect"

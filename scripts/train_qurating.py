@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from winnow.pipeline.qurating_cli import report_markdown
-from winnow.scorers.qurating import (
+from winnow.cli.qurating import report_markdown
+from winnow.core.tokenizer import load_tokenizer
+from winnow.stages.score.qurating import (
     CRITERIA,
     HashedNgrams,
     derived_pair_groups,
@@ -39,7 +40,6 @@ from winnow.scorers.qurating import (
     make_featurizer,
     train_qurater,
 )
-from winnow.scorers.tokenizer import load_tokenizer
 
 SEED = 20240209  # QuRating's arXiv date; any fixed value works
 PER_SOURCE = 160  # cap per source group so no one corpus dominates a criterion

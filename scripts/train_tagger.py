@@ -21,13 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.scorers.domains import (  # noqa: E402
-    TAXONOMIES,
-    FeatureSpec,
-    LinearTagger,
-    labelled_examples,
-    url_split,
-)
+from winnow.core.domains import TAXONOMIES  # noqa: E402
+from winnow.core.evaluation import url_split  # noqa: E402
+from winnow.stages.tag.taggers import FeatureSpec, LinearTagger, labelled_examples  # noqa: E402
 
 # Chosen with bench/tagging_eval.py (see winnow/data/models/tagger/README.md).
 SPARSE = FeatureSpec(buckets_log2=18, word_ngrams=2, use_url=True, layout=True)

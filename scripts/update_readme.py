@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from winnow.schemas.reference import config_reference_markdown
+from winnow.cli.reference import config_reference_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from winnow.pipeline.run import RunResult, run_pipeline
-from winnow.schemas.config import WinnowConfig, parse_config
+from winnow.config import WinnowConfig, parse_config
+from winnow.run.execute import RunResult, run_pipeline
 
 DATA = Path(__file__).resolve().parent / "data"
 

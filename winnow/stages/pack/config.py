@@ -1,0 +1,64 @@
+"""Config section of the ``pack`` stage: ICP concat-and-chunk contexts or Dataset Decomposition buckets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from winnow.core.config import Section
+
+
+class PackConfig(Section):
+    """How ordered documents become training sequences (docs/icp.md §packing, docs/dataset-decomposition.md)."""
+
+    enabled: bool | None = Field(
+        None, description="Run this stage; null (the default): whenever `order` runs, as packing always did."
+    )
+
+    mode: Literal["concat", "dd", "none"] = Field(
+        "concat",
+        description=(
+            "concat: join docs in order_rank order with EOS and cut contexts of exactly "
+            "context_tokens (ICP §4.6); dd: split each doc into power-of-two pieces per bucket "
+            "(Dataset Decomposition §5); none: no packing tables."
+        ),
+    )
+    context_tokens: int = Field(8192, ge=2, description="Context length L in tokens (ICP paper: 8192).")
+    shuffle_contexts: bool = Field(
+        True,
+        description="Give contexts a seeded training position, so adjacent contexts in a batch are unrelated (ICP).",
+    )
+    rank_block: int = Field(
+        4096,
+        ge=1,
+        description="Consecutive order_ranks per block for the distributed prefix sum of token offsets.",
+    )
+    i_min: int = Field(8, ge=1, le=30, description="Smallest DD bucket exponent (2^8 = 256 tokens).")
+    i_max: int = Field(13, ge=1, le=30, description="Largest DD bucket exponent (2^13 = 8192 tokens).")
+    randomized: bool = Field(
+        True,
+        description=(
+            "Overflow pieces of long docs draw k in [i_min, i_max] with P(k) ∝ 2^(i_max-k) "
+            "(reference default) instead of always i_max."
+        ),
+    )
+    target_token: bool = Field(
+        True,
+        description="Pieces hold 2^i + 1 tokens (reference: 2^i prediction targets); false: exactly 2^i.",
+    )
+    curriculum: Literal["grow_p2", "uniform"] = Field(
+        "grow_p2", description="Bucket sampling curriculum written to the manifest for the trainer (§5.3)."
+    )
+    cycles: int = Field(8, ge=1, description="Curriculum cycles (reference recipe: 8).")
+    b_max: int = Field(1, ge=1, description="Batch size of the longest bucket; bucket i uses b_max * 2^(i_max - i).")
+    shard_tokens_log2: int = Field(
+        20, ge=1, description="Shard size is min(2^(shard_tokens_log2 - i), max_shard_sequences) sequences."
+    )
+    max_shard_sequences: int = Field(65536, ge=1, description="Cap on sequences per DD shard (reference: 65,536).")
+
+    @model_validator(mode="after")
+    def _bucket_range_is_ordered(self) -> PackConfig:
+        if self.i_min > self.i_max:
+            raise ValueError(f"pack.i_min ({self.i_min}) must be <= pack.i_max ({self.i_max})")
+        return self

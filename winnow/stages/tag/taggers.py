@@ -1,0 +1,691 @@
+"""Domain taggers: WebOrganizer topics × formats and DataMan domains (METHODS §6.1, §6.2), Beam-free.
+
+Two modes, one output contract (24 probabilities in the taxonomy's id order, argmax = the label):
+
+* **local** (``LinearTagger``): winnow trains it from any labelled JSONL. Features are hashed word
+  1–2-grams of the text plus URL tokens and page-shape tokens (line starts, length, ending) in
+  their own namespaces, weighted by sublinear TF × IDF and L2-normalised, optionally followed by a
+  model2vec document embedding (the bundled topic tagger uses one); the head is a linear SVM
+  whose margins are turned into probabilities by one fitted temperature. The model file holds
+  only numpy arrays (IDF, int8 weights, scales, bias, dense weights), so inference is a regex, a
+  hash, a static-embedding lookup and one sparse product: fast enough to tag every kept document
+  on CPUs, which WebOrganizer's 140M-parameter classifier is not. It was chosen by measurement
+  (``bench/tagging_eval.py``; figures in the models' README).
+* **reference** (``ReferenceTagger``): a user-supplied local sequence-classification checkpoint
+  (e.g. WebOrganizer's gte-base classifiers) run as the paper did: input ``"{url}\\n{text}"``,
+  truncated to the model's maximum length, softmax over the 24 logits.
+
+The DataMan domain of a document comes from the DataMan scorer when it ran; otherwise from the
+§6.2 topic → domain mapping, which is ours and for reports only, so callers record which one was used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import zipfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from winnow.core.domains import TAXONOMIES
+from winnow.core.embedders import model2vec_encoder
+from winnow.core.hashing import uniform
+from winnow.core.models import file_digest, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (so rows sum to 1 to float precision), returned as float32."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def tagger_input(text: str, url: str | None, use_url: bool) -> str:
+    """WebOrganizer's classifier input, ``"{url}\\n{text}"`` (text alone for the -NoURL variants)."""
+    return f"{url or ''}\n{text}" if use_url else text
+
+
+# --- local mode: hashed n-gram TF-IDF + linear head ---------------------------------------
+
+_WORD = re.compile(r"\w+")
+_SPLIT = re.compile(r"[^0-9a-z]+")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How a document becomes a sparse vector; stored in the model so inference matches training."""
+
+    buckets_log2: int = 18
+    word_ngrams: int = 2
+    use_url: bool = True
+    max_chars: int = 20_000
+    layout: bool = True
+    # A dense document embedding appended to the sparse features (``None``: sparse only). Bag-of-words
+    # evidence from 7k pages misses topic words it never saw; a static embedding distilled from MiniLM
+    # brings that prior knowledge for one tokenizer pass over the first ``embedding_chars``.
+    embedding: str | None = None
+    embedding_chars: int = 1500
+    embedding_scale: float = 0.5
+
+    @property
+    def buckets(self) -> int:
+        return 1 << self.buckets_log2
+
+    def header(self) -> dict[str, Any]:
+        """The spec as stored in a model file (the embedding fields only when used, so sparse-only
+        models keep their version-1 bytes)."""
+        fields = {
+            "buckets_log2": self.buckets_log2,
+            "word_ngrams": self.word_ngrams,
+            "use_url": self.use_url,
+            "max_chars": self.max_chars,
+            "layout": self.layout,
+        }
+        if self.embedding:
+            fields |= {
+                "embedding": self.embedding,
+                "embedding_chars": self.embedding_chars,
+                "embedding_scale": self.embedding_scale,
+            }
+        return fields
+
+
+def document_terms(text: str, url: str | None, spec: FeatureSpec) -> list[str]:
+    """Word n-grams (lower case) of the text, then ``url:``/``host:`` tokens when the spec uses URLs."""
+    words = _WORD.findall(text[: spec.max_chars].lower())
+    terms = list(words)
+    for n in range(2, spec.word_ngrams + 1):
+        terms += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if spec.use_url and url:
+        lowered = url.lower()
+        host = lowered.split("://", 1)[-1].split("/", 1)[0]
+        terms.append(f"host:{host.removeprefix('www.')}")
+        terms += [f"url:{token}" for token in _SPLIT.split(lowered) if token and token not in ("http", "https", "www")]
+    if spec.layout:
+        terms += layout_terms(text[: spec.max_chars])
+    return terms
+
+
+_LAYOUT_MARKS = "?!:;|$%@#©*•>»…"
+_SENTENCE_ENDS = ".!?\"')]:"
+
+
+def layout_terms(text: str) -> list[str]:
+    """Page-shape features for the format taxonomy: WebOrganizer's formats (Truncated, Listicle, Q&A,
+    Comment Section, Product Page, ...) show in length, line structure, how lines start and how the
+    text ends, which bag-of-words features do not see."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    terms = [f"layout:chars{len(text).bit_length()}", f"layout:lines{len(lines).bit_length()}"]
+    if lines:
+        mean_line = sum(len(line) for line in lines) // len(lines)
+        terms.append(f"layout:linelen{mean_line.bit_length()}")
+        short = sum(len(line) < 40 for line in lines) * 4 // len(lines)
+        terms.append(f"layout:short{short}")
+    for line in lines[:200]:
+        first = _WORD.search(line[:40].lower())
+        terms.append(f"start:{first.group(0) if first else line[:1]}")
+    words = [*_WORD.findall(text[:300].lower())[:5], "|", *_WORD.findall(text[-300:].lower())[-5:]]
+    terms += [f"edge:{w}" for w in words]
+    tail = text.rstrip()[-1:]
+    ending = tail if tail in _SENTENCE_ENDS else ("word" if tail.isalnum() else "other")
+    terms.append(f"end:{ending}")
+    for mark in _LAYOUT_MARKS:
+        count = text.count(mark)
+        if count:
+            terms += [f"mark:{mark}"] * min(count, 30)
+    return terms
+
+
+# Dense embeddings a FeatureSpec may name → their dimension. ``model2vec-minilm-l6-v2-pca256`` is
+# winnow's ``Model2VecEncoder`` (MiniLM distilled once into ~/.cache/winnow, or $WINNOW_CACHE).
+EMBEDDINGS: dict[str, int] = {"model2vec-minilm-l6-v2-pca256": 256}
+_ENCODERS: dict[str, Any] = {}
+# The topic and format taggers embed the same batch in turn: the last batch's embeddings are kept so
+# the tag stage pays for the embedding once. Keyed by the exact input strings, so never stale.
+_LAST_EMBEDDING: dict[str, Any] = {}
+
+
+def embedding_encoder(name: str) -> Any:
+    """The (process-wide, loaded once) encoder of a named embedding."""
+    if name not in EMBEDDINGS:
+        raise ValueError(f"unknown tagger embedding {name!r} (known: {sorted(EMBEDDINGS)})")
+    if name not in _ENCODERS:
+        _ENCODERS[name] = model2vec_encoder(pca_dims=EMBEDDINGS[name])
+    return _ENCODERS[name]
+
+
+def embedding_digest(name: str) -> str:
+    """SHA-256 (first 16 hex) of the encoder's cached table: a model records the one it was trained on."""
+    folder = Path(embedding_encoder(name).source)
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def clear_embedding_memo() -> None:
+    """Forget the last batch's embeddings (benches time each tagger on its own)."""
+    _LAST_EMBEDDING.clear()
+
+
+def document_embeddings(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> np.ndarray:
+    """Unit-length embeddings of ``"{url}\\n{first embedding_chars of text}"``, × ``embedding_scale``."""
+    if not spec.embedding:
+        raise ValueError("this feature spec has no embedding")
+    inputs = tuple(
+        tagger_input((text or "")[: spec.embedding_chars], url, spec.use_url)
+        for text, url in zip(texts, urls, strict=True)
+    )
+    key = (spec.embedding, inputs)
+    last = _LAST_EMBEDDING.get("last")  # one (key, vectors) item: threads never see a mixed pair
+    if last is not None and last[0] == key:
+        vectors = last[1]
+    else:
+        vectors = np.asarray(
+            embedding_encoder(spec.embedding).encode(list(inputs))
+            if inputs
+            else np.zeros((0, EMBEDDINGS[spec.embedding]), dtype=np.float32),
+            dtype=np.float32,
+        )
+        _LAST_EMBEDDING["last"] = (key, vectors)
+    return vectors * np.float32(spec.embedding_scale)
+
+
+def hashed_counts(text: str, url: str | None, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct feature buckets of one document and their term counts (xxh3: stable across processes)."""
+
+    terms = document_terms(text, url, spec)
+    if not terms:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    mask = spec.buckets - 1
+    distinct = Counter(terms)  # hash each distinct term once
+    hashes = np.fromiter(
+        (xxhash.xxh3_64_intdigest(term.encode("utf-8", "surrogatepass")) & mask for term in distinct),
+        dtype=np.int64,
+        count=len(distinct),
+    )
+    buckets, inverse = np.unique(hashes, return_inverse=True)
+    counts = np.bincount(inverse, weights=np.fromiter(distinct.values(), dtype=np.float64, count=len(distinct)))
+    return buckets, counts
+
+
+def count_matrix(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> Any:
+    """Sparse (documents × buckets) matrix of raw term counts."""
+    from scipy.sparse import csr_matrix  # lazy: scipy only where this path runs
+
+    indptr = [0]
+    indices: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for text, url in zip(texts, urls, strict=True):
+        buckets, counts = hashed_counts(text or "", url, spec)
+        indices.append(buckets)
+        values.append(counts)
+        indptr.append(indptr[-1] + len(buckets))
+    return csr_matrix(
+        (
+            np.concatenate(values) if values else np.zeros(0),
+            np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
+            np.asarray(indptr, dtype=np.int64),
+        ),
+        shape=(len(texts), spec.buckets),
+    )
+
+
+def tfidf(counts: Any, idf: np.ndarray) -> Any:
+    """Sublinear TF (1 + log tf) × IDF, each row L2-normalised (rows of nothing stay zero)."""
+    matrix = counts.astype(np.float64, copy=True)
+    matrix.data = (1.0 + np.log(matrix.data)) * idf[matrix.indices]
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    matrix.data /= np.repeat(norms, np.diff(matrix.indptr))
+    return matrix
+
+
+def inverse_document_frequency(counts: Any) -> np.ndarray:
+    """Smoothed IDF, ``log((1 + n) / (1 + df)) + 1`` (scikit-learn's formula)."""
+    n = counts.shape[0]
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    return (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float64)
+
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same model gives the same bytes
+_FORMAT_SPARSE = "winnow-linear-tagger/1"
+_FORMAT_EMBEDDING = "winnow-linear-tagger/2"  # adds the embedding spec fields and dense_weights.npy
+
+
+class LinearTagger:
+    """Local-mode tagger: hashed TF-IDF features (+ an optional dense embedding) → 24 logits.
+
+    Weights are stored as int8 with one float scale per label (``quantise_weights``): a quarter of
+    float32's size, which keeps both bundled models in the package-size budget; the bench scores the
+    quantised model, so its figures are what ships. The embedding's few weights (``dense_weights``,
+    dim × labels) stay float32. Sparse-only models need numpy and scipy only; with an embedding
+    (file format 2) inference also runs winnow's model2vec encoder.
+    """
+
+    def __init__(
+        self,
+        taxonomy: str,
+        labels: Sequence[str],
+        spec: FeatureSpec,
+        idf: np.ndarray,
+        weights: np.ndarray,
+        scales: np.ndarray,
+        bias: np.ndarray,
+        meta: dict[str, Any] | None = None,
+        dense_weights: np.ndarray | None = None,
+    ):
+        self.taxonomy = taxonomy
+        self.labels = tuple(labels)
+        self.spec = spec
+        self.idf = np.asarray(idf, dtype=np.float32)
+        self.weights = np.asarray(weights, dtype=np.int8)
+        self.scales = np.asarray(scales, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float32)
+        self.meta = dict(meta or {})
+        if self.weights.shape != (spec.buckets, len(self.labels)):
+            raise ValueError(f"weights have shape {self.weights.shape}, expected ({spec.buckets}, {len(self.labels)})")
+        self.dense_weights = None if dense_weights is None else np.asarray(dense_weights, dtype=np.float32)
+        if spec.embedding:
+            expected = (EMBEDDINGS.get(spec.embedding, -1), len(self.labels))
+            if self.dense_weights is None or self.dense_weights.shape != expected:
+                shape = None if self.dense_weights is None else self.dense_weights.shape
+                raise ValueError(f"embedding weights have shape {shape}, expected {expected}")
+            trained_on = self.meta.get("embedding_digest")
+            if trained_on and trained_on != embedding_digest(spec.embedding):
+                log.warning(
+                    "%s tagger was trained on another %s table (%s); predictions may differ slightly",
+                    taxonomy,
+                    spec.embedding,
+                    trained_on,
+                )
+        elif self.dense_weights is not None:
+            raise ValueError("dense weights given but the feature spec has no embedding")
+        self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
+        self._weights32 = self.weights.astype(np.float32) * self.scales
+
+    def features(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> Any:
+        urls = list(urls) if urls is not None else [None] * len(texts)
+        return tfidf(count_matrix(texts, urls, self.spec), self.idf.astype(np.float64))
+
+    def logits(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+        urls = list(urls) if urls is not None else [None] * len(texts)
+        features = self.features(texts, urls).astype(np.float32)
+        out = np.asarray(features @ self._weights32, dtype=np.float32) + self.bias
+        if self.dense_weights is not None:
+            out += document_embeddings(texts, urls, self.spec) @ self.dense_weights
+        return out
+
+    def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+        return softmax(self.logits(texts, urls))
+
+    # -- persistence: an uncompressed zip of .npy arrays + a JSON header, byte-deterministic --
+
+    def to_bytes(self) -> bytes:
+        header = {
+            "format": _FORMAT_EMBEDDING if self.spec.embedding else _FORMAT_SPARSE,
+            "taxonomy": self.taxonomy,
+            "labels": list(self.labels),
+            "spec": self.spec.header(),
+            "meta": self.meta,
+        }
+        arrays = {"idf": self.idf, "weights": self.weights, "scales": self.scales, "bias": self.bias}
+        if self.dense_weights is not None:
+            arrays["dense_weights"] = self.dense_weights
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            _write_member(archive, "header.json", json.dumps(header, indent=1, sort_keys=True).encode())
+            for name, array in arrays.items():
+                payload = io.BytesIO()
+                np.save(payload, np.ascontiguousarray(array), allow_pickle=False)
+                _write_member(archive, f"{name}.npy", payload.getvalue())
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> str:
+        """Write the model; returns its SHA-256."""
+        payload = self.to_bytes()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(payload)
+        return hashlib.sha256(payload).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinearTagger:
+
+        with zipfile.ZipFile(resolve_model_path(path)) as archive:
+            header = json.loads(archive.read("header.json"))
+            if header.get("format") not in (_FORMAT_SPARSE, _FORMAT_EMBEDDING):
+                raise ValueError(f"{path} is not a winnow linear tagger (format {header.get('format')!r})")
+            names = ["idf", "weights", "scales", "bias"]
+            if "dense_weights.npy" in archive.namelist():
+                names.append("dense_weights")
+            arrays = {name: np.load(io.BytesIO(archive.read(f"{name}.npy")), allow_pickle=False) for name in names}
+        return cls(
+            header["taxonomy"],
+            header["labels"],
+            FeatureSpec(**header["spec"]),
+            arrays["idf"],
+            arrays["weights"],
+            arrays["scales"],
+            arrays["bias"],
+            header.get("meta"),
+            arrays.get("dense_weights"),
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        taxonomy: str,
+        labels: Sequence[str],
+        texts: Sequence[str],
+        urls: Sequence[str | None],
+        targets: Sequence[int],
+        sample_weight: Sequence[float] | None = None,
+        spec: FeatureSpec | None = None,
+        classifier: str = "svm",
+        regularisation: float = 4.0,
+        meta: dict[str, Any] | None = None,
+    ) -> LinearTagger:
+        """Train on TF-IDF features: a linear SVM (default, chosen by the bench) or a logistic regression.
+
+        ``sample_weight`` is the label confidence: WebOrganizer's labels are model-made, so an
+        uncertain label should pull less. An SVM's margins are not probabilities, so they are
+        scaled by one temperature fitted (minimum log-loss) on a hashed 10% of the rows held out
+        from a first fit; the final model is then fitted on every row and scaled by it.
+        ``regularisation`` is scikit-learn's ``C``. Both solvers are deterministic.
+        """
+        from scipy.sparse import csr_matrix, hstack  # lazy: scipy only where this path runs
+
+        spec = spec or FeatureSpec()
+        counts = count_matrix(texts, urls, spec)
+        idf = inverse_document_frequency(counts).astype(np.float32)
+        features = tfidf(counts, idf.astype(np.float64))
+        if spec.embedding:  # the dense columns follow the buckets; the head is fitted on both at once
+            dense = document_embeddings(texts, urls, spec).astype(np.float64)
+            features = hstack([features, csr_matrix(dense)], format="csr")
+        y = np.asarray(targets, dtype=np.int64)
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        temperature = 1.0
+        if classifier == "svm":
+            calibration = np.array([uniform(str(i), "tagger-calibration", 0) < 0.1 for i in range(len(y))])
+            fit_rows = np.flatnonzero(~calibration)
+            held_rows = np.flatnonzero(calibration)
+            if len(held_rows) and len(np.unique(y[fit_rows])) > 1:
+                w, b = _linear_model(
+                    features[fit_rows],
+                    y[fit_rows],
+                    None if weight is None else weight[fit_rows],
+                    classifier,
+                    regularisation,
+                    len(labels),
+                )
+                margins = np.asarray(features[held_rows] @ w) + b
+                temperature = _best_temperature(margins, y[held_rows])
+        weights, bias = _linear_model(features, y, weight, classifier, regularisation, len(labels))
+        info = {
+            "trained_on": len(y),
+            "classifier": classifier,
+            "regularisation": regularisation,
+            "temperature": temperature,
+            **(meta or {}),
+        }
+        dense_weights = None
+        if spec.embedding:
+            info["embedding_digest"] = embedding_digest(spec.embedding)
+            dense_weights = weights[spec.buckets :] * temperature
+            weights = weights[: spec.buckets]
+        quantised, scales = quantise_weights(weights * temperature)
+        return cls(taxonomy, labels, spec, idf, quantised, scales, bias * temperature, info, dense_weights)
+
+
+def quantise_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights and one scale per label column (symmetric, max-abs / 127)."""
+    scales = np.abs(weights).max(axis=0) / 127.0
+    scales[scales == 0] = 1.0
+    return np.round(weights / scales).astype(np.int8), scales.astype(np.float32)
+
+
+def _linear_model(
+    features: Any, y: np.ndarray, weight: np.ndarray | None, classifier: str, regularisation: float, n_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (features × labels) and bias; a label absent from ``y`` gets a bias that never wins."""
+    if classifier == "svm":
+        from sklearn.svm import LinearSVC  # lazy: scikit-learn only when training
+
+        model = LinearSVC(C=regularisation, random_state=0, max_iter=5000)
+    elif classifier == "logreg":
+        from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn only when training
+
+        model = LogisticRegression(C=regularisation, max_iter=500)
+    else:
+        raise ValueError(f"unknown classifier {classifier!r} (svm or logreg)")
+    present = np.unique(y)
+    weights = np.zeros((features.shape[1], n_labels), dtype=np.float32)
+    bias = np.full(n_labels, -30.0, dtype=np.float32)
+    if len(present) == 1:
+        bias[present] = 0.0
+        return weights, bias
+    model.fit(features, y, sample_weight=weight)
+    coef, intercept = np.asarray(model.coef_), np.asarray(model.intercept_)
+    if len(present) == 2:  # scikit-learn keeps one row for two classes: split it symmetrically
+        coef = np.vstack([-coef[0], coef[0]]) / 2
+        intercept = np.array([-intercept[0], intercept[0]]) / 2
+    weights[:, present] = coef.T
+    bias[present] = intercept
+    return weights, bias
+
+
+def _best_temperature(margins: np.ndarray, y: np.ndarray) -> float:
+    """The scale of the margins with the lowest log-loss on held-out rows (a fixed log grid)."""
+    best, best_loss = 1.0, np.inf
+    for scale in np.logspace(-1, 2, 61):
+        z = margins * scale
+        z = z - z.max(axis=1, keepdims=True)
+        log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        loss = -float(np.mean(log_probs[np.arange(len(y)), y]))
+        if loss < best_loss:
+            best, best_loss = float(scale), loss
+    return best
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, payload: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, payload, compresslevel=9)
+
+
+# --- reference mode: a local sequence-classification checkpoint ---------------------------
+
+
+class ReferenceTagger:
+    """WebOrganizer's own classifier (or any local ``AutoModelForSequenceClassification`` dir).
+
+    ``trust_remote_code`` is honoured only for a local directory (gte-base ships custom code);
+    nothing is fetched. Inputs are truncated to the model's maximum length, as in the paper.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        taxonomy: str,
+        use_url: bool = True,
+        max_length: int | None = None,
+        batch_size: int = 16,
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+    ):
+        import torch  # lazy: torch only for transformer models
+        from transformers import (  # lazy: transformers only for reference-mode checkpoints
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
+
+        local = resolve_model_path(path)
+        if not local.is_dir():
+            raise ValueError(f"reference tagger {path} must be a local checkpoint directory")
+        self.taxonomy = taxonomy
+        self.labels = TAXONOMIES[taxonomy]
+        self.use_url = use_url
+        self.batch_size = batch_size
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            str(local), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                str(local), local_files_only=True, trust_remote_code=trust_remote_code
+            )
+            .to(device)
+            .eval()
+        )
+        n_labels = int(self.model.config.num_labels)
+        if n_labels != len(self.labels):
+            raise ValueError(f"{path} has {n_labels} labels; the {taxonomy} taxonomy has {len(self.labels)}")
+        limits = [
+            value
+            for value in (max_length, getattr(self.model.config, "max_position_embeddings", None))
+            if isinstance(value, int) and value > 0
+        ]
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+            limits.append(tokenizer_limit)
+        self.max_length = min(limits) if limits else 512
+        self.version = file_digest(local)
+        self._torch = torch
+
+    def logits(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+        urls = list(urls) if urls is not None else [None] * len(texts)
+        inputs = [tagger_input(t or "", u, self.use_url) for t, u in zip(texts, urls, strict=True)]
+        rows = []
+        with self._torch.inference_mode():
+            for start in range(0, len(inputs), self.batch_size):
+                encoded = self.tokenizer(
+                    inputs[start : start + self.batch_size],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                rows.append(self.model(**encoded).logits.float().cpu().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+        return softmax(self.logits(texts, urls))
+
+
+def load_tagger(
+    taxonomy: str,
+    mode: str,
+    path: str,
+    use_url: bool = True,
+    max_length: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> LinearTagger | ReferenceTagger:
+    """The tagger a config entry names (``mode`` ``local`` or ``reference``)."""
+    if mode == "local":
+        tagger = LinearTagger.load(path)
+        if tagger.taxonomy != taxonomy or tagger.labels != TAXONOMIES[taxonomy]:
+            raise ValueError(f"{path} tags {tagger.taxonomy!r} with other labels; expected the {taxonomy} taxonomy")
+        return tagger
+    if mode == "reference":
+        return ReferenceTagger(path, taxonomy, use_url, max_length, batch_size, device, trust_remote_code)
+    raise ValueError(f"unknown tagger mode {mode!r}")
+
+
+@dataclass(frozen=True)
+class Tags:
+    """One taxonomy's tags for a batch: argmax ids, their names and probabilities, all probabilities."""
+
+    ids: np.ndarray
+    names: list[str]
+    scores: np.ndarray
+    probabilities: np.ndarray
+
+
+def tags_from_probabilities(probabilities: np.ndarray, labels: Sequence[str]) -> Tags:
+    """The argmax label of each row (lowest id on ties) and its probability."""
+    probs = np.asarray(probabilities, dtype=np.float32)
+    ids = np.argmax(probs, axis=1)
+    return Tags(ids, [labels[i] for i in ids], probs[np.arange(len(ids)), ids], probs)
+
+
+# --- evaluation helpers (bench and tests) ----------------------------------------------------
+
+
+# --- labelled data -----------------------------------------------------------------------------
+
+
+@dataclass
+class LabelledExamples:
+    """Texts, URLs, target ids, label weights and the source row ids of a labelled file."""
+
+    ids: list[str]
+    texts: list[str]
+    urls: list[str | None]
+    targets: np.ndarray
+    weights: np.ndarray | None
+
+    def subset(self, mask: np.ndarray) -> LabelledExamples:
+        rows = np.flatnonzero(mask)
+        return LabelledExamples(
+            [self.ids[i] for i in rows],
+            [self.texts[i] for i in rows],
+            [self.urls[i] for i in rows],
+            self.targets[rows],
+            None if self.weights is None else self.weights[rows],
+        )
+
+
+def label_id(value: Any, labels: Sequence[str]) -> int:
+    """A label given as an id (int or digit string) or as a name, as its id in ``labels``."""
+    if isinstance(value, bool):
+        raise ValueError(f"label {value!r} is not an id or a name")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        index = int(value)
+        if 0 <= index < len(labels):
+            return index
+        raise ValueError(f"label id {index} is outside 0..{len(labels) - 1}")
+    if isinstance(value, str) and value in labels:
+        return labels.index(value)
+    raise ValueError(f"unknown label {value!r}")
+
+
+def labelled_examples(
+    rows: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    text_field: str = "text",
+    label_field: str = "topic",
+    weight_field: str | None = None,
+    url_field: str | None = "url",
+    id_field: str = "id",
+) -> LabelledExamples:
+    """Training examples from JSON rows; rows without text or label are skipped."""
+    ids, texts, urls, targets, weights = [], [], [], [], []
+    for number, row in enumerate(rows):
+        text = row.get(text_field)
+        label = row.get(label_field)
+        if not isinstance(text, str) or not text.strip() or label is None:
+            continue
+        targets.append(label_id(label, labels))
+        texts.append(text)
+        urls.append(row.get(url_field) if url_field else None)
+        ids.append(str(row.get(id_field, number)))
+        if weight_field:
+            weights.append(float(row.get(weight_field, 1.0)))
+    return LabelledExamples(
+        ids, texts, urls, np.asarray(targets, dtype=np.int64), np.asarray(weights) if weight_field else None
+    )
+
+
+# --- per-domain statistics (§6.5 #2), mergeable so Beam can combine them in any order -------------
