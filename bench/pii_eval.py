@@ -40,7 +40,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.stages.pii.redact import KINDS, IBAN_LENGTHS, PiiRedactor, Span, luhn_ok  # noqa: E402
+from winnow.stages.pii.redact import IBAN_LENGTHS, KINDS, PiiRedactor, Span, luhn_ok  # noqa: E402
 
 # The checkout's sibling shared/ (main checkout) or the nearest one above (a worktree).
 CORPORA = next(
@@ -73,12 +73,11 @@ def _has_loose_candidate(text: str) -> bool:
     return False
 
 
-def _first_names() -> list[str]:
-    return "anna ben carla david elif farid grace hiro ines jonas kemal lucia maya nils olga pablo rosa sven tara yusuf".split()
+_FIRST_NAMES = ("anna", "ben", "carla", "david", "elif", "farid", "grace", "hiro", "ines", "jonas", "kemal", "lucia")
 
 
 def _plant_email(rng: random.Random) -> str:
-    first, last = rng.choice(_first_names()), rng.choice(["smith", "okafor", "muller", "tanaka", "rossi", "novak"])
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(["smith", "okafor", "muller", "tanaka", "rossi", "novak"])
     local = rng.choice([f"{first}.{last}", f"{first}{rng.randint(1, 99)}", f"{first[0]}{last}", f"{first}_{last}+news"])
     host = rng.choice(
         [
@@ -144,10 +143,10 @@ def _plant_card(rng: random.Random, valid: bool = True) -> str:
     digits = _luhn_complete(prefix, length, rng)
     if not valid:
         digits = digits[:-1] + str((int(digits[-1]) + rng.randint(1, 9)) % 10)
-    if length == 15:
-        groups = [digits[:4], digits[4:10], digits[10:]]
-    else:
-        groups = [digits[i : i + 4] for i in range(0, length, 4)]
+    # Amex prints 4-6-5; the others 4-4-4-4.
+    groups = (
+        [digits[:4], digits[4:10], digits[10:]] if length == 15 else [digits[i : i + 4] for i in range(0, length, 4)]
+    )
     return rng.choice([" ", "-", ""]).join(groups)
 
 
@@ -212,7 +211,7 @@ _NEGATIVES = [
     (
         "date",
         lambda rng: (
-            f"Updated {rng.randint(2000, 2024)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} 14:{rng.randint(10, 59)}"
+            f"On {rng.randint(2000, 2024)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} at 9:{rng.randint(10, 59)}"
         ),
     ),
     ("tracking", lambda rng: f"Tracking number 1Z{rng.randint(10**15, 10**16 - 1)}."),
@@ -260,8 +259,13 @@ def _plant(text: str, rng: random.Random) -> tuple[str, list[dict]]:
     return "".join(pieces), gold
 
 
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line, _ in zip(handle, range(limit or 1 << 62), strict=False)]
+
+
 def build(corpora: Path) -> None:
-    docs = [json.loads(line) for line in gzip.open(corpora / "weborganizer-dclm" / "docs.jsonl.gz", "rt")]
+    docs = read_jsonl(corpora / "weborganizer-dclm" / "docs.jsonl.gz")
     by_id = {doc["id"]: doc for doc in docs}
     natural = json.loads(NATURAL.read_text())["docs"]
     rows = []
@@ -298,7 +302,7 @@ def split_of(doc_id: str) -> str:
 
 
 def load_labelled() -> list[dict]:
-    return [json.loads(line) for line in gzip.open(LABELLED, "rt", encoding="utf-8")]
+    return read_jsonl(LABELLED)
 
 
 def score(rows: list[dict], find) -> dict[str, dict[str, float]]:
@@ -401,8 +405,7 @@ def main() -> None:
     for origin in ("natural", "planted"):
         part = [r for r in rows if split_of(r["id"]) == "report" and r["origin"] == origin]
         print_table(f"[report split, {origin} only, {len(part)} docs] winnow PiiRedactor", score(part, redactor.find))
-    docs = gzip.open(args.corpora / "weborganizer-dclm" / "docs.jsonl.gz", "rt")
-    texts = [json.loads(line)["text"] for line, _ in zip(docs, range(args.speed_docs), strict=False)]
+    texts = [doc["text"] for doc in read_jsonl(args.corpora / "weborganizer-dclm" / "docs.jsonl.gz", args.speed_docs)]
     ours, peer = speed(redactor, texts)
     mean_chars = sum(map(len, texts)) / len(texts)
     print(f"\nspeed on {len(texts)} weborganizer-dclm docs (mean {mean_chars:.0f} chars), one core, CPU time:")

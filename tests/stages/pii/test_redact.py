@@ -86,7 +86,7 @@ def test_redaction_output_counts_and_offsets(redactor):
     for redaction in result.redactions:
         assert result.text[redaction.start : redaction.end] == f"<{redaction.kind.upper()}>"
         assert text[redaction.source_start : redaction.source_end] in ("a.b@example.com", "(202) 456-1111")
-    assert [r.as_record() for r in result.redactions][0] == {"kind": "email", "start": 5, "end": 12}
+    assert result.redactions[0].as_record() == {"kind": "email", "start": 5, "end": 12}
 
 
 def test_kinds_and_template_are_configurable():
@@ -112,7 +112,8 @@ def test_precision_and_recall_on_the_labelled_set(redactor):
     pattern fails here (e.g. dropping the Luhn check costs card precision, dropping the PSL check
     costs nothing here but dropping IBAN grouping costs IBAN recall).
     """
-    rows = [json.loads(line) for line in gzip.open(DATA / "labelled.jsonl.gz", "rt", encoding="utf-8")]
+    with gzip.open(DATA / "labelled.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
     table = {kind: Counter() for kind in KINDS}
     for row in rows:
         gold = row["gold"]
