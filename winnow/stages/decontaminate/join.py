@@ -32,6 +32,7 @@ from winnow.stages.decontaminate.ngrams import (
     EvalItem,
     ItemMatch,
     cut_spans,
+    expected_false_hits,
     item_ngram_hashes,
     ngram_hashes,
     split_words,
@@ -141,6 +142,10 @@ class DecontaminationTally:
     docs_cut: Counter[str] = field(default_factory=Counter)
     chars_cut: int = 0
     items_matched: dict[str, set[str]] = field(default_factory=dict)
+    ngrams_checked: int = 0  # document n-grams looked up, for the false-hit estimate
+
+    def count_checked(self, ngrams: int) -> None:
+        self.ngrams_checked += ngrams
 
     def add(self, decision: Decision) -> None:
         if not decision.contaminated:
@@ -157,12 +162,18 @@ class DecontaminationTally:
 
     def merge(self, other: DecontaminationTally) -> DecontaminationTally:
         merged = DecontaminationTally(
-            self.docs_removed + other.docs_removed, self.docs_cut + other.docs_cut, self.chars_cut + other.chars_cut
+            self.docs_removed + other.docs_removed,
+            self.docs_cut + other.docs_cut,
+            self.chars_cut + other.chars_cut,
+            ngrams_checked=self.ngrams_checked + other.ngrams_checked,
         )
         for source in (self.items_matched, other.items_matched):
             for benchmark, ids in source.items():
                 merged.items_matched.setdefault(benchmark, set()).update(ids)
         return merged
+
+    def expected_false_hits(self, distinct_eval_ngrams: int) -> float:
+        return expected_false_hits(self.ngrams_checked, distinct_eval_ngrams)
 
     def manifest(self, summaries: dict[str, BenchmarkSummary]) -> dict[str, dict[str, int]]:
         """Per benchmark: items, n-grams, documents removed or cut, items that matched."""

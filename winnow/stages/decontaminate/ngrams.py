@@ -19,8 +19,9 @@ polynomial of its word hashes mod 2^64 followed by the murmur3 64-bit finaliser.
 integer arithmetic, so the value is the same on every CPU and Python build. Matching is exact
 on these 64-bit values: the chance that a document n-gram collides with one of E distinct eval
 n-grams is E / 2^64 per n-gram, so a corpus of D n-grams expects D·E / 2^64 false hits
-(``expected_false_hits``) — 5·10^-7 for a trillion-word corpus against 10 million eval n-grams.
-The manifest reports that figure instead of verifying every hit.
+(``expected_false_hits``): about 0.5 for a trillion-word corpus against 10 million eval n-grams,
+i.e. at most one document wrongly flagged in the whole corpus. The manifest reports that figure
+(from ``DecontaminationTally.ngrams_checked``) instead of verifying every hit.
 
 Items shorter than ``n`` words: by default they give no n-gram and are reported as skipped
 (GPT-3 and datatrove do the same). ``short_item_words`` (``[ours]``, configurable) matches an item
@@ -35,7 +36,7 @@ import gzip
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,7 @@ import numpy as np
 import xxhash
 
 _WORD = re.compile(r"\w+")
+Counter = Callable[[str, int], None]
 # Odd 64-bit multiplier of the n-gram polynomial (the golden-ratio constant): any odd value
 # makes the map from word hashes to n-gram hash a bijection in each position.
 _POLY = np.uint64(0x9E3779B97F4A7C15)
@@ -367,13 +369,21 @@ def resolve_hits(
     return matches
 
 
-def match_document(text: str, index: EvalNgramIndex) -> list[ItemMatch]:
-    """Every eval item that shares at least one n-gram with ``text`` (side-input form of the join)."""
+def match_document(text: str, index: EvalNgramIndex, count: Counter | None = None) -> list[ItemMatch]:
+    """Every eval item that shares at least one n-gram with ``text`` (side-input form of the join).
+
+    ``count("decontaminate:ngrams_checked", k)`` reports the n-grams looked up (the false-hit estimate needs it).
+    """
     words = split_words(text)
     hits: list[tuple[int, int, np.ndarray]] = []
+    checked = 0
     for length in index.lengths:
-        for position, refs in index.lookup(length, ngram_hashes(words.hashes, length)):
+        hashes = ngram_hashes(words.hashes, length)
+        checked += len(hashes)
+        for position, refs in index.lookup(length, hashes):
             hits.append((position, length, refs))
+    if count is not None and checked:
+        count("decontaminate:ngrams_checked", checked)
     return resolve_hits(words, hits, index.items) if hits else []
 
 
