@@ -3,8 +3,10 @@
 Normalisation (the same on the eval side and the document side, so a match survives case,
 punctuation, accent and whitespace differences):
 
-* words are maximal runs of Unicode word characters (``\\w+``: letters, digits, underscore);
-  everything else (punctuation, symbols, whitespace, line breaks) only separates words;
+* words are maximal runs of Unicode letters and digits (``[^\\W_]+``); everything else
+  (punctuation, symbols, underscores, whitespace, line breaks) only separates words. Splitting
+  ``snake_case`` identifiers as datatrove's punctuation removal does keeps code items (HumanEval)
+  matchable when a few identifiers are edited;
 * each word is NFKD-decomposed, stripped of combining marks and case-folded (ASCII words are
   just lower-cased, which is the same thing and ~10x faster);
 * digits are kept as they are: unlike datatrove's ``simplify_text`` (which maps every number to
@@ -38,13 +40,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 import xxhash
 
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"[^\W_]+")
 Counter = Callable[[str, int], None]
 # Odd 64-bit multiplier of the n-gram polynomial (the golden-ratio constant): any odd value
 # makes the map from word hashes to n-gram hash a bijection in each position.
@@ -68,27 +70,32 @@ def word_hash(word: str) -> int:
     return xxhash.xxh3_64_intdigest(normalise_word(word).encode("utf-8", "surrogatepass"))
 
 
-@dataclass(frozen=True)
 class Words:
-    """The words of one text: their hashes and the character span each came from."""
+    """The words of one text: their hashes, and (computed only when a match needs them) their spans."""
 
-    hashes: np.ndarray  # uint64, one per word
-    starts: np.ndarray  # int64 character offsets
-    ends: np.ndarray
+    def __init__(self, text: str):
+        self.text = text
+        self.hashes = np.array([word_hash(word) for word in _WORD.findall(text)], dtype=np.uint64)
 
     def __len__(self) -> int:
         return len(self.hashes)
 
+    @cached_property
+    def _spans(self) -> tuple[np.ndarray, np.ndarray]:
+        spans = np.array([match.span() for match in _WORD.finditer(self.text)], dtype=np.int64).reshape(-1, 2)
+        return spans[:, 0], spans[:, 1]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._spans[0]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self._spans[1]
+
 
 def split_words(text: str) -> Words:
-    starts: list[int] = []
-    ends: list[int] = []
-    hashes: list[int] = []
-    for match in _WORD.finditer(text):
-        starts.append(match.start())
-        ends.append(match.end())
-        hashes.append(word_hash(match.group()))
-    return Words(np.array(hashes, dtype=np.uint64), np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+    return Words(text)
 
 
 def _fmix64(values: np.ndarray) -> np.ndarray:
