@@ -125,8 +125,8 @@ def test_cut_spans_merges_and_clips():
 
 
 def _longest_common_word_run(a: str, b: str) -> int:
-    """Brute-force oracle: longest run of consecutive words (lower-cased \\w+ tokens) shared by a and b."""
-    x, y = re.findall(r"\w+", a.lower()), re.findall(r"\w+", b.lower())
+    """Brute-force oracle: longest run of consecutive words (lower-cased letter/digit runs) shared by a and b."""
+    x, y = re.findall(r"[^\W_]+", a.lower()), re.findall(r"[^\W_]+", b.lower())
     best, previous = 0, [0] * (len(y) + 1)
     for word in x:
         current = [0] * (len(y) + 1)
