@@ -206,7 +206,7 @@ def main() -> None:
     start = time.process_time()
     peer = PeerIndex(items)
     build_peer = time.process_time() - start
-    print(f"eval items: {len(index.items)} usable of {len(items)}; distinct {N}-grams: ours {index.distinct_ngrams}, ")
+    print(f"eval items: {len(index.items)} usable of {len(items)}; distinct {N}-grams: {index.distinct_ngrams}")
     for name, summary in sorted(index.summaries.items()):
         print(f"  {name:10} items {summary.items:4d} (skipped {summary.items_skipped})  {N}-grams {summary.ngrams}")
     print(f"index build CPU: ours {build_ours:.2f}s, peer {build_peer:.2f}s")
