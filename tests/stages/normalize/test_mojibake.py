@@ -1,0 +1,88 @@
+"""Mojibake repair (winnow.stages.normalize.mojibake): fixes encoding damage, leaves real text alone."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import ftfy
+import ftfy.bad_codecs  # registers the sloppy-windows-1252 codec used to make mojibake
+import pytest
+
+from winnow.stages.normalize.mojibake import MojibakeFixer, fix_mojibake
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "mojibake"
+
+
+@pytest.fixture(scope="module")
+def udhr() -> list[dict]:
+    with gzip.open(DATA / "udhr_excerpts.jsonl.gz", "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.mark.parametrize(
+    ("broken", "fixed"),
+    [
+        ("CafÃ©", "Café"),
+        ("â€œquotedâ€\x9d", "“quoted”"),
+        ("Ð¿Ñ€Ð¸Ð²ÐµÑ‚", "привет"),
+        ("seÃ±or \x93hi\x94", "señor “hi”"),  # C1 controls that are really Windows-1252 quotes
+        ("\x1b[31mred\x1b[0m text", "red text"),  # ANSI escapes go whole, not leaving "[31m"
+        ("\ud83d\ude00 smile", "😀 smile"),  # a surrogate pair split into two code points
+    ],
+)
+def test_repairs_encoding_damage(broken, fixed):
+    assert fix_mojibake(broken) == fixed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ｆｕｌｌｗｉｄｔｈ ＣＪＫ　テキスト",  # full-width forms are correct in CJK text
+        "ﬁne ligature",  # NFKC-like folding is not this step's job
+        "“curly” ‘quotes’ stay",
+        "AT&amp;T in plain text is literal",
+        "NFD e\u0301 is left to the normalize stage",
+        "tab\tand\r\nline breaks are left to the normalize stage",
+    ],
+)
+def test_leaves_what_normalize_owns_or_what_is_correct(text):
+    assert fix_mojibake(text) == text
+
+
+def test_clean_multilingual_text_is_unchanged(udhr):
+    fixer = MojibakeFixer()
+    assert [row["lang_code"] for row in udhr if fixer(row["text"]) != row["text"]] == []
+
+
+def test_undoes_mojibake_made_from_real_multilingual_text(udhr):
+    """UTF-8 read as Windows-1252 or Latin-1, the classic web-crawl damage, in ~50 languages."""
+    fixer = MojibakeFixer()
+    restored = total = 0
+    for row in udhr:
+        if row["text"].isascii():
+            continue
+        for codec in ("sloppy-windows-1252", "latin-1"):
+            total += 1
+            restored += fixer(row["text"].encode("utf-8").decode(codec)) == row["text"]
+    assert total > 100 and restored / total >= 0.95
+
+
+def test_ascii_fast_path_matches_ftfy(udhr):
+    """Skipping ftfy for ASCII text without ESC is safe: with these options ftfy never changes such text."""
+    fixer = MojibakeFixer()
+    ascii_texts = [row["text"] for row in udhr if row["text"].isascii()]
+    ascii_texts += ["AT&amp;T", 'It\'s a "test" -- ok?', "fi fl ff", "x = a[1] << 2; // C++"]
+    assert len(ascii_texts) > 5
+    for text in ascii_texts:
+        assert ftfy.fix_text(text, fixer._config) == text == fixer(text)
+
+
+def test_counts_documents_it_changed():
+    counts: Counter[str] = Counter()
+    fixer = MojibakeFixer()
+    fixer("CafÃ©", count=lambda name, n: counts.update({name: n}))
+    fixer("Café", count=lambda name, n: counts.update({name: n}))
+    assert counts == {"normalize:mojibake_fixed": 1}
