@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from winnow.core.hashing import h64, uniform
-from winnow.scorers.ngram_lm import KneserNeyLM, heldout_bpc
 from winnow.stages.mix.skillit import (
     RoundMixture,
     SkillGraph,
@@ -42,6 +41,7 @@ from winnow.stages.mix.skillit import (
     skillit_mixtures,
 )
 from winnow.stages.mix.skillit_config import SkillitConfig
+from winnow.stages.score.ngram_lm import KneserNeyLM, heldout_bpc
 
 
 def corpora_folder() -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow.core.hashing import h64
-from winnow.scorers.tokenizer import load_tokenizer  # the run tokenizer (moves to winnow.core.tokenizer)
+from winnow.core.tokenizer import load_tokenizer  # the run tokenizer (moves to winnow.core.tokenizer)
 from winnow.stages.pack.utk import SpecialTokens, UtkPacker, utk_summary
 from winnow.stages.pack.utk_config import UtkConfig
 

@@ -81,7 +81,7 @@ class StaticEmbedding:
         chars_per_token: int = 6,
         source: str = "",
     ):
-        from tokenizers import Tokenizer  # the Rust tokenizer; the only dependency besides numpy
+        from tokenizers import Tokenizer  # lazy: tokenizers only when a tokenizer is loaded
 
         if table.ndim != 2 or table.dtype.kind != "i" or table.dtype.itemsize > 2:
             raise ValueError(f"expected an int8/int16 [vocab, dim] table, got {table.dtype} {table.shape}")

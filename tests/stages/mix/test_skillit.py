@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from winnow.schemas.mix import MixConfig  # the stage config the plan's phases must fit
+from winnow.stages.mix.config import MixConfig  # the stage config the plan's phases must fit
 from winnow.stages.mix.skillit import (
     SkillGraph,
     Unit,

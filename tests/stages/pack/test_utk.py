@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from winnow.scorers.packing import context_slices, prefix_offsets
+from winnow.stages.pack.packing import context_slices, prefix_offsets
 from winnow.stages.pack.utk import (
     UTK_CONTEXTS_SCHEMA,
     Segment,
@@ -519,7 +519,7 @@ def test_a_special_token_inside_text_fails_the_run():
 
 
 def test_special_tokens_from_the_bundled_tokenizer_are_fresh_ids_past_the_vocabulary():
-    from winnow.scorers.tokenizer import load_tokenizer  # the run tokenizer (moves to winnow.core)
+    from winnow.core.tokenizer import load_tokenizer  # the run tokenizer (moves to winnow.core)
 
     tokenizer = load_tokenizer()
     config = UtkConfig()

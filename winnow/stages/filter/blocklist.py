@@ -156,7 +156,7 @@ class UrlBlocklist:
 
     @cached_property
     def _tld_extract(self):  # tldextract is imported on first use: workers that never need it skip its load
-        import tldextract
+        import tldextract  # lazy: the public suffix list loads only when a domain is matched
 
         # suffix_list_urls=() and cache_dir=None: the bundled PSL snapshot, no fetch, no cache writes.
         return tldextract.TLDExtract(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from winnow.core.hashing import h64
-from winnow.scorers.mixing import read_runs  # moves with the mix stage
+from winnow.stages.mix.mixing import read_runs  # moves with the mix stage
 from winnow.stages.mix.skillit_config import SkillitConfig
 
 Checkpoint = Mapping[str, float]  # evaluation skill → loss at one checkpoint

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from winnow.schemas.base import Section  # moves to winnow.core.config
+from winnow.core.config import Section  # moves to winnow.core.config
 
 
 class SkillitConfig(Section):

@@ -42,7 +42,7 @@ class MojibakeFixer:
 
     @cached_property
     def _config(self):  # ftfy is imported on first use: workers that never need it skip its load
-        import ftfy
+        import ftfy  # lazy: ftfy only when mojibake repair is on
 
         return ftfy.TextFixerConfig(
             unescape_html=False,
@@ -65,7 +65,7 @@ class MojibakeFixer:
     def __call__(self, text: str, count: Counter | None = None) -> str:
         if text.isascii() and "\x1b" not in text:
             return text
-        import ftfy
+        import ftfy  # lazy: ftfy only when mojibake repair is on
 
         fixed = ftfy.fix_text(text, self._config)
         if count is not None and fixed != text:

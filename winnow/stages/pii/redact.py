@@ -197,7 +197,7 @@ class PiiRedactor:
     @cached_property
     def _tld_extract(self):  # tldextract is imported on first use: workers that never need it skip its load
         # Bundled public-suffix snapshot only: no URL to fetch, no cache directory to write.
-        import tldextract
+        import tldextract  # lazy: the public suffix list loads only when a domain is matched
 
         return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
@@ -270,7 +270,7 @@ class PiiRedactor:
                 position = end
 
     def _phones(self, text: str) -> Iterator[Span]:
-        import phonenumbers  # deferred: a large metadata package the other kinds do not need
+        import phonenumbers  # lazy: phonenumbers metadata is large; loaded only for phone detection
 
         for region in self.phone_regions:
             for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
