@@ -153,7 +153,7 @@ def test_package_builds_as_wheel_and_sdist_with_its_data(tmp_path: Path):
         str(p.relative_to(source)) for p in (source / "winnow").rglob("*") if p.is_file() and p.suffix != ".pyc"
     }
     assert expected <= names, sorted(expected - names)[:10]
-    for required in ("winnow/pipeline/refresh.py", "winnow/pipeline/dataflow.py", "winnow/data/default.yaml"):
+    for required in ("winnow/run/refresh.py", "winnow/run/dataflow.py", "winnow/data/default.yaml"):
         assert required in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "winnow = winnow.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
