@@ -363,3 +363,48 @@ def test_megatron_gpt_dataset_packs_the_documents(tmp_path):
         doc_position, offset = train.sample_index[train.shuffle_index[i]]
         start = doc_starts[doc_position] + offset
         assert np.array_equal(text, stream[start : start + sequence_length + 1])
+
+
+def test_megatron_gpt_dataset_serves_each_context_whole(tmp_path):
+    """With contexts of exactly L tokens and ``add_extra_token_to_sequence=False``, every sample
+    Megatron's GPT dataset draws is one of our contexts, unchanged (it shuffles them, never cuts)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    tokenizer = load_tokenizer()
+    streams = encode_texts(tokenizer, [d["text"] for d in sample_docs()], append_eos=True, dtype=np.uint16)
+    stream = np.concatenate(streams)
+    length = 64
+    n_contexts = stream.shape[0] // length  # whole contexts only
+    contexts = [
+        TokenSequence(f"c{i}", stream[i * length : (i + 1) * length], (Span("all", i * length, (i + 1) * length),), i)
+        for i in range(n_contexts)
+    ]
+    write_dataset(
+        tmp_path / "tokens", DatasetKey("contexts"), contexts, formats=["megatron"], dtype=np.uint16,
+        target_bytes=10**9,
+    )  # fmt: skip
+
+    class MinimalTokenizer:
+        eod = tokenizer.eos_id
+        pad = 1
+        vocab_size = id_bound(tokenizer)
+        unique_identifiers = {"class": "winnow-test"}  # noqa: RUF012
+
+    config = GPTDatasetConfig(
+        random_seed=7,
+        sequence_length=length,
+        blend=([str(tmp_path / "tokens" / "megatron" / "contexts" / "part-00000")], None),
+        split="1,0,0",
+        path_to_cache=str(tmp_path / "megatron-cache"),
+        tokenizer=MinimalTokenizer(),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        add_extra_token_to_sequence=False,
+    )
+    train, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [n_contexts, None, None], lambda: True, config).build()
+    assert len(train) == n_contexts
+    wanted = {c.tokens.tobytes() for c in contexts}
+    seen = {train[i]["tokens"].numpy().astype(np.uint16).tobytes() for i in range(len(train))}
+    assert seen == wanted

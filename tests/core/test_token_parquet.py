@@ -19,7 +19,7 @@ from winnow.core.tokens import (
     read_index,
     write_dataset,
 )
-from winnow.core.tokens.index import INDEX_SCHEMA, TokenSequence
+from winnow.core.tokens.index import INDEX_SCHEMA, IndexWriter, TokenSequence
 from winnow.core.tokens.mds import read_mds_dataset
 from winnow.core.tokens.megatron import read_megatron_part
 from winnow.core.tokens.parquet import ParquetPartWriter
@@ -124,3 +124,17 @@ def test_byte_deterministic(tmp_path):
         trees.append({p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()})
     assert trees[0] == trees[1]
     assert any(str(p).startswith("parquet/documents/phase=a/") for p in trees[0])
+
+
+def test_index_is_written_in_batches(tmp_path):
+    sequences = documents(sample_docs())
+    writer = IndexWriter(tmp_path, DatasetKey("documents"), 7, batch_rows=4)
+    for position, sequence in enumerate(sequences):
+        writer.add(position, sequence)
+    info = writer.close()
+    assert info.path == "index.parquet/documents.part-00007.parquet"
+    assert pq.ParquetFile(tmp_path / info.path).metadata.num_row_groups == -(-len(sequences) // 4)
+    rows = read_index(tmp_path).to_pylist()
+    assert writer.rows == len(rows) == len(sequences)
+    assert [r["sequence_id"] for r in rows] == [s.id for s in sequences]
+    assert {r["file"] for r in rows} == {"documents/part-00007"}

@@ -25,14 +25,13 @@ from winnow.core.tokens import megatron
 from winnow.core.tokens.index import (
     DatasetKey,
     FileInfo,
-    IndexRows,
+    IndexWriter,
     PartResult,
     Span,
     TokenSequence,
     part_stem,
     read_index,
     tokens_section,
-    write_index_part,
 )
 from winnow.core.tokens.mds import MDSPartWriter, write_index_json
 from winnow.core.tokens.megatron import MegatronPartWriter
@@ -153,7 +152,7 @@ def write_part(
     dtype = np.dtype(dtype)
     stem = part_stem(dataset, part)
     writers = {fmt: _writer(fmt, root, stem, dtype, target_bytes) for fmt in dict.fromkeys(formats)}
-    rows = IndexRows(stem)
+    index = IndexWriter(root, dataset, part)
     n_sequences = n_tokens = 0
     limit = np.iinfo(dtype).max
     for sequence in sequences:
@@ -172,13 +171,13 @@ def write_part(
             raise ValueError(f"sequence {sequence.id!r} of phase {sequence.phase!r} in dataset {dataset.path}")
         for writer in writers.values():
             writer.add(sequence)
-        rows.add(n_sequences, sequence)
+        index.add(n_sequences, sequence)
         n_sequences += 1
         n_tokens += tokens.shape[0]
     files = {fmt: writer.close() for fmt, writer in writers.items()}
     extra = {"mds_shard": writers["mds"].shard_entry} if "mds" in writers else {}
-    index_file = write_index_part(root, dataset, part, rows)
-    return PartResult(dataset, part, n_sequences, n_tokens, files, index_file, len(rows), extra)
+    index_file = index.close()
+    return PartResult(dataset, part, n_sequences, n_tokens, files, index_file, index.rows, extra)
 
 
 def assign_parts(

@@ -134,11 +134,21 @@ def file_info(root: Path, path: Path) -> FileInfo:
     return FileInfo(path.relative_to(root).as_posix(), path.stat().st_size, sha256_file(path))
 
 
-class IndexRows:
-    """Collects one part's index rows column by column (cheap appends, one Arrow table at the end)."""
+class IndexWriter:
+    """Writes one part's index rows, flushed every ``batch_rows`` rows, so a part of millions of
+    documents never holds its whole index in Python lists."""
 
-    def __init__(self, file: str):
-        self.file = file
+    def __init__(self, root: Path, dataset: DatasetKey, part: int, batch_rows: int = 1 << 16):
+        self.root = root
+        self.file = part_stem(dataset, part)
+        self.path = index_part_path(root, dataset, part)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.batch_rows = batch_rows
+        self.rows = 0
+        self._writer = pq.ParquetWriter(self.path, INDEX_SCHEMA, compression="zstd")
+        self._reset()
+
+    def _reset(self) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA.names if name != "file"}
 
     def add(self, position: int, sequence: TokenSequence) -> None:
@@ -157,15 +167,23 @@ class IndexRows:
             columns["source"].append(span.source)
             columns["order_rank"].append(sequence.order_rank)
             columns["phase"].append(sequence.phase)
+        if len(columns["position"]) >= self.batch_rows:
+            self._flush()
 
-    def __len__(self) -> int:
-        return len(self._columns["position"])
-
-    def table(self) -> pa.Table:
-        n = len(self)
+    def _flush(self) -> None:
+        n = len(self._columns["position"])
+        if not n:
+            return
         arrays = [pa.array([self.file] * n, pa.string())]
         arrays += [pa.array(self._columns[f.name], f.type) for f in INDEX_SCHEMA if f.name != "file"]
-        return pa.Table.from_arrays(arrays, schema=INDEX_SCHEMA)
+        self._writer.write_batch(pa.record_batch(arrays, schema=INDEX_SCHEMA))
+        self.rows += n
+        self._reset()
+
+    def close(self) -> FileInfo:
+        self._flush()
+        self._writer.close()
+        return file_info(self.root, self.path)
 
 
 def index_part_path(root: Path, dataset: DatasetKey, part: int) -> Path:
@@ -173,13 +191,6 @@ def index_part_path(root: Path, dataset: DatasetKey, part: int) -> Path:
     folders for Hive partitions (the rows already carry ``file`` and ``phase``)."""
     name = f"{dataset.path.replace('/', '.')}.part-{part:05d}.parquet"
     return root / INDEX_DIR / name
-
-
-def write_index_part(root: Path, dataset: DatasetKey, part: int, rows: IndexRows) -> FileInfo:
-    path = index_part_path(root, dataset, part)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows.table(), path, compression="zstd")
-    return file_info(root, path)
 
 
 def read_index(root: Path) -> pa.Table:
