@@ -135,17 +135,17 @@ def bench_minilm(texts: list[str], head_dir: Path) -> dict:
     return row("MiniLM-L6 + linear head (256 tokens)", len(texts), raw_s, ours_s)
 
 
-def bench_model2vec(texts: list[str], head_dir: Path) -> dict:
-    from winnow.core.embedders import Model2VecEncoder
+def bench_static(texts: list[str], head_dir: Path) -> dict:
+    from winnow.core.static_embedding import load_static_embedding
     from winnow.stages.score.embedding_head import EmbeddingHeadScorer, LinearHead
 
-    encoder = Model2VecEncoder(cache_dir=str(CACHE))  # distils once (minutes), then cached
-    head_path = head_dir / "m2v_head.npz"
+    encoder = load_static_embedding()
+    head_path = head_dir / "static_head.npz"
     rng = np.random.default_rng(0)
-    LinearHead(rng.normal(size=(encoder.dim, 1)), np.zeros(1), ["quality"], "sigmoid").save(head_path, "model2vec")
-    scorer = EmbeddingHeadScorer(head_path, "quality", "model2vec", cache_dir=str(CACHE))
-    raw_s, ours_s = compare(lambda: encoder.model.encode(texts), lambda: scorer.score(texts))
-    return row("model2vec (distilled MiniLM) + head", len(texts), raw_s, ours_s)
+    LinearHead(rng.normal(size=(encoder.dim, 1)), np.zeros(1), ["quality"], "sigmoid").save(head_path, "static")
+    scorer = EmbeddingHeadScorer(head_path, "quality", "static")
+    raw_s, ours_s = compare(lambda: encoder.encode(texts), lambda: scorer.score(texts))
+    return row("static embedding (MiniLM-derived) + head", len(texts), raw_s, ours_s)
 
 
 def bench_hf(texts: list[str], checkpoint: Path) -> dict:
@@ -203,7 +203,7 @@ def main() -> int:
     if "minilm" not in skip:
         rows.append(bench_minilm(embed_texts, CACHE))
     if "model2vec" not in skip:
-        rows.append(bench_model2vec(fast_texts, CACHE))
+        rows.append(bench_static(fast_texts, CACHE))
     if "hf" not in skip:
         rows.append(bench_hf(embed_texts, CACHE / "hf-minilm-classifier"))
     print()

@@ -36,18 +36,17 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from winnow.core.tokenizer import BUNDLED_TOKENIZER, load_tokenizer  # noqa: E402
 from winnow.core.tokens import (  # noqa: E402
-    BUNDLED_TOKENIZER,
     FORMATS,
-    DatasetKey,
     document_sequence,
     encode_texts,
     finalize,
     id_bound,
-    load_tokenizer,
     resolve_dtype,
     write_dataset,
 )
+from winnow.core.tokens.index import DatasetKey  # noqa: E402
 
 CORPORA = next(
     (p for p in (ROOT.parent / "shared" / "corpora", Path("/work/shared/corpora")) if p.exists()),

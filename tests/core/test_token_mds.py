@@ -20,22 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from winnow.core.tokenizer import load_tokenizer
 from winnow.core.tokens import (
-    DatasetKey,
     Span,
-    TokenSequence,
     document_sequence,
     encode_texts,
     finalize,
     id_bound,
-    load_tokenizer,
     resolve_dtype,
     write_dataset,
     write_part,
 )
 from winnow.core.tokens import mds as mds_module
+from winnow.core.tokens.index import DatasetKey, TokenSequence
 from winnow.core.tokens.mds import read_mds_dataset
-from winnow.scorers.packing import context_slices, decompose, prefix_offsets
+from winnow.stages.pack.packing import context_slices, decompose, prefix_offsets
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUNDLED = Path(__file__).resolve().parents[2] / "winnow" / "data" / "models" / "tokenizer" / "winnow-bpe-32k.json"

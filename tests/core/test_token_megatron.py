@@ -15,24 +15,22 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import DType, IndexedDataset
 
+from winnow.core.tokenizer import load_tokenizer
 from winnow.core.tokens import (
     FORMATS,
-    DatasetKey,
     Span,
-    TokenSequence,
     assign_parts,
     document_sequence,
     encode_texts,
     finalize,
     id_bound,
-    load_tokenizer,
-    read_index,
     resolve_dtype,
     write_dataset,
     write_part,
 )
+from winnow.core.tokens.index import DatasetKey, TokenSequence, read_index
 from winnow.core.tokens.megatron import read_megatron_part
-from winnow.scorers.packing import context_slices, decompose, piece_length, prefix_offsets
+from winnow.stages.pack.packing import context_slices, decompose, piece_length, prefix_offsets
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUNDLED = Path(__file__).resolve().parents[2] / "winnow" / "data" / "models" / "tokenizer" / "winnow-bpe-32k.json"

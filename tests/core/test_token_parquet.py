@@ -9,17 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from winnow.core.tokens import (
-    FORMATS,
-    DatasetKey,
-    document_sequence,
-    encode_texts,
-    finalize,
-    load_tokenizer,
-    read_index,
-    write_dataset,
-)
-from winnow.core.tokens.index import INDEX_SCHEMA, IndexWriter, TokenSequence
+from winnow.core.tokenizer import load_tokenizer
+from winnow.core.tokens import FORMATS, document_sequence, encode_texts, finalize, write_dataset
+from winnow.core.tokens.index import INDEX_SCHEMA, DatasetKey, IndexWriter, TokenSequence, read_index
 from winnow.core.tokens.mds import read_mds_dataset
 from winnow.core.tokens.megatron import read_megatron_part
 from winnow.core.tokens.parquet import ParquetPartWriter

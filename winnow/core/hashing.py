@@ -11,6 +11,8 @@ from collections.abc import Iterable
 import numpy as np
 import xxhash
 
+from winnow.core import exact
+
 _TWO_52 = float(1 << 52)
 
 
@@ -34,5 +36,6 @@ def uniforms(doc_ids: Iterable[str], purpose: str, seed: int) -> np.ndarray:
 
 
 def gumbel(u: float | np.ndarray) -> float | np.ndarray:
-    """Standard Gumbel noise ``−log(−log u)``."""
-    return -np.log(-np.log(u))
+    """Standard Gumbel noise ``−log(−log u)``, with the machine-independent log of ``winnow.core.exact``."""
+    noise = -exact.log(-exact.log(u))
+    return float(noise) if np.ndim(noise) == 0 else noise

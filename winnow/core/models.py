@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import xxhash
@@ -60,7 +59,7 @@ def resolve_model_path(path: str | os.PathLike[str], cache_dir: str | None = Non
 def _copy_remote(uri: str, cache_dir: str | None) -> Path:
     from apache_beam.io.filesystems import FileSystems  # lazy: remote model paths only; core stays Beam-free
 
-    folder = Path(cache_dir or os.path.join(tempfile.gettempdir(), "winnow-models"))
+    folder = cache_root(cache_dir) / "models"
     folder.mkdir(parents=True, exist_ok=True)
     local = folder / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{uri.rsplit('/', 1)[-1]}"
     if not local.exists():
@@ -87,5 +86,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
+    """Where copies of remote models are kept: ``cache_dir``, else $WINNOW_CACHE, else ~/.cache/winnow."""
     root = cache_dir or os.environ.get("WINNOW_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "winnow")
     return Path(root)

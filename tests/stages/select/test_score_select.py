@@ -230,18 +230,6 @@ def test_embedding_head_scorer_trains_saves_and_scores(tmp_path, docs):
     np.testing.assert_allclose(scores[:5], scorer.score(held_news[:5])["newsiness"], atol=1e-5)
 
 
-def test_model2vec_static_model_distilled_once_and_cached(tmp_path, tiny_checkpoint):
-    from winnow.core.embedders import Model2VecEncoder
-
-    encoder = Model2VecEncoder(cache_dir=str(tmp_path), source=str(tiny_checkpoint), pca_dims=16)
-    vectors = encoder.encode(["a sentence about the weather", "another one"])
-    assert vectors.shape == (2, encoder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    cached = sorted(p.name for p in tmp_path.iterdir())
-    again = Model2VecEncoder(cache_dir=str(tmp_path), source=str(tiny_checkpoint), pca_dims=16)
-    assert sorted(p.name for p in tmp_path.iterdir()) == cached
-    np.testing.assert_allclose(again.encode(["another one"]), vectors[1:], atol=1e-6)
-
-
 # --- select ----------------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+# The one place this package imports the tokenizer (it is moving to winnow.core.tokenizer).
+from winnow.core.tokenizer import BUNDLED_TOKENIZER, Tokenizer, load_tokenizer
 from winnow.core.tokens import megatron
 from winnow.core.tokens.index import (
     DatasetKey,
@@ -36,9 +38,6 @@ from winnow.core.tokens.index import (
 from winnow.core.tokens.mds import MDSPartWriter, write_index_json
 from winnow.core.tokens.megatron import MegatronPartWriter
 from winnow.core.tokens.parquet import ParquetPartWriter
-
-# The one place this package imports the tokenizer (it is moving to winnow.core.tokenizer).
-from winnow.scorers.tokenizer import BUNDLED_TOKENIZER, Tokenizer, load_tokenizer
 
 __all__ = [
     "BUNDLED_TOKENIZER",

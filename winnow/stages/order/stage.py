@@ -101,9 +101,12 @@ def plan_cells(sample: list[tuple[int, str, np.ndarray]], total: int, config: Or
     """Driver-side plan from the sample: centroids (or one cell), cross-cell queries, random baseline."""
     sample = sorted(sample, key=lambda s: (s[0], s[1]))
     vectors = np.stack([v for _, _, v in sample]) if sample else np.zeros((0, 1), dtype=np.float32)
-    unit = ordering.unit_rows(vectors) if len(sample) else vectors
     # Random-order baseline: consecutive docs in H64 order are a random pairing.
-    baseline = float(np.einsum("ij,ij->i", unit[:-1:2], unit[1::2]).mean()) if len(sample) >= 2 else 0.0
+    baseline = 0.0
+    if len(sample) >= 2:
+        pairs = np.arange(0, len(sample) - 1, 2)
+        cosines = ordering.grid_cosines(ordering.GridVectors.of(vectors), pairs, pairs + 1)
+        baseline = math.fsum(cosines.tolist()) / len(cosines)
     plan: dict[str, Any] = {"cells": None, "queries": [], "random_adjacent_cosine": baseline, "total": total}
     if total < config.partition_below or len(sample) < 8:
         return plan
@@ -184,7 +187,9 @@ class OrderCellDoFn(beam.DoFn):
         # GroupByKey hands members over in no fixed order: sort so the graph never depends on it.
         members = sorted(items, key=lambda item: item[0]["id"])
         ids = [doc["id"] for doc, _ in members]
-        vectors = np.stack([v for _, v in members])
+        vectors = ordering.GridVectors.of(
+            np.stack([v for _, v in members]), ordering.is_normalised(self.config.embedder)
+        )
         config = self.config
         spec = ordering.IndexSpec(config.exact_below, config.pq_m, config.nprobe, seed=self.seed)
         # Repeats are not deduplicated: their epoch-0 originals were, and a removed repeat would
@@ -222,15 +227,15 @@ class OrderCellDoFn(beam.DoFn):
             out["embedding"] = [float(x) for x in vector]
         return out
 
-    def _neighbours(self, cell: str, ids: list[str], vectors: np.ndarray, queries: list) -> Iterator[Any]:
+    def _neighbours(self, cell: str, ids: list[str], vectors: ordering.GridVectors, queries: list) -> Iterator[Any]:
         """This cell's best candidates for every cross-cell query (merged across cells later)."""
         if not queries:
             return
         k = self.config.k
-        sims = np.stack([q for _, q, _ in queries]) @ vectors.T
+        sims = vectors.similarity(ordering.GridVectors.of(np.stack([q for _, q, _ in queries]), vectors.normalised))
         for row, (query_id, _, _) in enumerate(queries):
             scores = sims[row]
-            top = np.argsort(-scores, kind="stable")[: k + 1]
+            top = np.lexsort((np.arange(len(scores)), -scores))[: k + 1]
             found = [(float(scores[j]), ids[j], cell) for j in top.tolist() if ids[j] != query_id][:k]
             yield pvalue.TaggedOutput(NEIGHBOURS, (query_id, found))
 

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from winnow.core import exact
 from winnow.core.domains import DATAMAN_DOMAINS
 from winnow.core.embedders import sentence_encoder
 from winnow.core.hashing import uniform
@@ -427,14 +428,24 @@ def make_encoder(encoder: str, cache_dir: str | None = None, device: str = "cpu"
 
 @dataclass
 class Head:
-    """A linear head: ``ordinal`` (5 class logits, argmax → 1..5) or ``regression`` (rounded by §2.4)."""
+    """A linear head: ``ordinal`` (5 class logits, argmax → 1..5) or ``regression`` (rounded by §2.4).
+
+    Logits come from an exact integer layer (``winnow.core.exact``), so a rating never depends on
+    the batch or the machine, even for a document whose two best classes nearly tie.
+    """
 
     kind: str
     weights: np.ndarray
     bias: np.ndarray
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        layer = self.__dict__.get("_layer")
+        if layer is None:
+            layer = self.__dict__["_layer"] = exact.QuantizedLinear(self.weights, self.bias)
+        return layer.apply(np.asarray(x, dtype=np.float64))
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        logits = x @ self.weights + self.bias
+        logits = self.logits(x)
         if self.kind == "ordinal":
             return (np.argmax(logits, axis=1) + 1).astype(np.int8)
         values = np.clip(logits[:, 0], 1.0, 5.0)
@@ -442,12 +453,10 @@ class Head:
 
     def predict_value(self, x: np.ndarray) -> np.ndarray:
         """Expected rating (ordinal: softmax-weighted mean of 1..5): a smooth value for evaluation."""
-        logits = x @ self.weights + self.bias
+        logits = self.logits(x)
         if self.kind == "regression":
             return np.clip(logits[:, 0], 1.0, 5.0)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = shifted / shifted.sum(axis=1, keepdims=True)
-        return probs @ np.arange(1, 6, dtype=np.float64)
+        return exact.softmax(logits) @ np.arange(1, 6, dtype=np.float64)
 
 
 def _fit_head(x: np.ndarray, y: np.ndarray, kind: str, c: float) -> Head:
@@ -517,8 +526,7 @@ class LocalDataManModel:
         if self.domain is None:
             letters = ["O"] * len(x)
         else:
-            logits = x @ self.domain.weights + self.domain.bias
-            letters = [DOMAIN_LETTERS[i] for i in np.argmax(logits, axis=1)]
+            letters = [DOMAIN_LETTERS[i] for i in np.argmax(self.domain.logits(x), axis=1)]
         return letters, scores
 
     def save(self, path: str | Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from winnow.core import exact
 from winnow.core.embedders import sentence_encoder
 from winnow.core.models import file_digest, resolve_model_path
 from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, cut_texts
@@ -37,14 +38,16 @@ class LinearHead:
         self.bias = np.asarray(bias, dtype=np.float32)
         self.columns = list(columns)
         self.activation = activation
+        # An exact integer layer and machine-independent activations (winnow.core.exact): a score
+        # never depends on the batch or the CPU.
+        self._layer = exact.QuantizedLinear(self.weights, self.bias)
 
     def __call__(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-        logits = np.asarray(embeddings, dtype=np.float32) @ self.weights + self.bias
+        logits = self._layer.apply(np.asarray(embeddings, dtype=np.float64))
         if self.activation == "sigmoid":
-            values = 1.0 / (1.0 + np.exp(-logits))
+            values = exact.sigmoid(logits)
         elif self.activation == "softmax":
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            values = shifted / shifted.sum(axis=1, keepdims=True)
+            values = exact.softmax(logits)
         else:
             values = logits
         return {name: values[:, i].astype(np.float32) for i, name in enumerate(self.columns)}

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from winnow.core import exact
 from winnow.core.embedders import torch_device
 from winnow.core.models import file_digest, resolve_model_path
 from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, cut_texts
@@ -86,10 +87,9 @@ class HFCheckpointScorer:
                 out = self.model(**batch).logits.float().cpu().numpy()
                 logits[rows] = out
         if self.transform == "softmax":
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            values = shifted / shifted.sum(axis=1, keepdims=True)
+            values = exact.softmax(logits)
         elif self.transform == "sigmoid":
-            values = 1.0 / (1.0 + np.exp(-logits))
+            values = exact.sigmoid(logits)
         else:
             values = logits
         return {c.name: values[:, i].astype(np.float32) for i, c in enumerate(self.columns)}

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from winnow.core import exact
 from winnow.core.config import TokenizerConfig
 from winnow.core.embedders import sentence_encoder, torch_device
 from winnow.core.hashing import h64, uniform
@@ -248,14 +249,16 @@ class HashedNgrams:
 
     def transform(self, texts: Sequence[str]) -> Any:
         from sklearn.feature_extraction.text import HashingVectorizer  # lazy: scikit-learn only when training
-        from sklearn.preprocessing import normalize  # lazy: scikit-learn only when training
 
         vectorizer = HashingVectorizer(
             n_features=self.n_features, ngram_range=(1, self.ngram_max), alternate_sign=True, norm=None
         )
         matrix = vectorizer.transform(list(texts)).tocsr().astype(np.float64)
-        matrix.data = np.sign(matrix.data) * np.log1p(np.abs(matrix.data))
-        return normalize(matrix, norm="l2", copy=False)
+        # log(1 + |count|) from a correctly rounded table and an exactly rounded norm: the features
+        # (and the ratings) are the same bits on every machine (winnow.core.exact).
+        counts = np.abs(matrix.data).astype(np.int64)
+        matrix.data = np.sign(matrix.data) * exact.log_of_counts(counts + 1)
+        return exact.l2_normalise_rows(matrix)
 
 
 @dataclass
@@ -530,7 +533,8 @@ def weighted_average(scores: Sequence[float], lengths: Sequence[int]) -> float:
     total = float(sum(lengths))
     if total <= 0:
         return float(scores[0]) if len(scores) else 0.0
-    return float(np.dot(np.asarray(scores, dtype=np.float64), np.asarray(lengths, dtype=np.float64)) / total)
+    # math.fsum: the exactly rounded sum, so the average never depends on the CPU (np.dot may).
+    return math.fsum(float(s) * float(n) for s, n in zip(scores, lengths, strict=True)) / total
 
 
 def assemble(
@@ -621,10 +625,13 @@ class LocalQuRater:
         self.mode = str(self.head.meta.get("mode", "judgments"))
         self.version = f"qurating-local:{self.mode}:{file_digest(local)}:{self.tokenizer.version}:{window_tokens}"
         self.columns = qurating_columns(self.head.criteria)
+        self._layer: exact.QuantizedLinear | None = None
 
     def rate_windows(self, texts: Sequence[str]) -> np.ndarray:
-        """Ratings (n × 4) of texts that are already windows."""
-        return np.asarray(self.featurizer.transform(list(texts)) @ self.head.weights, dtype=np.float64)
+        """Ratings (n × 4) of texts that are already windows (an exact integer linear layer)."""
+        if self._layer is None:
+            self._layer = exact.QuantizedLinear(self.head.weights)
+        return self._layer.apply(self.featurizer.transform(list(texts)))
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         ids = self.tokenizer.encode(list(texts))

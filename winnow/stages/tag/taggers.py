@@ -36,20 +36,13 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from winnow.core import exact
 from winnow.core.domains import TAXONOMIES
-from winnow.core.embedders import model2vec_encoder
 from winnow.core.hashing import uniform
 from winnow.core.models import file_digest, resolve_model_path
+from winnow.core.static_embedding import StaticEmbedding, load_static_embedding
 
 log = logging.getLogger(__name__)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (so rows sum to 1 to float precision), returned as float32."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def tagger_input(text: str, url: str | None, use_url: bool) -> str:
@@ -148,28 +141,24 @@ def layout_terms(text: str) -> list[str]:
     return terms
 
 
-# Dense embeddings a FeatureSpec may name → their dimension. ``model2vec-minilm-l6-v2-pca256`` is
-# winnow's ``Model2VecEncoder`` (MiniLM distilled once into ~/.cache/winnow, or $WINNOW_CACHE).
-EMBEDDINGS: dict[str, int] = {"model2vec-minilm-l6-v2-pca256": 256}
-_ENCODERS: dict[str, Any] = {}
+# Dense embeddings a FeatureSpec may name → their dimension. ``static-minilm`` is winnow's shipped
+# static embedding (``winnow.core.static_embedding``, MiniLM-derived, exact integer sums).
+EMBEDDINGS: dict[str, int] = {"static-minilm": 256}
 # The topic and format taggers embed the same batch in turn: the last batch's embeddings are kept so
 # the tag stage pays for the embedding once. Keyed by the exact input strings, so never stale.
 _LAST_EMBEDDING: dict[str, Any] = {}
 
 
-def embedding_encoder(name: str) -> Any:
+def embedding_encoder(name: str) -> StaticEmbedding:
     """The (process-wide, loaded once) encoder of a named embedding."""
     if name not in EMBEDDINGS:
         raise ValueError(f"unknown tagger embedding {name!r} (known: {sorted(EMBEDDINGS)})")
-    if name not in _ENCODERS:
-        _ENCODERS[name] = model2vec_encoder(pca_dims=EMBEDDINGS[name])
-    return _ENCODERS[name]
+    return load_static_embedding()
 
 
 def embedding_digest(name: str) -> str:
-    """SHA-256 (first 16 hex) of the encoder's cached table: a model records the one it was trained on."""
-    folder = Path(embedding_encoder(name).source)
-    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
+    """Digest of the embedding's shipped files: a model records the table it was trained on."""
+    return embedding_encoder(name).digest
 
 
 def clear_embedding_memo() -> None:
@@ -177,27 +166,39 @@ def clear_embedding_memo() -> None:
     _LAST_EMBEDDING.clear()
 
 
-def document_embeddings(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> np.ndarray:
-    """Unit-length embeddings of ``"{url}\\n{first embedding_chars of text}"``, × ``embedding_scale``."""
+def _embedding_inputs(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> tuple[str, ...]:
     if not spec.embedding:
         raise ValueError("this feature spec has no embedding")
-    inputs = tuple(
+    return tuple(
         tagger_input((text or "")[: spec.embedding_chars], url, spec.use_url)
         for text, url in zip(texts, urls, strict=True)
     )
+
+
+def embedding_sums(
+    texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact integer embedding sums of ``"{url}\\n{first embedding_chars of text}"`` and 1/‖sum‖ per row.
+
+    What inference multiplies the dense weights with: exact, so a document's logits never depend on
+    its batch or the machine (a row without tokens gets 0).
+    """
+    inputs = _embedding_inputs(texts, urls, spec)
     key = (spec.embedding, inputs)
-    last = _LAST_EMBEDDING.get("last")  # one (key, vectors) item: threads never see a mixed pair
+    last = _LAST_EMBEDDING.get("last")  # one (key, value) item: threads never see a mixed pair
     if last is not None and last[0] == key:
-        vectors = last[1]
-    else:
-        vectors = np.asarray(
-            embedding_encoder(spec.embedding).encode(list(inputs))
-            if inputs
-            else np.zeros((0, EMBEDDINGS[spec.embedding]), dtype=np.float32),
-            dtype=np.float32,
-        )
-        _LAST_EMBEDDING["last"] = (key, vectors)
-    return vectors * np.float32(spec.embedding_scale)
+        return last[1]
+    sums, _ = embedding_encoder(spec.embedding).sums(list(inputs))
+    norms = np.sqrt((sums * sums).sum(axis=1).astype(np.float64))  # an exact int64 sum of squares
+    inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    _LAST_EMBEDDING["last"] = (key, (sums, inverse))
+    return sums, inverse
+
+
+def document_embeddings(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> np.ndarray:
+    """Unit-length embeddings × ``embedding_scale`` (float64): the dense training features."""
+    sums, inverse = embedding_sums(texts, urls, spec)
+    return sums.astype(np.float64) * inverse[:, None] * spec.embedding_scale
 
 
 def hashed_counts(text: str, url: str | None, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -241,13 +242,14 @@ def count_matrix(texts: Sequence[str], urls: Sequence[str | None], spec: Feature
 
 
 def tfidf(counts: Any, idf: np.ndarray) -> Any:
-    """Sublinear TF (1 + log tf) × IDF, each row L2-normalised (rows of nothing stay zero)."""
+    """Sublinear TF (1 + log tf) × IDF, each row L2-normalised (rows of nothing stay zero).
+
+    Machine-independent: the log of a count comes from a correctly rounded table and each row's
+    norm from an exactly rounded sum (``winnow.core.exact``).
+    """
     matrix = counts.astype(np.float64, copy=True)
-    matrix.data = (1.0 + np.log(matrix.data)) * idf[matrix.indices]
-    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-    norms[norms == 0] = 1.0
-    matrix.data /= np.repeat(norms, np.diff(matrix.indptr))
-    return matrix
+    matrix.data = (1.0 + exact.log_of_counts(matrix.data.astype(np.int64))) * idf[matrix.indices]
+    return exact.l2_normalise_rows(matrix)
 
 
 def inverse_document_frequency(counts: Any) -> np.ndarray:
@@ -311,7 +313,10 @@ class LinearTagger:
         elif self.dense_weights is not None:
             raise ValueError("dense weights given but the feature spec has no embedding")
         self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
-        self._weights32 = self.weights.astype(np.float32) * self.scales
+        # Inference is integer arithmetic (winnow.core.exact): a document's logits are the same bits
+        # in any batch and on any machine.
+        self._sparse = exact.QuantizedLinear.from_quantized(self.weights, self.scales, self.bias)
+        self._dense = None if self.dense_weights is None else exact.QuantizedLinear(self.dense_weights)
 
     def features(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> Any:
         urls = list(urls) if urls is not None else [None] * len(texts)
@@ -319,14 +324,14 @@ class LinearTagger:
 
     def logits(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
         urls = list(urls) if urls is not None else [None] * len(texts)
-        features = self.features(texts, urls).astype(np.float32)
-        out = np.asarray(features @ self._weights32, dtype=np.float32) + self.bias
-        if self.dense_weights is not None:
-            out += document_embeddings(texts, urls, self.spec) @ self.dense_weights
+        out = self._sparse.apply(self.features(texts, urls))
+        if self._dense is not None:
+            sums, inverse = embedding_sums(texts, urls, self.spec)
+            out = out + self._dense.apply_integers(sums, inverse * self.spec.embedding_scale)
         return out
 
     def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
-        return softmax(self.logits(texts, urls))
+        return exact.softmax(self.logits(texts, urls))
 
     # -- persistence: an uncompressed zip of .npy arrays + a JSON header, byte-deterministic --
 
@@ -409,7 +414,7 @@ class LinearTagger:
         idf = inverse_document_frequency(counts).astype(np.float32)
         features = tfidf(counts, idf.astype(np.float64))
         if spec.embedding:  # the dense columns follow the buckets; the head is fitted on both at once
-            dense = document_embeddings(texts, urls, spec).astype(np.float64)
+            dense = document_embeddings(texts, urls, spec)
             features = hstack([features, csr_matrix(dense)], format="csr")
         y = np.asarray(targets, dtype=np.int64)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -579,7 +584,7 @@ class ReferenceTagger:
         return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
-        return softmax(self.logits(texts, urls))
+        return exact.softmax(self.logits(texts, urls))
 
 
 def load_tagger(
