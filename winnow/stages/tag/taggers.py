@@ -331,7 +331,7 @@ class LinearTagger:
         return out
 
     def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
-        return exact.softmax(self.logits(texts, urls))
+        return exact.softmax(self.logits(texts, urls)).astype(np.float32)
 
     # -- persistence: an uncompressed zip of .npy arrays + a JSON header, byte-deterministic --
 
@@ -584,7 +584,7 @@ class ReferenceTagger:
         return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
-        return exact.softmax(self.logits(texts, urls))
+        return exact.softmax(self.logits(texts, urls)).astype(np.float32)
 
 
 def load_tagger(
