@@ -18,8 +18,7 @@ from scipy.stats import chi2_contingency
 from typer.testing import CliRunner
 
 from winnow.cli.qurating import qurating_app
-from winnow.core.budget import order_bits, selection_key, z_normalise
-from winnow.core.hashing import gumbel, uniforms
+from winnow.core.budget import order_bits, selection_key, selection_keys, z_normalise
 from winnow.core.stats import MeanStd
 from winnow.core.tokenizer import load_tokenizer
 from winnow.stages.score.config import ScoreConfig
@@ -220,11 +219,28 @@ RATINGS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -2.0])
 
 
 def gumbel_topk_trials(logits: np.ndarray, k: int, trials: int, seed: int = 0) -> np.ndarray:
-    """(trials × k) items chosen by the hash-RNG Gumbel keys, one hash seed per trial."""
+    """(trials × k) items chosen by the production selection keys (``selection_keys``, which the select
+    stage's per-document ``selection_key`` equals bit for bit), one seed per trial. With mean 0, std 1
+    and τ = 1 the key's z/τ is the logit itself."""
     ids = [f"item-{i}" for i in range(len(logits))]
-    u = np.stack([uniforms(ids, "select:gumbel", seed * 1_000_003 + t) for t in range(trials)])
-    keys = logits[None, :] + gumbel(u)
+    keys = np.stack(
+        [
+            selection_keys(logits, ids, mean=0.0, std=1.0, temperature=1.0, seed=seed * 1_000_003 + t,
+                           purpose="select:gumbel")
+            for t in range(trials)
+        ]
+    )  # fmt: skip
     return np.argsort(-keys, axis=1)[:, :k]
+
+
+def test_the_per_document_key_equals_the_batched_key():
+    ids = [f"item-{i}" for i in range(len(RATINGS))]
+    batched = selection_keys(RATINGS, ids, mean=0.3, std=1.7, temperature=2.0, seed=9, purpose="select:gumbel")
+    one_by_one = [
+        selection_key(m, i, mean=0.3, std=1.7, temperature=2.0, seed=9, purpose="select:gumbel")
+        for m, i in zip(RATINGS.tolist(), ids, strict=True)
+    ]
+    assert batched.tolist() == one_by_one
 
 
 def successive_sampling(logits: np.ndarray, k: int, trials: int, seed: int = 1) -> np.ndarray:
