@@ -120,14 +120,11 @@ def test_lazy_greedy_matches_naive_on_a_larger_partition_and_saves_evaluations()
 
 
 def test_greedy_is_within_one_minus_one_over_e_of_the_optimum():
-    worst = math.inf
     for seed in range(50):
         kernel = cosine_kernel(unit_vectors(12, 6, 100 + seed))
         greedy_value = facility_location_value(kernel, lazy_greedy(kernel, 4).order)
         best = max(brute_force_fl(kernel, list(s)) for s in itertools.combinations(range(12), 4))
         assert greedy_value >= (1 - 1 / math.e) * best
-        worst = min(worst, greedy_value / best)
-    assert worst <= 1.0
 
 
 # --- 3. Taylor softmax --------------------------------------------------------------------------

@@ -63,8 +63,8 @@ class IngeniousConfig(Section):
     temperature: float = Field(
         1.0,
         gt=0,
-        description="Taylor-softmax temperature T on the gains (reference 1.0). Gains grow with partition size, "
-        "so T should too for real use.",
+        description="Taylor-softmax temperature T on the gains (reference 1.0). Higher T makes the draw more "
+        "uniform, lower T more greedy; docs/ingenious.md section 3 has its measured effect.",
     )
     taylor_order: int = Field(
         2, ge=0, description="Order of the Taylor expansion of exp (reference 2; 0 gives uniform weights)."
