@@ -60,7 +60,7 @@ def embed(docs: list[dict], name: str, corpus: Path) -> tuple[np.ndarray, float]
         data = np.load(cache)
         if data["ids"].tolist() == ids:
             return data["vectors"], float(data["seconds"])
-    from winnow.scorers.backends import sentence_encoder
+    from winnow.core.embedders import sentence_encoder
 
     encoder = sentence_encoder(name)
     texts = [d["text"] for d in docs]

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from winnow.core.budget import exact_cut, order_bits
 from winnow.core.hashing import h64, uniform
-from winnow.scorers.selection import exact_cut, order_bits
 from winnow.stages.select.ingenious_config import IngeniousConfig
 
 # Unit vectors become integers in [-2047, 2047]. Any scale s keeps the float32 Gram matrix exact

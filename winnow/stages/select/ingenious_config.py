@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from winnow.schemas.base import Section  # moves to winnow.core.config with the layout change
+from winnow.core.config import Section  # moves to winnow.core.config with the layout change
 
 
 class IngeniousEmbedding(Section):
