@@ -1,4 +1,4 @@
-"""``BudgetCuts``: per group, the METHODS §0 budget cut of a keyed PCollection, with nothing global
+"""``BudgetCuts``: per group, the docs/budgets.md#the-budget-cut budget cut of a keyed PCollection, with nothing global
 held in one process (used by ``select`` and ``mix``; the math is in winnow.scorers.selection).
 
 Input ``(elements, starts)``: elements ``(group, (key bits, tiebreak, weight))``, one per document;

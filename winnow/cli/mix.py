@@ -1,4 +1,4 @@
-"""``winnow mix generate`` / ``winnow mix regmix``: RegMix's two offline steps (METHODS §6.3).
+"""``winnow mix generate`` / ``winnow mix regmix``: RegMix's two offline steps (docs/mixing.md#regmix).
 
 1. ``generate`` draws the proxy mixtures to train from a prior (the ``mixture`` manifest
    section's ``prior`` records, or any ``[{domain, tokens}]`` JSON list) and writes them as CSV:
@@ -27,7 +27,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @mix_app.callback()
 def _group() -> None:
-    """Domain mixtures (METHODS §6.3): generate proxy mixtures, fit RegMix on their losses."""
+    """Domain mixtures (docs/mixing.md#regmix): generate proxy mixtures, fit RegMix on their losses."""
 
 
 @mix_app.command()

@@ -1,4 +1,4 @@
-"""``winnow preselect train``: PreSelect's local recipe (METHODS §3) from JSONL files.
+"""``winnow preselect train``: PreSelect's local recipe (docs/preselect.md) from JSONL files.
 
 Mounted into the main CLI as ``app.add_typer(preselect_app, name="preselect")``.
 """
@@ -26,7 +26,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @preselect_app.callback()
 def _group() -> None:
-    """PreSelect (METHODS §3): predictive-strength labels from an LM ladder, distilled into fastText."""
+    """PreSelect (docs/preselect.md): predictive-strength labels from an LM ladder, distilled into fastText."""
 
 
 def read_documents(paths: list[Path], text_field: str = "text", id_field: str = "id") -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
-"""Selection math shared by every scoring method (METHODS §0 and §1.6), Beam-free.
+"""Selection math shared by every scoring method (docs/budgets.md#the-budget-cut and docs/qurating.md#selection),
+Beam-free.
 
 * Deterministic randomness: ``uniform(doc_id, purpose, seed)`` is the counter-based draw of
-  METHODS §0, so a selection never depends on how Beam shards the work.
+  docs/budgets.md#the-budget-cut, so a selection never depends on how Beam shards the work.
 * Normalisation: ``MeanStd`` is a mergeable accumulator with exact sums, so the pool mean and
   standard deviation come from a combiner (not one process holding all scores) and do not depend
   on how Beam splits and merges the work.
@@ -37,7 +38,7 @@ def z_normalise(values: float | np.ndarray, mean: float, std: float) -> float | 
 def selection_key(
     metric: float, doc_id: str, *, mean: float, std: float, temperature: float, seed: int, purpose: str = "select"
 ) -> float:
-    """QuRating's sampling key ``z / τ + G`` (METHODS §1.6); τ = 0 gives the plain z (top-k)."""
+    """QuRating's sampling key ``z / τ + G`` (docs/qurating.md#selection); τ = 0 gives the plain z (top-k)."""
     z = float(z_normalise(metric, mean, std))
     if temperature == 0:
         return z
@@ -218,7 +219,8 @@ def histogram_cut(
 
 
 def group_budgets(totals: Mapping[str, float], budget: float) -> dict[str, float]:
-    """Per-group budgets ``B_d = ⌊T_d / T · B⌋`` (QuRating's domain-proportional mode, METHODS §1.7)."""
+    """Per-group budgets ``B_d = ⌊T_d / T · B⌋`` (QuRating's domain-proportional mode,
+    docs/qurating.md#domain-balancing)."""
     grand = sum(totals.values())
     if grand <= 0:
         return dict.fromkeys(totals, 0.0)

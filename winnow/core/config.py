@@ -70,7 +70,7 @@ class ShardingConfig(Section):
 
 
 class TokenizerConfig(Section):
-    """The tokenizer every token count and budget uses (METHODS §0); recorded in the manifest."""
+    """The tokenizer every token count and budget uses (docs/budgets.md#tokens); recorded in the manifest."""
 
     path: str = Field(
         "winnow:models/tokenizer/winnow-bpe-32k.json",

@@ -24,6 +24,7 @@ def macro_f1(truth: Sequence[int], predicted: Sequence[int], n_classes: int) -> 
 
 
 def url_split(keys: Sequence[str], heldout_share: float = 0.2, seed: int = 0) -> np.ndarray:
-    """True for rows in the held-out share, chosen by a hash of the key (the URL, §6.5 #1)."""
+    """True for rows in the held-out share, chosen by a hash of the key (the URL,
+    docs/domains.md#per-domain-statistics)."""
 
     return np.array([uniform(key, "tagger-split", seed) < heldout_share for key in keys], dtype=bool)

@@ -1,4 +1,4 @@
-"""Configuration of MinHash near-duplicate removal (METHODS §7.2).
+"""Configuration of MinHash near-duplicate removal (docs/dedup.md#in-winnow).
 
 A preset fills every setting the user leaves out; a setting given explicitly always wins.
 ``threshold`` without ``bands``/``rows`` derives them as datasketch's ``MinHashLSH`` does.
@@ -185,5 +185,6 @@ class DedupConfig(Section):
     enabled: bool = Field(True, description="Run this stage.")
     exact: ExactDedupConfig = Field(default_factory=ExactDedupConfig, description="Exact-hash dedup.")
     minhash: MinHashConfig = Field(
-        default_factory=MinHashConfig, description="MinHash LSH near-duplicate removal (METHODS.md §7)."
+        default_factory=MinHashConfig,
+        description="MinHash LSH near-duplicate removal (docs/dedup.md#minhash-near-duplicates).",
     )

@@ -1,4 +1,4 @@
-"""MinHash signatures and LSH banding for near-duplicate detection (METHODS §7), Beam-free.
+"""MinHash signatures and LSH banding for near-duplicate detection (docs/dedup.md#minhash-near-duplicates), Beam-free.
 
 The pieces, in the order a document meets them:
 
@@ -125,7 +125,7 @@ def simplify_text(text: str) -> str:
     """datatrove's ``simplify_text`` with its default settings, as a string.
 
     Matching text is normalised this hard so that case, punctuation, digit values,
-    whitespace and accents cannot hide a duplicate (METHODS §7.1).
+    whitespace and accents cannot hide a duplicate (docs/dedup.md#minhash-near-duplicates).
     """
     text = _NUMBERS.sub("0", text.lower())
     text = _SEPARATORS.sub(" ", text).strip()

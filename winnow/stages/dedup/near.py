@@ -1,6 +1,6 @@
 """Stage ``dedup`` (near duplicates): MinHash LSH, verification, components, keeper, index.
 
-The layout follows METHODS §7.2; what is ours is that everything between the signatures and
+The layout follows docs/dedup.md#in-winnow; what is ours is that everything between the signatures and
 the final per-document join moves as numpy batches keyed by a shard number. A Beam element
 costs about 10 µs on the local runner, so 14 band records per document would cost more than
 the signatures themselves; with batches a step costs a few elements per shard instead.

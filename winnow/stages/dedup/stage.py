@@ -1,6 +1,6 @@
 """Stage ``dedup``: exact duplicates by a hash of the (normalised) text, then near-duplicates.
 
-Exact dedup is a keyed join (STYLE.md): group by text hash, keep one copy by a
+Exact dedup is a keyed join (docs/dedup.md#exact-duplicates): group by text hash, keep one copy by a
 deterministic rule, remove the rest with ``duplicate_of`` set. The grouped values are
 iterated twice (find the keeper, then route), which Beam allows without materialising
 the group on runners that page large groups (Dataflow).
@@ -35,7 +35,7 @@ STAGE = "dedup"
 
 
 def text_hash(text: str, key: str) -> str:
-    """SHA-256 of the text in its matching form (METHODS.md §7.2: exact dedup before MinHash)."""
+    """SHA-256 of the text in its matching form (docs/dedup.md#exact-duplicates: exact dedup before MinHash)."""
     material = dedup_key_text(text) if key == "normalized" else text
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -1,4 +1,4 @@
-"""Config section of the ``mix`` stage: per-domain target mixtures, RegMix, repetition caps, phases (METHODS §6)."""
+"""Config section of the ``mix`` stage: per-domain target mixtures, RegMix, repetition caps, phases (docs/mixing.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from winnow.core.config import Section
 
 
 class RegMixTarget(Section):
-    """A mixture fitted by RegMix (METHODS §6.3) on the driver, when the graph is built."""
+    """A mixture fitted by RegMix (docs/mixing.md#regmix) on the driver, when the graph is built."""
 
     runs_csv: str = Field(
         description="Proxy runs: one row per run, one column per domain (its mixture weight), and the target "
@@ -40,7 +40,7 @@ class MixtureSpec(Section):
     scale: dict[str, float] | None = Field(
         None,
         description="The pool's own mixture with these domains' weights multiplied (unlisted: × 1), renormalised; "
-        "`{}` is the pool's mixture. The usual way to up- or downsample a few domains (METHODS §6.4).",
+        "`{}` is the pool's mixture. The usual way to up- or downsample a few domains (docs/mixing.md#phases).",
     )
     regmix: RegMixTarget | None = Field(None, description="Fit the mixture with RegMix from proxy runs.")
     product: dict[str, MixtureSpec] | None = Field(
@@ -66,7 +66,8 @@ class MixtureSpec(Section):
 
 
 class QualityRule(Section):
-    """How documents are ranked inside a domain's budget (METHODS §1.6 applied per cell, §6.1)."""
+    """How documents are ranked inside a domain's budget (docs/qurating.md#selection applied per cell,
+    docs/mixing.md#target-mixtures)."""
 
     column: str = Field(description="Score column to rank by (higher first).")
     rule: Literal["top_k", "gumbel_top_k"] = Field(
@@ -76,7 +77,7 @@ class QualityRule(Section):
 
 
 class Phase(Section):
-    """One stretch of training tokens with its own mixture (METHODS §6.4)."""
+    """One stretch of training tokens with its own mixture (docs/mixing.md#phases)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="Shard-set name (`data/phase=<name>/`).")
     start_fraction: float = Field(ge=0, le=1)
@@ -85,7 +86,8 @@ class Phase(Section):
 
 
 class MixConfig(Section):
-    """Sample the corpus to a target domain mixture (METHODS §6.1 mixtures, §6.3 RegMix, §6.4 schedule)."""
+    """Sample the corpus to a target domain mixture (docs/mixing.md#target-mixtures mixtures, docs/mixing.md#regmix
+    RegMix, docs/mixing.md#phases schedule)."""
 
     enabled: bool = Field(False, description="Run this stage.")
     domain_field: str = Field(

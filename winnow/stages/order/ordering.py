@@ -1,4 +1,4 @@
-"""In-Context Pretraining ordering (METHODS §4), Beam-free: kNN graph, traversal, semantic dedup, cells.
+"""In-Context Pretraining ordering (docs/icp.md), Beam-free: kNN graph, traversal, semantic dedup, cells.
 
 * ``knn`` finds each vector's nearest neighbours with FAISS (exact ``IndexFlatIP`` for small sets,
   ``IVF{nlist},PQ{m}`` above ``exact_below``) and drops self-matches wherever they land: exact
@@ -9,12 +9,12 @@
 * ``released_order`` is the released code's variant (arbitrary start, top-9 first-unvisited hop,
   chains capped at 21, short chains dissolved into the others).
 * ``semantic_duplicates`` walks the path and drops a document whose cosine to an already-kept
-  kNN neighbour reaches θ_sem (§4.5).
-* ``train_cells`` / ``assign_cells`` partition a corpus into k-means cells (§4.7) trained on a
+  kNN neighbour reaches θ_sem (docs/icp.md#semantic-dedup).
+* ``train_cells`` / ``assign_cells`` partition a corpus into k-means cells (docs/icp.md#cells) trained on a
   deterministic sample, splitting cells the sample says are oversized with a second k-means.
-* ``load_embedder``: model2vec / MiniLM (local mode, unit vectors) or ``ReferenceEncoder``
-  (contriever-style checkpoint, §4.2 pooling, inner product).
-* ``calibrate_threshold`` / ``dedup_sweep``: θ_sem by METHODS' random-pair rule, and what each θ
+* ``load_embedder``: the static embedding / MiniLM (local mode, unit vectors) or ``ReferenceEncoder``
+  (contriever-style checkpoint, docs/icp.md#embeddings pooling, inner product).
+* ``calibrate_threshold`` / ``dedup_sweep``: θ_sem by the random-pair rule (docs/icp.md#semantic-dedup), and what each θ
   would remove (the rule alone over-removes in a topical corpus; see bench/ordering_quality.py).
 """
 
@@ -38,7 +38,7 @@ RELEASED_CHAIN_CAP = 21  # released code: ``cluster_size`` 21
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """Which FAISS index to build for a set of ``n`` vectors (METHODS §4.3 sizing)."""
+    """Which FAISS index to build for a set of ``n`` vectors (docs/icp.md#knn-search sizing)."""
 
     exact_below: int = 200_000
     pq_m: int = 32
@@ -53,7 +53,7 @@ class IndexSpec:
 
 
 def ivf_lists(n: int) -> int:
-    """nlist ≈ 4·√N, as winnow's sizing rule of §4.3."""
+    """nlist ≈ 4·√N, as winnow's sizing rule of docs/icp.md#knn-search."""
     return max(1, round(4 * math.sqrt(n)))
 
 
@@ -224,7 +224,7 @@ def tiebreaks(ids: Sequence[str], seed: int) -> list[int]:
 
 
 def paper_order(graph: Graph, ids: Sequence[str], seed: int = 0) -> list[int]:
-    """Algorithm 1 (§4.4): min-unvisited-degree start, hop to the most similar unvisited neighbour.
+    """Algorithm 1 (docs/icp.md#ordering): min-unvisited-degree start, hop to the most similar unvisited neighbour.
 
     A lazy min-heap keyed by (unvisited degree, H64) finds each chain start in O(log n); a stale
     entry (degree dropped since it was pushed) is skipped when popped.
@@ -272,7 +272,7 @@ def paper_order(graph: Graph, ids: Sequence[str], seed: int = 0) -> list[int]:
 def released_order(
     idx: np.ndarray, ids: Sequence[str], seed: int = 0, chain_cap: int = RELEASED_CHAIN_CAP
 ) -> list[int]:
-    """The released code's traversal (§4.4): arbitrary start, first unvisited of ranks 1–9,
+    """The released code's traversal (docs/icp.md#ordering): arbitrary start, first unvisited of ranks 1–9,
     chains capped at ``chain_cap``; each doc of a shorter chain goes just before its nearest
     neighbour (first of ranks 1–9) in a full chain. ``set.pop()``'s arbitrary start is made
     reproducible as the unvisited node with the smallest H64(doc_id)."""
@@ -492,7 +492,7 @@ def calibrate_threshold(random_pair_cosines: np.ndarray, max_false_rate: float =
 
 
 class ReferenceEncoder:
-    """Contriever-style reference mode (§4.2) from a local checkpoint directory: the first 510
+    """Contriever-style reference mode (docs/icp.md#embeddings) from a local checkpoint directory: the first 510
     WordPiece tokens plus [CLS]/[SEP], mean of the last hidden states over non-pad tokens
     excluding [CLS], no normalisation (search by inner product)."""
 
@@ -531,7 +531,7 @@ class ReferenceEncoder:
 
 def is_normalised(name: str) -> bool:
     """Whether an embedder gives unit vectors compared by cosine (static, MiniLM) rather than a
-    reference checkpoint's raw vectors compared by inner product (§4.2)."""
+    reference checkpoint's raw vectors compared by inner product (docs/icp.md#embeddings)."""
     return is_static(name) or name == "minilm"
 
 

@@ -1,4 +1,5 @@
-"""Stage ``order``: a global ``order_rank`` for every kept document, then packing (METHODS §4, §1.8).
+"""Stage ``order``: a global ``order_rank`` for every kept document, then packing (docs/icp.md,
+docs/qurating.md#curriculum).
 
 * ``icp``: embed (model loaded once per worker), then order inside cells. A corpus below
   ``partition_below`` embedded docs is one cell; above, k-means centroids are trained on a

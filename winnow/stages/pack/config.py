@@ -10,7 +10,7 @@ from winnow.core.config import Section
 
 
 class PackConfig(Section):
-    """How ordered documents become training sequences (docs/icp.md §packing, docs/dataset-decomposition.md)."""
+    """How ordered documents become training sequences (docs/icp.md#packing, docs/dataset-decomposition.md)."""
 
     enabled: bool | None = Field(
         None, description="Run this stage; null (the default): whenever `order` runs, as packing always did."
@@ -20,8 +20,8 @@ class PackConfig(Section):
         "concat",
         description=(
             "concat: join docs in order_rank order with EOS and cut contexts of exactly "
-            "context_tokens (ICP §4.6); dd: split each doc into power-of-two pieces per bucket "
-            "(Dataset Decomposition §5); none: no packing tables."
+            "context_tokens (ICP docs/icp.md#packing); dd: split each doc into power-of-two pieces per bucket "
+            "(Dataset Decomposition docs/dataset-decomposition.md); none: no packing tables."
         ),
     )
     context_tokens: int = Field(8192, ge=2, description="Context length L in tokens (ICP paper: 8192).")
@@ -48,7 +48,9 @@ class PackConfig(Section):
         description="Pieces hold 2^i + 1 tokens (reference: 2^i prediction targets); false: exactly 2^i.",
     )
     curriculum: Literal["grow_p2", "uniform"] = Field(
-        "grow_p2", description="Bucket sampling curriculum written to the manifest for the trainer (§5.3)."
+        "grow_p2",
+        description="Bucket sampling curriculum written to the manifest for the trainer "
+        "(docs/dataset-decomposition.md#training-side-contract).",
     )
     cycles: int = Field(8, ge=1, description="Curriculum cycles (reference recipe: 8).")
     b_max: int = Field(1, ge=1, description="Batch size of the longest bucket; bucket i uses b_max * 2^(i_max - i).")

@@ -1,15 +1,15 @@
 """``Pack``: turn ranked documents into training sequences (the end of the ``order`` stage).
 
-Input documents carry a unique int ``order_rank`` (the ICP traversal order, METHODS §4.4).
+Input documents carry a unique int ``order_rank`` (the ICP traversal order, docs/icp.md#ordering).
 
-* ``concat`` (ICP §4.6): the stream P is every document's tokens + EOS in ``order_rank`` order,
+* ``concat`` (ICP docs/icp.md#packing): the stream P is every document's tokens + EOS in ``order_rank`` order,
   cut into contexts of exactly L tokens; documents may span contexts. Global token offsets are
   prefix sums computed at scale: ranks are grouped into blocks of ``rank_block`` consecutive
   ranks, block totals come from a ``CombinePerKey`` and become a small side input of block
   offsets, and each block does its own prefix sum. Every document then emits one slice per
   context it touches, and a ``GroupByKey`` on ``context_id`` builds the ``contexts`` table.
   Contexts get a seeded ``position`` (a hash), so training in ascending position shuffles them.
-* ``dd`` (Dataset Decomposition §5): each document's tokens + EOT are split greedily into
+* ``dd`` (Dataset Decomposition docs/dataset-decomposition.md): each document's tokens + EOT are split greedily into
   power-of-two pieces (``winnow.scorers.packing.decompose``); pieces are shuffled within their
   bucket by a hash and given dense ranks with the same block/prefix-sum trick, which assigns
   fixed-size shards; the last, partial shard of a bucket is kept but marked ``partial``.

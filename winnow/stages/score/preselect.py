@@ -1,4 +1,4 @@
-"""PreSelect — predictive data selection (METHODS §3), Beam-free.
+"""PreSelect — predictive data selection (docs/preselect.md), Beam-free.
 
 Reference mode: a user-supplied PreSelect fastText classifier scores documents
 (``FastTextScorer`` with column ``preselect_score``). Local mode, the full recipe:
@@ -7,14 +7,16 @@ Reference mode: a user-supplied PreSelect fastText classifier scores documents
    of a reference corpus; each model's "benchmark score" is minus its bits per character on
    held-out reference text, so the ladder's abilities are measured, not assumed;
 2. every pool document's BPC under every model, and its predictive strength S(d): the fraction
-   of model pairs whose ranking by benchmark agrees with their ranking by loss on d (§3.2);
-3. positives = documents with S = 1, the same number of negatives from the lowest S upward (§3.3);
+   of model pairs whose ranking by benchmark agrees with their ranking by loss on d
+   (docs/preselect.md#predictive-strength);
+3. positives = documents with S = 1, the same number of negatives from the lowest S upward
+(docs/preselect.md#classifier);
 4. a fastText classifier with the paper's hyperparameters (epoch 3, lr 0.1, wordNgrams 2, every
    other setting at fastText's default) on ``__label__1 / __label__0`` lines;
 5. its held-out ROC-AUC, the top and bottom contribution words, and the S histogram, in a report.
 
 Ties between documents of equal S at the negative boundary, the choice among surplus positives,
-the nested subsets and the train/held-out splits all use the counter-based hash of METHODS §0.
+the nested subsets and the train/held-out splits all use the counter-based hash of docs/determinism.md#the-hash-rng.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 POSITIVE = "__label__1"
 NEGATIVE = "__label__0"
-# §3.3: the paper's fastText hyperparameters. Everything else stays at fastText's defaults
+# docs/preselect.md#classifier: the paper's fastText hyperparameters. Everything else stays at fastText's defaults
 # (dim 100, minCount 1, softmax loss, 2M buckets); one thread so training is deterministic.
 FASTTEXT_PARAMS: dict[str, Any] = {"epoch": 3, "lr": 0.1, "wordNgrams": 2}
 # Nested shares of the reference corpus. Evenly spaced abilities keep S(d) from saturating: with
@@ -55,7 +57,8 @@ def fasttext_line(text: str) -> str:
     return text.replace("\n", " ")
 
 
-# --- §3.2 predictive strength --------------------------------------------------------------
+# --- docs/preselect.md#predictive-strength predictive strength
+# --------------------------------------------------------------
 
 
 def pair_count(n_models: int) -> int:
@@ -79,11 +82,11 @@ def concordant_pairs(benchmark: Sequence[float], losses: np.ndarray) -> np.ndarr
 
 
 def predictive_strength(benchmark: Sequence[float], losses: np.ndarray) -> np.ndarray:
-    """S(d) = concordant pairs / Z ∈ [0, 1] (METHODS §3.2)."""
+    """S(d) = concordant pairs / Z ∈ [0, 1] (docs/preselect.md#predictive-strength)."""
     return concordant_pairs(benchmark, losses) / pair_count(len(benchmark))
 
 
-# --- §3.3 positives, negatives, label file ---------------------------------------------------
+# --- docs/preselect.md#classifier positives, negatives, label file ---------------------------------------------------
 
 
 def choose_examples(
@@ -130,7 +133,8 @@ def write_label_file(
 
 
 def train_fasttext(label_file: str | Path, seed: int = 0, **overrides: Any) -> Any:
-    """fastText supervised training with §3.3's hyperparameters (overrides only for experiments)."""
+    """fastText supervised training with docs/preselect.md#classifier's hyperparameters (overrides only for
+    experiments)."""
     import fasttext  # lazy: fastText only when its model is used
 
     params = {**FASTTEXT_PARAMS, "thread": 1, "seed": seed, "verbose": 0, **overrides}
@@ -138,7 +142,7 @@ def train_fasttext(label_file: str | Path, seed: int = 0, **overrides: Any) -> A
 
 
 def positive_probability(model: Any, texts: Sequence[str], label: str = POSITIVE) -> np.ndarray:
-    """fastText probability of ``label`` for each text (§3.4's document score)."""
+    """fastText probability of ``label`` for each text (docs/preselect.md#scoring-and-selection's document score)."""
     labels, probs = model.predict([fasttext_line(t) for t in texts], k=-1)
     out = np.zeros(len(texts), dtype=np.float64)
     for row, (names, values) in enumerate(zip(labels, probs, strict=True)):
@@ -151,7 +155,7 @@ def positive_probability(model: Any, texts: Sequence[str], label: str = POSITIVE
 def contribution_words(
     model: Any, k: int = 20, min_count: int = 1
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """Top and bottom words by (E_w · W_out)[label1] − (E_w · W_out)[label0] (§3.3 inspection).
+    """Top and bottom words by (E_w · W_out)[label1] − (E_w · W_out)[label0] (docs/preselect.md#classifier inspection).
 
     ``min_count`` skips words seen fewer times in training: on small training sets a rare word's
     vector is still mostly its random initialisation, and such words crowd the lists.
@@ -409,7 +413,8 @@ def train_local(
             files["preselect.bin"] = (out / "preselect.bin").stat().st_size
         auc_q = None
         if quantize:
-            # No retraining: the pruned, product-quantized model is the §3.3 classifier, compressed.
+            # No retraining: the pruned, product-quantized model is the docs/preselect.md#classifier classifier,
+            # compressed.
             model.quantize(qnorm=True, retrain=False, cutoff=quantize_cutoff, thread=1)
             model.save_model(str(out / "preselect.ftz"))
             files["preselect.ftz"] = (out / "preselect.ftz").stat().st_size

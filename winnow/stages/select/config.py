@@ -34,7 +34,8 @@ class WhereCondition(Section):
 
 
 class SelectConfig(Section):
-    """Which documents are kept by their scores (METHODS §0 budget cut, §1.6 sampling, §3.4 PreSelect)."""
+    """Which documents are kept by their scores (docs/budgets.md#the-budget-cut budget cut, docs/qurating.md#selection
+    sampling, docs/preselect.md#scoring-and-selection PreSelect)."""
 
     enabled: bool = Field(False, description="Run this stage.")
     rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform"] = Field(

@@ -4,10 +4,10 @@ Rules (``SelectConfig.rule``):
 
 * ``threshold``: keep metric ≥ threshold; one ParDo, no global state.
 * ``top_k``: sort by metric, descending; keep the shortest prefix whose weight (characters or
-  tokens) reaches the budget (METHODS §0). PreSelect is ``top_k`` on ``preselect_score`` with
-  ``fraction: 0.1`` of characters (§3.4).
+  tokens) reaches the budget (docs/budgets.md#tokens). PreSelect is ``top_k`` on ``preselect_score`` with
+  ``fraction: 0.1`` of characters (docs/preselect.md#scoring-and-selection).
 * ``gumbel_top_k``: key = z/τ + Gumbel(u(doc_id)), z from the pool's mean and standard
-  deviation (§1.6); then the same budget cut.
+  deviation (docs/qurating.md#selection); then the same budget cut.
 
 Nothing global is held in one process. The mean/std is a combiner with exact sums; the budget
 (``fraction`` × pool weight, or ``budget``; per group ⌊T_d/T·B⌋ with ``balance_by``) comes from
@@ -17,13 +17,13 @@ a 2^24-bin histogram inside the boundary bin, then the few documents of that las
 equal to ~9 significant digits) are cut exactly by (key, H64(doc_id)). When that bin holds a
 single key value (ties: integer ratings such as DataMan's), the same histogram cut runs on the
 H64 tiebreaks instead, so a tie spanning much of the pool is never collected in one place. The
-result is the exact §0 cut: selected weight ≥ budget, and without the last kept document it
+result is the exact docs/budgets.md#the-budget-cut cut: selected weight ≥ budget, and without the last kept document it
 would be below (overshoot < one document). Dropped documents go to ``removed`` as
 ``select:<rule>``; kept ones get ``select_key``, the key they were ranked by.
 Besides the three stage outputs, ``summary`` holds one record per group: pool weight, budget,
 selected weight and overshoot.
 
-DataMan's "Sample-with-DataMan" (METHODS §2.6) adds: ``where`` (keep candidates whose columns meet
+DataMan's "Sample-with-DataMan" (docs/dataman.md#selection) adds: ``where`` (keep candidates whose columns meet
 every condition, e.g. ``overall_score == 5``; others are removed as ``select:where`` and the
 token totals are counted after it); ``balance_by`` as a list (hierarchical budgets: ⌊T_s/T·B⌋ per
 source, then ⌊T_{s,d}/T_s·B_s⌋ per domain inside it); rule ``uniform`` (the key is a hash draw
@@ -162,7 +162,8 @@ def tiebreak(doc: Document, seed: int) -> int:
 
 def hierarchical_budgets(totals: dict[tuple[str, ...], int], budget: float) -> dict[tuple[str, ...], float]:
     """Budgets per cell, level by level: ⌊T_s/T·B⌋ for the first field, then ⌊T_{s,d}/T_s·B_s⌋
-    inside each (METHODS §2.6 ``multi_domain``); one level is QuRating's ⌊T_d/T·B⌋ (§1.7)."""
+    inside each (docs/dataman.md#selection ``multi_domain``); one level is QuRating's ⌊T_d/T·B⌋
+    (docs/qurating.md#domain-balancing)."""
     depth = max((len(cell) for cell in totals), default=0)
     budgets: dict[tuple[str, ...], float] = {(): float(budget)}
     for level in range(1, depth + 1):
@@ -286,7 +287,7 @@ class ApplyCutDoFn(beam.DoFn):
             yield removed(doc, f"select:{self.config.rule}")
 
 
-# --- upsampling (METHODS §2.6 step 4) -------------------------------------------------------------
+# --- upsampling (docs/dataman.md#selection step 4) -------------------------------------------------------------
 
 
 def upsample_horizon(shortfall: float, pool_weight: int) -> float:

@@ -1,11 +1,12 @@
-"""Domain taggers: WebOrganizer topics × formats and DataMan domains (METHODS §6.1, §6.2), Beam-free.
+"""Domain taggers: WebOrganizer topics × formats and DataMan domains (docs/domains.md#weborganizer,
+docs/domains.md#dataman-domains), Beam-free.
 
 Two modes, one output contract (24 probabilities in the taxonomy's id order, argmax = the label):
 
 * **local** (``LinearTagger``): winnow trains it from any labelled JSONL. Features are hashed word
   1–2-grams of the text plus URL tokens and page-shape tokens (line starts, length, ending) in
   their own namespaces, weighted by sublinear TF × IDF and L2-normalised, optionally followed by a
-  model2vec document embedding (the bundled topic tagger uses one); the head is a linear SVM
+  static document embedding (the bundled topic tagger uses one); the head is a linear SVM
   whose margins are turned into probabilities by one fitted temperature. The model file holds
   only numpy arrays (IDF, int8 weights, scales, bias, dense weights), so inference is a regex, a
   hash, a static-embedding lookup and one sparse product: fast enough to tag every kept document
@@ -16,7 +17,8 @@ Two modes, one output contract (24 probabilities in the taxonomy's id order, arg
   truncated to the model's maximum length, softmax over the 24 logits.
 
 The DataMan domain of a document comes from the DataMan scorer when it ran; otherwise from the
-§6.2 topic → domain mapping, which is ours and for reports only, so callers record which one was used.
+docs/domains.md#dataman-domains topic → domain mapping, which is ours and for reports only, so callers record which one
+was used.
 """
 
 from __future__ import annotations
@@ -271,7 +273,7 @@ class LinearTagger:
     float32's size, which keeps both bundled models in the package-size budget; the bench scores the
     quantised model, so its figures are what ships. The embedding's few weights (``dense_weights``,
     dim × labels) stay float32. Sparse-only models need numpy and scipy only; with an embedding
-    (file format 2) inference also runs winnow's model2vec encoder.
+    (file format 2) inference also runs winnow's static embedding.
     """
 
     def __init__(
@@ -693,4 +695,5 @@ def labelled_examples(
     )
 
 
-# --- per-domain statistics (§6.5 #2), mergeable so Beam can combine them in any order -------------
+# --- per-domain statistics (docs/domains.md#per-domain-statistics), mergeable so Beam can combine them in any order
+# -------------
