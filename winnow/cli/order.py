@@ -29,9 +29,7 @@ def _group() -> None:
 @order_app.command()
 def calibrate(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL files (plain, .gz, .zst) with id and text.")],
-    embedder: Annotated[str, typer.Option(help="static, minilm, or a local contriever-style directory.")] = (
-        "static"
-    ),
+    embedder: Annotated[str, typer.Option(help="static, minilm, or a local contriever-style directory.")] = ("static"),
     pairs: Annotated[
         Path | None, typer.Option(help="JSONL of known near-duplicate pairs (id_a, id_b) to measure recall.")
     ] = None,

