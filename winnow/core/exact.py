@@ -48,7 +48,8 @@ def exp(x: np.ndarray | float) -> np.ndarray | float:
     x = np.asarray(x, dtype=np.float64)
     out = np.empty_like(x)
     finite = np.isfinite(x)
-    out[~finite] = np.where(x[~finite] > 0, np.inf, 0.0)
+    rest = x[~finite]
+    out[~finite] = np.where(np.isnan(rest), np.nan, np.where(rest > 0, np.inf, 0.0))
     v = np.clip(x[finite], -745.2, 709.7)
     n = np.rint(v * _LOG2E)
     r = (v - n * _LN2_HI) - n * _LN2_LO
