@@ -111,6 +111,20 @@ def rejected_record(
     }
 
 
+def identity_key(doc: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """A total order on documents for the last word in every tie: the id, then what tells two
+    documents apart when an input reuses an id (source, URL, metadata, text). Sorting by the id
+    alone would leave same-id documents in arrival order, which Beam does not fix."""
+    text = doc.get("text")
+    return (
+        str(doc.get("id")),
+        str(doc.get("source") or ""),
+        str(doc.get("url") or ""),
+        metadata_json(doc.get("metadata")) or "",
+        text if isinstance(text, str) else "",
+    )
+
+
 def metadata_json(metadata: Any) -> str | None:
     """Canonical JSON for the metadata column (sorted keys, so output bytes are stable)."""
     if metadata is None:

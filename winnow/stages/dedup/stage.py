@@ -27,6 +27,7 @@ from winnow.beam.contract import (
     rejected,
     removed,
 )
+from winnow.core.schemas import identity_key
 from winnow.core.text import dedup_key_text
 from winnow.stages.dedup.config import DedupConfig, ExactDedupConfig
 from winnow.stages.dedup.near import MinHashDedup
@@ -41,10 +42,11 @@ def text_hash(text: str, key: str) -> str:
 
 
 def keeper_rank(doc: Document, keep: str) -> tuple[Any, ...]:
-    """Smaller ranks are kept; ties end on the id so the choice never depends on order."""
+    """Smaller ranks are kept; ties end on the document's identity (id, source, URL, metadata, text)
+    so the choice never depends on order, even when an input reuses an id."""
     if keep == "longest":
-        return (-len(doc["text"]), doc["id"])
-    return (doc["id"],)
+        return (-len(doc["text"]), *identity_key(doc))
+    return identity_key(doc)
 
 
 class HashText(beam.DoFn):

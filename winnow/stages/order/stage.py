@@ -37,6 +37,7 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, rejected, removed
 from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64, uniform
+from winnow.core.schemas import identity_key
 from winnow.stages.order import ordering
 from winnow.stages.order.config import OrderConfig
 
@@ -186,7 +187,7 @@ class OrderCellDoFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[tuple[Document, np.ndarray]]], plan: dict[str, Any]) -> Iterator:
         cell, items = element
         # GroupByKey hands members over in no fixed order: sort so the graph never depends on it.
-        members = sorted(items, key=lambda item: item[0]["id"])
+        members = sorted(items, key=lambda item: identity_key(item[0]))
         ids = [doc["id"] for doc, _ in members]
         vectors = ordering.GridVectors.of(
             np.stack([v for _, v in members]), ordering.is_normalised(self.config.embedder)
@@ -249,7 +250,7 @@ class ShortCellDoFn(beam.DoFn):
 
     def process(self, element: tuple[str, Iterable[Document]]) -> Iterator[Any]:
         cell, docs = element
-        members = sorted(docs, key=lambda doc: (h64(doc["id"], "order:short", self.seed), doc["id"]))
+        members = sorted(docs, key=lambda doc: (h64(doc["id"], "order:short", self.seed), identity_key(doc)))
         for position, doc in enumerate(members):
             yield pvalue.TaggedOutput(PLACED, (cell, position, dict(doc, order_cell=cell)))
         yield pvalue.TaggedOutput(
