@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from winnow.beam.contract import counter
 from winnow.core.config import ShardingConfig
-from winnow.core.schemas import metadata_json
+from winnow.core.schemas import identity_key, metadata_json
 
 SHARD_DIGITS = 5
 
@@ -242,7 +242,8 @@ class WriteShards(beam.PTransform):
 
 
 def document_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["id"], row.get("epoch") or 0, row.get("phase") or "", row.get("source") or "", row.get("text") or "")
+    # Ends on the whole identity so rows that share an id still have one order (docs/determinism.md).
+    return (row["id"], row.get("epoch") or 0, row.get("phase") or "", *identity_key(row)[1:])
 
 
 def ordered_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -252,7 +253,7 @@ def ordered_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def removed_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["id"], row["reason"], row.get("source") or "", row.get("text") or "")
+    return (row["id"], row["reason"], row.get("duplicate_of") or "", *identity_key(row)[1:])
 
 
 def rejected_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
