@@ -502,10 +502,13 @@ def select_blocks(
         if not why[i]:
             why[i] = "boilerplate"
     if container is not None:
+        # Outside the container a boilerplate name is enough: the size guard protects content only.
+        named = {i for r in regions if r[1] and r[3] <= lo for i in range(r[2], r[3])}
         for i in range(lo - 1, max(lo - opts.lead_window, 0) - 1, -1):
             b = blocks[i]
             if (
                 i not in pruned
+                and i not in named
                 and b.tag not in _LEAD_EXCLUDE
                 and b.chars >= opts.lead_min_chars
                 and b.link_chars <= opts.lead_max_link_share * b.chars
