@@ -548,10 +548,7 @@ _TEXT_NODE_ID: list[int] = []
 def _parse(html: str) -> Any:
     from selectolax.lexbor import LexborHTMLParser
 
-    try:
-        tree = LexborHTMLParser(html)
-    except UnicodeEncodeError:  # lone surrogates from a bad decode
-        tree = LexborHTMLParser(html.encode("utf-8", "replace"))
+    tree = LexborHTMLParser(html)  # drops lone surrogates itself
     if not _TEXT_NODE_ID:
         _TEXT_NODE_ID.append(LexborHTMLParser("<p>x</p>").css_first("p").child.tag_id)
     return tree
