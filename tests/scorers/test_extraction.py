@@ -179,7 +179,9 @@ def test_fast_drops_interface_text_in_bare_divs_but_not_on_div_only_pages() -> N
 
 def test_fast_drops_captions_menus_and_orphan_headings() -> None:
     menu = "".join(f"<li><a href='/{i}'>Section {i}</a></li>" for i in range(6))
-    long_heading = "Why the tram line took twelve years to build: a long standfirst that the site's template sets in a heading"
+    long_heading = (
+        "Why the tram line took twelve years to build: a long standfirst that the site's template sets in a heading"
+    )
     html = _page(
         f"<article><p>{_PARAGRAPH}</p><h2>{long_heading}</h2>"
         f"<figure><img src='a.jpg'><figcaption>Photo: Jane Doe / Agency</figcaption></figure>"
