@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -211,6 +212,10 @@ def test_fast_reads_noscript_only_pages_and_skips_tables_when_asked() -> None:
 
 
 def test_fast_survives_deep_nesting_and_lone_surrogates() -> None:
-    deep = _page("<div>" * 5000 + _PARAGRAPH + "</div>" * 10)
+    deep = _page("<div><span>" * 2000 + _PARAGRAPH + "</div>" * 10)  # walked, past the depth limit
     assert _PARAGRAPH in _fast(deep)
+    t0 = time.process_time()
+    deeper = _page("<div>x " * 60_000 + _PARAGRAPH)  # Lexbor would need seconds: resiliparse reads it
+    assert _PARAGRAPH in _fast(deeper)
+    assert time.process_time() - t0 < 2.0
     assert _PARAGRAPH in _fast(_page(f"<p>{_PARAGRAPH}</p><p>bad \ud800 char</p>"))
