@@ -197,10 +197,11 @@ def _print_record(record: dict, on, off) -> None:
         f"{record['chars_of_removed_documents']} chars in {record['documents_removed']} pages removed as "
         f"dedup:paragraph); {record['lines_removed']} lines removed"
     )
+    extra = on.cpu_seconds - off.cpu_seconds
     print(
-        f"  wall clock, one in-memory worker: {on.seconds:.1f}s with paragraph dedup, {off.seconds:.1f}s without "
-        f"(+{on.seconds - off.seconds:.1f}s, {record['documents'] / max(on.seconds - off.seconds, 1e-9):.0f} pages/s "
-        "for the step)"
+        f"  CPU time, one in-memory worker: {on.cpu_seconds:.1f}s with paragraph dedup, {off.cpu_seconds:.1f}s "
+        f"without (+{extra:.1f}s, {record['documents'] / max(extra, 1e-9):.0f} pages/s for the step; wall "
+        f"{on.seconds:.1f}s / {off.seconds:.1f}s)"
     )
 
 

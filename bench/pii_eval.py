@@ -415,9 +415,9 @@ def report_pipeline(rows: list[dict], corpora: Path, speed_docs: int) -> None:
         f"  weborganizer-dclm, {len(pages)} pages → {kept} kept by normalize → filter: redactions per 1,000 kept "
         f"pages {per_thousand}; pages with any: {documents} ({documents / kept:.1%})"
     )
-    extra = with_pii.seconds - without.seconds
+    extra = with_pii.cpu_seconds - without.cpu_seconds
     print(
-        f"  wall clock, one in-memory worker: {with_pii.seconds:.1f}s with pii, {without.seconds:.1f}s without "
+        f"  CPU time, one in-memory worker: {with_pii.cpu_seconds:.1f}s with pii, {without.cpu_seconds:.1f}s without "
         f"(+{extra:.1f}s, {kept / max(extra, 1e-9):.0f} pages/s for the stage)"
     )
 
