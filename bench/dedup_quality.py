@@ -42,7 +42,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# The checkout's sibling shared/ (main checkout) or the nearest one above (a worktree).
+SHARED = next(
+    (p / "shared" / "corpora" for p in Path(__file__).resolve().parents if (p / "shared" / "corpora").is_dir()),
+    Path("shared/corpora"),
+)
 
 from winnow.stages.dedup import minhash as mh  # noqa: E402
 
