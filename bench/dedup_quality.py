@@ -250,8 +250,9 @@ def natural_pairs() -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
 # --- running winnow --------------------------------------------------------------------------
 
 
-def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None) -> tuple[dict[str, str], float]:
-    """{removed id: duplicate_of} from MinHashDedup on the local runner, and the wall time."""
+def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None) -> tuple[dict[str, str], float, float]:
+    """{removed id: duplicate_of} from MinHashDedup on the local runner, the wall time and the CPU time
+    (the in-memory runner runs every step in this process)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -261,7 +262,7 @@ def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "docs.jsonl"
         path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
         with beam.Pipeline(options=options) as pipeline:
             out = (
@@ -276,7 +277,7 @@ def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None)
                 | beam.io.WriteToText(str(Path(tmp) / "removed"))
             )
         removed = dict(json.loads(line) for p in Path(tmp).glob("removed*") for line in p.read_text().splitlines())
-        return removed, time.time() - start
+        return removed, time.time() - start, time.process_time() - cpu
 
 
 def quantiles(values: list[float]) -> str:
@@ -360,8 +361,8 @@ def main() -> None:
         ("text check against the keeper (default)", {}),
         ("no text check (signature-verified edges, transitive clusters)", {"verify_text": False}),
     ):
-        removed, seconds = run_winnow(docs, config)
-        print(f"\nwinnow MinHashDedup (fineweb preset, {label}): {seconds:.1f}s wall")
+        removed, seconds, cpu = run_winnow(docs, config)
+        print(f"\nwinnow MinHashDedup (fineweb preset, {label}): {seconds:.1f}s wall, {cpu:.1f}s CPU")
         for line in evaluate(docs, removed, pairs):
             print(line)
         text = {d["id"]: d["text"] for d in docs}
