@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from winnow.core.config import InputSpec, Section, ShardingConfig, TokenizerConfig
+from winnow.stages.decontaminate.config import DecontaminateConfig
 from winnow.stages.dedup.config import DedupConfig
 from winnow.stages.extract.config import ExtractConfig
 from winnow.stages.filter.config import FilterConfig
@@ -26,6 +27,7 @@ from winnow.stages.mix.config import MixConfig
 from winnow.stages.normalize.config import NormalizeConfig
 from winnow.stages.order.config import OrderConfig
 from winnow.stages.pack.config import PackConfig
+from winnow.stages.pii.config import PiiConfig
 from winnow.stages.score.config import ScoreConfig
 from winnow.stages.select.config import SelectConfig
 from winnow.stages.tag.config import TagConfig
@@ -90,7 +92,11 @@ class WinnowConfig(Section):
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
     langid: LangIdConfig = Field(default_factory=LangIdConfig, description="Stage `langid`.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Stage `filter`.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="Stage `pii`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
+    decontaminate: DecontaminateConfig = Field(
+        default_factory=DecontaminateConfig, description="Stage `decontaminate`."
+    )
     score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage `score`.")
     tag: TagConfig = Field(default_factory=TagConfig, description="Stage `tag`.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")

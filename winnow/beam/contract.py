@@ -217,18 +217,31 @@ class _DocumentStepDoFn(beam.DoFn):
             self._counters[name] = counter(name if ":" in name else f"{self.stage}:{name}")
         self._counters[name].inc(n)
 
+    def _buffer(self, name: str, n: int = 1) -> None:
+        # What a step counts during an attempt is held until the attempt succeeds, so a batch
+        # that fails and is retried one document at a time is not counted twice.
+        self._pending[name] = self._pending.get(name, 0) + n
+
+    def _attempt(self, docs: list[Document]) -> list[Outcome]:
+        self._pending: dict[str, int] = {}
+        outcomes = self.step(docs)
+        if len(outcomes) != len(docs):
+            raise ValueError(f"{self.stage} returned {len(outcomes)} outcomes for {len(docs)} documents")
+        for name, n in self._pending.items():
+            self._count(name, n)
+        return outcomes
+
     def setup(self) -> None:
-        self.step.setup(self._count)
+        self._pending = {}
+        self.step.setup(self._buffer)
 
     def process(self, batch: list[Document]) -> Iterator[Any]:
         try:
-            outcomes = self.step(batch)
-            if len(outcomes) != len(batch):
-                raise ValueError(f"{self.stage} returned {len(outcomes)} outcomes for {len(batch)} documents")
+            outcomes = self._attempt(batch)
         except Exception:  # find the document(s) at fault one at a time
             for doc in batch:
                 try:
-                    (outcome,) = self.step([doc])
+                    (outcome,) = self._attempt([doc])
                 except Exception as error:  # a document must never kill the job
                     self._count("rejected")
                     yield rejected(doc, self.stage, error)

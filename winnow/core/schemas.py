@@ -33,6 +33,11 @@ REMOVED_FIELDS: list[pa.Field] = [
     pa.field("url", pa.string()),
     pa.field("source", pa.string(), nullable=False),
     pa.field("text", pa.string(), nullable=False),
+    # Evidence a stage measured for its decision: the text-level similarity of a near-duplicate to
+    # the document it duplicates, and stage-specific detail as a JSON object string (e.g. the eval
+    # items a decontaminated document matched). Null when the stage records none.
+    pa.field("similarity", pa.float64()),
+    pa.field("detail", pa.string()),
 ]
 
 REJECTED_FIELDS: list[pa.Field] = [

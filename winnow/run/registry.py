@@ -11,6 +11,7 @@ from typing import Any
 
 from winnow.beam.contract import StageSpec
 from winnow.config import WinnowConfig
+from winnow.stages.decontaminate.stage import SPEC as DECONTAMINATE
 from winnow.stages.dedup.stage import SPEC as DEDUP
 from winnow.stages.extract.stage import SPEC as EXTRACT
 from winnow.stages.filter.stage import SPEC as FILTER
@@ -19,12 +20,14 @@ from winnow.stages.mix.stage import SPEC as MIX
 from winnow.stages.normalize.stage import SPEC as NORMALIZE
 from winnow.stages.order.stage import SPEC as ORDER
 from winnow.stages.pack.stage import SPEC as PACK
+from winnow.stages.pii.stage import SPEC as PII
 from winnow.stages.score.stage import SPEC as SCORE
 from winnow.stages.select.stage import SPEC as SELECT
 from winnow.stages.tag.stage import SPEC as TAG
 
 STAGES: dict[str, StageSpec] = {
-    spec.name: spec for spec in (EXTRACT, NORMALIZE, LANGID, FILTER, DEDUP, SCORE, TAG, SELECT, MIX, ORDER, PACK)
+    spec.name: spec
+    for spec in (EXTRACT, NORMALIZE, LANGID, FILTER, PII, DEDUP, DECONTAMINATE, SCORE, TAG, SELECT, MIX, ORDER, PACK)
 }
 PIPELINE_ORDER: list[str] = list(STAGES)
 

@@ -632,6 +632,23 @@ def exact_jaccard(a: Iterable[Hashable], b: Iterable[Hashable]) -> float:
     return len(set_a & set_b) / union if union else 0.0
 
 
+def shingle_set(hasher: ShingleHasher, text: str) -> np.ndarray:
+    """The distinct shingle hashes of one text, sorted: the set MinHash estimates Jaccard over."""
+    values, _ = hasher.hash_batch([text])
+    return np.unique(values)
+
+
+def set_similarity(member: np.ndarray, keeper: np.ndarray, measure: str = "jaccard") -> tuple[int, int]:
+    """(shared shingles, denominator) of two sorted distinct hash arrays; similarity = shared / denominator.
+
+    ``jaccard``: the union; ``containment``: the member's own set (how much of it the keeper holds).
+    Integers, so a threshold test never depends on float rounding.
+    """
+    shared = len(np.intersect1d(member, keeper, assume_unique=True))
+    denominator = len(member) if measure == "containment" else len(member) + len(keeper) - shared
+    return shared, denominator
+
+
 def candidate_probability(similarity: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
     """P(two documents share at least one band | Jaccard = s) = 1 − (1 − s^r)^b."""
     return 1.0 - (1.0 - np.asarray(similarity, dtype=float) ** rows) ** bands

@@ -1,11 +1,13 @@
-"""Config sections of the cleaning stages: ``extract``, ``langid`` and ``filter``.
+"""Config section of the ``filter`` stage (heuristic rules, URL blocklists, drop or annotate).
 
 Defaults follow the published pipelines they come from: FineWeb's heuristic filters
 (datatrove's C4 / Gopher / FineWeb thresholds, C4's terminal-punctuation rule off as in
-FineWeb) and DCLM's language rule (fastText lid.176, English with score >= 0.65).
+FineWeb). No blocklist is bundled: UT1's lists are downloaded by the user.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -109,10 +111,43 @@ class FineWebFilterConfig(Section):
     new_line_ratio: float | None = Field(0.3, description="Max newlines per word (list-like pages); null disables.")
 
 
+class UrlBlocklistConfig(Section):
+    """URL blocklists (UT1-style list files) and how a document's URL is matched against them."""
+
+    files: list[str] = Field(
+        min_length=1,
+        description="List files (UT1 `domains`/`urls` layout: one entry per line, `#` comments, `.gz` read), "
+        "relative to the working directory. A missing, unreadable or empty file stops the run before it starts. "
+        "The rule is `url_blocklist_<list>`, the list being the UT1 category folder (`adult/domains` → `adult`) "
+        "or the file name.",
+    )
+    match: Literal["domain", "url", "substring"] = Field(
+        "domain",
+        description="`domain`: the URL's host or a parent of it down to its registered domain is listed "
+        "(Public Suffix List from tldextract's bundled snapshot, never downloaded); `url`: the normalised URL "
+        "or a path prefix of it is listed; `substring`: an entry occurs in the lower-cased URL.",
+    )
+    include_psl_private_domains: bool = Field(
+        False,
+        description="Treat PSL private suffixes (`blogspot.com`) as public suffixes, so `x.blogspot.com` is its "
+        "own registered domain.",
+    )
+
+
 class FilterConfig(Section):
-    """Heuristic quality filters, applied in order C4 → Gopher quality → Gopher repetition → FineWeb."""
+    """Heuristic quality filters, applied in order URL blocklist → C4 → Gopher quality → Gopher
+    repetition → FineWeb."""
 
     enabled: bool = Field(True, description="Run this stage.")
+    mode: Literal["drop", "annotate"] = Field(
+        "drop",
+        description="`drop`: a document goes at the first rule that fires (`filter:<rule>`); `annotate`: every "
+        "rule is evaluated, no document is dropped, and the names of the rules that fired are written to "
+        "`filter_flags` (empty list: drop mode would have kept it, with the same text).",
+    )
+    url_blocklist: UrlBlocklistConfig | None = Field(
+        None, description="URL blocklists checked before the text rules; null: none."
+    )
     c4: C4FilterConfig = Field(default_factory=C4FilterConfig, description="C4 rules.")
     gopher_quality: GopherQualityConfig = Field(default_factory=GopherQualityConfig, description="Gopher quality.")
     gopher_repetition: GopherRepetitionConfig = Field(
