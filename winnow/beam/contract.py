@@ -49,7 +49,7 @@ def counter(name: str) -> beam.metrics.metricbase.Counter:
 
 def side_copy(pcoll: beam.PCollection, label: str) -> beam.PCollection:
     """A copy of ``pcoll`` to read only as a side input, where ``pcoll`` is also a main input: Beam
-    2.77's FnApiRunner can commit such a side input empty (see winnow.transforms.cuts)."""
+    2.77's FnApiRunner can commit such a side input empty (see winnow.beam.cuts)."""
     return pcoll | label >> beam.Map(lambda item: item)
 
 

@@ -93,13 +93,15 @@ def shard_count(total_rows: int, total_bytes: int, sharding: ShardingConfig) -> 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How a stage's extra output table is written: its schema, row order inside a shard, and an
-    optional column whose values become subdirectories (``<table>/<field>=<value>/``)."""
+    """How a stage's extra output table is written: its schema, row order inside a shard, an
+    optional column whose values become subdirectories (``<table>/<field>=<value>/``), and a cap on
+    rows per Parquet row group for tables of large rows (the run's ``row_group_rows`` otherwise)."""
 
     schema: pa.Schema
     sort_key: Callable[[dict[str, Any]], Any]
     partition_field: str | None = None
     shard_key: Callable[[dict[str, Any]], bytes] | None = None
+    row_group_rows: int | None = None
 
 
 _SAFE_VALUE = re.compile(r"[^A-Za-z0-9_.\-]+")

@@ -154,6 +154,9 @@ def build_pipeline(
         ),
     ]
     for name, pcoll, table in tables:
+        table_sharding = sharding
+        if table.row_group_rows is not None and table.row_group_rows < sharding.row_group_rows:
+            table_sharding = sharding.model_copy(update={"row_group_rows": table.row_group_rows})
         files.append(
             pcoll
             | f"WriteTable_{name}"
@@ -161,7 +164,7 @@ def build_pipeline(
                 name,
                 FileSystems.join(staging_dir, name),
                 table.schema,
-                sharding,
+                table_sharding,
                 table.sort_key,
                 shard_key=table.shard_key,
                 partition_field=table.partition_field,

@@ -1,4 +1,5 @@
-"""Config section of the ``mix`` stage: per-domain target mixtures, RegMix, repetition caps, phases (docs/mixing.md)."""
+"""Config section of the ``mix`` stage: per-domain target mixtures, RegMix, repetition caps, phases (docs/mixing.md),
+and a Skill-it! schedule (``mix.skillit``, docs/skill-it.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from winnow.core.config import Section
+from winnow.stages.mix.skillit_config import SkillitConfig
 
 
 class RegMixTarget(Section):
@@ -110,10 +112,19 @@ class MixConfig(Section):
         4, ge=1, description="Most copies of one document across all phases (Muennighoff et al.: ≤ 4 is near-free)."
     )
     tokens_field: str = Field("n_tokens", description="Token count field (counted with the run tokenizer if absent).")
+    skillit: SkillitConfig | None = Field(
+        None,
+        description="Skill-it! over the skills of `domain_field`. mode plan: the rounds' mixtures, recomputed from "
+        "a graph and a proxy's losses before the run, become `schedule` (T equal phases). mode step: used by "
+        "`winnow mix skillit-step` between training rounds, not by a run.",
+    )
 
     @model_validator(mode="after")
     def _mixture_given(self) -> MixConfig:
         if not self.enabled:
+            return self
+        if self.skillit is not None:
+            self._skillit_usable(self.skillit)
             return self
         if self.schedule and self.weights is not None:
             raise ValueError("give either `weights` or `schedule`, not both")
@@ -138,6 +149,29 @@ class MixConfig(Section):
             if spec.product is not None and sorted(spec.product) != sorted(fields):
                 raise ValueError(f"`product` factors {sorted(spec.product)} must be the domain fields {fields}")
         return self
+
+    def _skillit_usable(self, skillit: SkillitConfig) -> None:
+        """What a run with ``mix.skillit`` needs, checked before any data moves; messages name the key."""
+        if skillit.mode == "step":
+            raise ValueError(
+                "skillit.mode: `step` runs between training rounds (`winnow mix skillit-step`), not inside a run; "
+                "use mode `plan`, or disable the mix stage"
+            )
+        given = [name for name in ("weights", "schedule") if getattr(self, name)]
+        if given:
+            raise ValueError(f"skillit (plan) writes the schedule itself: remove {' and '.join(given)}")
+        named_by_file = skillit.graph_runs is not None or (skillit.graph and not skillit.graph.endswith(".npy"))
+        if skillit.skills is None and not named_by_file:
+            raise ValueError(
+                "skillit.skills: list the skills (values of domain_field) in graph row order; only a CSV or JSON "
+                "`graph`, or `graph_runs`, names them"
+            )
+        per_round = skillit.tokens_per_round
+        if per_round is not None and self.budget is not None and self.budget != per_round * skillit.rounds:
+            raise ValueError(
+                f"skillit.tokens_per_round × rounds ({per_round} × {skillit.rounds}) differs from "
+                f"budget ({self.budget}); give one of them"
+            )
 
     @property
     def fields(self) -> list[str]:

@@ -1,7 +1,7 @@
 """Stage ``mix``: sample the pool to a target domain mixture, per training phase (docs/mixing.md#target-mixtures,
 docs/mixing.md#regmix, docs/mixing.md#phases).
 
-The math (targets, epoch planning, RegMix) is in ``winnow.scorers.mixing``; this module moves the
+The math (targets, epoch planning, RegMix) is in ``winnow.stages.mix.mixing``; this module moves the
 data. Steps, each a combiner or a keyed transform (no step holds a domain in one place):
 
 1. Every document gets its domain (``domain_field``: one tag, or ``topic|format`` cells) and token
@@ -14,7 +14,7 @@ data. Steps, each a combiner or a keyed transform (no step holds a domain in one
    ``z/τ + Gumbel``) or a seeded hash permutation; each domain cell seeds its draws with
    ``seed + H64(domain) mod 2^24`` (docs/mixing.md#target-mixtures). The remainder is the
    docs/budgets.md#the-budget-cut budget cut, found with the
-   same ``BudgetCuts`` transform as ``select`` (``winnow.transforms.cuts``).
+   same ``BudgetCuts`` transform as ``select`` (``winnow.beam.cuts``).
 4. Copies (``epoch`` 0, 1, …) are split between phases by a second cut per domain: copies are
    ranked by a per-copy hash and phase ``p`` takes the copies between the cumulative demands of
    the phases before it and its own (scaled to the tokens delivered, so the cut's overshoot or
@@ -25,6 +25,12 @@ data. Steps, each a combiner or a keyed transform (no step holds a domain in one
 Documents with no copy go to ``removed`` as ``mix:not_selected``. ``summary`` holds the
 ``mixture`` manifest section: the prior ``{domain, tokens, documents, weight}``, and per phase and
 domain the pool, target weight, planned, realised and unmet tokens and epochs used.
+
+Two mixtures are computed on the driver before the graph is built, in the stage's ``prepare``
+step (``prepare_mix``): RegMix targets are fitted from proxy runs, and a Skill-it! plan
+(``mix.skillit``, ``mode: plan``; docs/skill-it.md) turns a skills graph and a proxy's losses into
+``T`` equal phases that replace ``schedule``; its rounds (p_t, η_t, the losses used) and graph go
+to the ``mixture`` section as ``skillit`` records.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam import pvalue
 
@@ -69,6 +76,7 @@ from winnow.stages.mix.mixing import (
     prior_records,
     regmix_from_files,
 )
+from winnow.stages.mix.skillit import SkillGraph, plan_skills, skillit_plan
 
 STAGE = "mix"
 SUMMARY = "summary"
@@ -434,8 +442,67 @@ def fit_regmix_targets(config: MixConfig) -> dict[str, dict[str, RegMixFit]]:
     return {"fitted": fitted}
 
 
+def plan_skillit(config: MixConfig) -> dict[str, Any]:
+    """``mix.skillit`` with ``mode: plan``: the skills graph and the proxy's loss table → every round's
+    mixture → ``T`` equal ``mix.schedule`` phases, plus the budget when ``tokens_per_round`` sets it."""
+    skillit = config.skillit
+    assert skillit is not None
+    if skillit.mode != "plan":
+        raise ValueError(
+            "mix.skillit.mode: `step` runs between training rounds (`winnow mix skillit-step`), not in a run"
+        )
+    try:
+        plan = skillit_plan(skillit, plan_skills(skillit))
+    except (OSError, ValueError, KeyError) as error:
+        message = str(error)
+        raise ValueError(message if message.startswith("mix.skillit") else f"mix.skillit: {message}") from error
+    budget = config.budget
+    if budget is None and skillit.tokens_per_round is not None:
+        budget = skillit.tokens_per_round * skillit.rounds
+    return {**plan, "budget": budget}
+
+
+def prepare_mix(config: MixConfig) -> dict[str, Any]:
+    """The stage's explicit driver-side step before the graph (``StageSpec.prepare``): a Skill-it plan
+    (``{"skillit_plan": …}``) or the fitted RegMix targets (``{"fitted": …}``), as transform arguments."""
+    if config.skillit is not None:
+        return {"skillit_plan": plan_skillit(config)}
+    return fit_regmix_targets(config)
+
+
+def planned_config(config: MixConfig, plan: dict[str, Any]) -> MixConfig:
+    """The section the stage runs: the plan's phases as ``schedule`` (validated like a user's schedule)."""
+    data = config.model_dump(exclude={"skillit", "schedule", "weights", "budget"})
+    return MixConfig.model_validate({**data, "schedule": plan["schedule"], "budget": plan["budget"]})
+
+
+def skillit_records(config: MixConfig, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``mixture`` section's Skill-it records: the settings and graph, then one per round."""
+    skillit = config.skillit
+    assert skillit is not None
+    graph = plan["graph"]
+    density = SkillGraph(tuple(graph["train"]), tuple(graph["eval"]), np.array(graph["matrix"])).density()
+    records: list[dict[str, Any]] = [
+        {
+            "section": SECTION,
+            "kind": "skillit",
+            "mode": skillit.mode,
+            "rounds": skillit.rounds,
+            "eta": skillit.eta,
+            "window": skillit.window,
+            "graph": graph,
+            "graph_density": density,
+            "losses": skillit.losses,
+        }
+    ]
+    for phase, mixture in zip(plan["schedule"], plan["rounds"], strict=True):
+        records.append({"section": SECTION, "kind": "skillit_round", "phase": phase["name"], **mixture})
+    return records
+
+
 class Mix(beam.PTransform):
-    """Stage ``mix`` (see the module docstring); RegMix targets come fitted (``fit_regmix_targets``)."""
+    """Stage ``mix`` (see the module docstring); RegMix targets come fitted and a Skill-it plan computed
+    by ``prepare_mix``, the driver-side step the run calls before building the graph."""
 
     def __init__(
         self,
@@ -443,8 +510,15 @@ class Mix(beam.PTransform):
         seed: int = 0,
         tokenizer: TokenizerConfig | None = None,
         fitted: dict[str, RegMixFit] | None = None,
+        skillit_plan: dict[str, Any] | None = None,
     ):
         super().__init__()
+        self.skillit_records: list[dict[str, Any]] = []
+        if config.skillit is not None:
+            if skillit_plan is None:
+                raise ValueError("mix.skillit plan not computed (run prepare_mix first)")
+            self.skillit_records = skillit_records(config, skillit_plan)
+            config = planned_config(config, skillit_plan)
         self.config = config
         self.seed = seed
         self.tokenizer = tokenizer
@@ -507,6 +581,9 @@ class Mix(beam.PTransform):
             | "AllPhaseDomains" >> beam.combiners.ToList()
             | "Summary" >> beam.FlatMap(summary_records, plan_side, fits)
         )
+        if self.skillit_records:
+            planned = docs.pipeline | "SkillitRecords" >> beam.Create(self.skillit_records)
+            summary = (summary, planned) | "WithSkillit" >> beam.Flatten()
         return {KEPT: kept, REMOVED: copies[REMOVED], REJECTED: prepared[REJECTED], SUMMARY: summary}
 
 
@@ -518,5 +595,5 @@ SPEC = StageSpec(
     # training-schedule phase.
     columns=(pa.field("epoch", pa.int32()), pa.field("phase", pa.string())),
     needs=("seed", "tokenizer"),
-    prepare=fit_regmix_targets,
+    prepare=prepare_mix,
 )

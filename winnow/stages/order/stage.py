@@ -5,7 +5,7 @@ docs/qurating.md#curriculum).
   ``partition_below`` embedded docs is one cell; above, k-means centroids are trained on a
   deterministic sample (the ``sample_size`` smallest H64(doc_id), a ``Top`` combiner), every
   document is assigned a cell, and each cell (GroupByKey) gets its kNN graph, traversal and
-  semantic dedup (core in ``winnow.scorers.ordering``). Cells are concatenated in a seeded order;
+  semantic dedup (core in ``winnow.stages.order.ordering``). Cells are concatenated in a seeded order;
   ``order_rank`` = the cell's offset (prefix sums of cell sizes, a small side input) + position.
   Documents under ``min_words`` skip embedding and form a cell ordered by seeded hash.
 * ``sort`` (QuRating curriculum): approximate quantiles of the sort key cut the corpus into key

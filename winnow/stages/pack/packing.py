@@ -4,7 +4,7 @@ batches
 and the bucket-sampling curriculum a trainer replays.
 
 Everything here works on token counts and plain Python/NumPy values, so the Beam wrapper
-(``winnow.transforms.pack``) and the tests share one implementation.
+(``winnow.stages.pack.stage``) and the tests share one implementation.
 """
 
 from __future__ import annotations

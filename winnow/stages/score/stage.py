@@ -1,4 +1,4 @@
-"""Stage ``score``: model scores as columns on every document (cores in winnow.scorers).
+"""Stage ``score``: model scores as columns on every document (cores beside it in winnow.stages.score).
 
 One DoFn per configured scorer, chained. Each loads its model once per worker (``setup``),
 takes documents in fixed-size batches (``BatchElements``), and writes the scorer's columns,

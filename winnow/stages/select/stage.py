@@ -1,4 +1,4 @@
-"""Stage ``select``: keep documents by their scores (math in winnow.scorers.selection).
+"""Stage ``select``: keep documents by their scores (math in winnow.core.budget).
 
 Rules (``SelectConfig.rule``):
 
@@ -11,7 +11,7 @@ Rules (``SelectConfig.rule``):
 
 Nothing global is held in one process. The mean/std is a combiner with exact sums; the budget
 (``fraction`` × pool weight, or ``budget``; per group ⌊T_d/T·B⌋ with ``balance_by``) comes from
-a per-group sum; the cut (``winnow.transforms.cuts.BudgetCuts``, shared with ``mix``) is found
+a per-group sum; the cut (``winnow.beam.cuts.BudgetCuts``, shared with ``mix``) is found
 in three passes over (key bits, weight) pairs: a 2^16-bin weight histogram of the top key bits,
 a 2^24-bin histogram inside the boundary bin, then the few documents of that last bin (keys
 equal to ~9 significant digits) are cut exactly by (key, H64(doc_id)). When that bin holds a

@@ -1,6 +1,6 @@
 """Stage ``tag``: WebOrganizer topic and format, DataMan domain, per-domain statistics (docs/domains.md).
 
-Taggers (cores in ``winnow.scorers.domains``) load once per worker in ``setup`` and see documents
+Taggers (cores in ``winnow.stages.tag.taggers``) load once per worker in ``setup`` and see documents
 in fixed-size batches. Every kept document gets ``topic``/``topic_id``/``topic_score``,
 ``format``/``format_id``/``format_score`` (argmax of the probabilities, in the taxonomy's id
 order) and ``domain``, the DataMan letter A–O: the DataMan scorer's ``application_domain`` when
