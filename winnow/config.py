@@ -133,6 +133,14 @@ class WinnowConfig(Section):
                 "pack.mode `dd` does not separate the phases of mix.schedule yet; use `concat` "
                 "(contexts never cross a phase) or run each phase's shard set through DD separately"
             )
+        ingenious = self.select.enabled and self.select.rule == "ingenious"
+        if ingenious and self.mix.enabled:
+            raise ValueError(
+                "select.rule `ingenious` writes its rounds as phases and repeats documents across them; "
+                "mix would treat the repeats as new documents: disable mix"
+            )
+        if ingenious and self.pack.enabled and self.pack.mode == "dd":
+            raise ValueError("pack.mode `dd` does not separate INGENIOUS rounds (phases) yet; use `concat`")
         return self
 
     def content_hash(self) -> str:

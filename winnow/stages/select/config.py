@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from winnow.core.config import Section
+from winnow.stages.select.ingenious_config import IngeniousConfig
 
 # The default metric: the column the default scorer (PreSelect) writes.
 DEFAULT_COLUMN = "preselect_score"
@@ -37,11 +38,13 @@ class SelectConfig(Section):
     """Which documents are kept by their scores (METHODS §0 budget cut, §1.6 sampling, §3.4 PreSelect)."""
 
     enabled: bool = Field(False, description="Run this stage.")
-    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform"] = Field(
+    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform", "ingenious"] = Field(
         "top_k",
         description="`threshold`: keep metric ≥ `threshold`; `top_k`: highest metric first until the budget; "
         "`gumbel_top_k`: sample without replacement ∝ exp(z/τ) until the budget; `uniform`: a random "
-        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget.",
+        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget; `ingenious`: "
+        "representative subsets by facility location over embeddings, drawn in rounds (block `ingenious`, "
+        "docs/ingenious.md; no score columns).",
     )
     columns: list[str] = Field(
         default_factory=lambda: [DEFAULT_COLUMN],
@@ -71,6 +74,11 @@ class SelectConfig(Section):
         "`[{field: overall_score, op: '==', value: 5}]`; others are removed as `select:where`. "
         "Token totals T are counted after this filter.",
     )
+    ingenious: IngeniousConfig = Field(
+        default_factory=IngeniousConfig,
+        description="Rule `ingenious`: embeddings, partitions, optimizer, Taylor softmax and rounds. Its `fraction` "
+        "sets the share each round keeps; `budget` (tokens) overrides it when `ingenious.weight` is `tokens`.",
+    )
     upsample: bool = Field(
         False,
         description="A group whose candidates hold fewer tokens than its budget is filled with repeats drawn "
@@ -87,6 +95,13 @@ class SelectConfig(Section):
             raise ValueError("`upsample` needs a budget rule (top_k, gumbel_top_k or uniform)")
         if isinstance(self.balance_by, list) and not self.balance_by:
             raise ValueError("`balance_by` list is empty; use null for no balancing")
+        if self.rule == "ingenious":
+            if self.balance_by is not None:
+                raise ValueError("rule `ingenious` balances by its own partitions; remove `balance_by`")
+            if self.upsample:
+                raise ValueError("rule `ingenious` repeats documents in its rounds; remove `upsample`")
+            if self.budget is not None and self.ingenious.weight != "tokens":
+                raise ValueError("`budget` counts tokens: with rule `ingenious` it needs `ingenious.weight: tokens`")
         return self
 
     @property
