@@ -19,12 +19,14 @@ from winnow.stages.mix.stage import SPEC as MIX
 from winnow.stages.normalize.stage import SPEC as NORMALIZE
 from winnow.stages.order.stage import SPEC as ORDER
 from winnow.stages.pack.stage import SPEC as PACK
+from winnow.stages.review.stage import SPEC as REVIEW
 from winnow.stages.score.stage import SPEC as SCORE
 from winnow.stages.select.stage import SPEC as SELECT
 from winnow.stages.tag.stage import SPEC as TAG
 
 STAGES: dict[str, StageSpec] = {
-    spec.name: spec for spec in (EXTRACT, NORMALIZE, LANGID, FILTER, DEDUP, SCORE, TAG, SELECT, MIX, ORDER, PACK)
+    spec.name: spec
+    for spec in (EXTRACT, NORMALIZE, LANGID, FILTER, REVIEW, DEDUP, SCORE, TAG, SELECT, MIX, ORDER, PACK)
 }
 PIPELINE_ORDER: list[str] = list(STAGES)
 

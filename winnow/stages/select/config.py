@@ -64,7 +64,8 @@ class SelectConfig(Section):
     )
     balance_by: str | list[str] | None = Field(
         None,
-        description="Field (top level or in `metadata`) whose groups each get budget ⌊T_d / T · B⌋; "
+        description="Field (top level or in `metadata`; `input_name` is each input's `name`) whose groups each "
+        "get budget ⌊T_d / T · B⌋; "
         "normalisation and noise stay global. A list allocates hierarchically (DataMan's source → "
         "domain): ⌊T_s / T · B⌋ per first-field value, then ⌊T_{s,d} / T_s · B_s⌋ inside it, and so on.",
     )

@@ -69,8 +69,12 @@ class IngeniousConfig(Section):
     """INGENIOUS (Renduchintala et al., 2023): facility-location gains → Taylor-softmax probabilities → draws."""
 
     fraction: float = Field(0.25, gt=0, le=1, description="Share of the pool (samples or tokens) each round keeps.")
-    embedding: IngeniousEmbedding = Field(default_factory=IngeniousEmbedding)
-    partitions: IngeniousPartitions = Field(default_factory=IngeniousPartitions)
+    embedding: IngeniousEmbedding = Field(
+        default_factory=IngeniousEmbedding, description="Where the document vectors come from."
+    )
+    partitions: IngeniousPartitions = Field(
+        default_factory=IngeniousPartitions, description="How the pool is cut; each partition gets a dense kernel."
+    )
     optimizer: Literal["lazy", "stochastic"] = Field(
         "lazy",
         description="`lazy`: exact greedy with Minoux's lazy bounds [ours]; `stochastic`: the reference's "
@@ -92,7 +96,9 @@ class IngeniousConfig(Section):
         description="`samples`: each partition draws k_p documents (reference); `tokens`: each partition draws "
         "until its share B·T_p/T of the token budget is reached.",
     )
-    rounds: IngeniousRounds = Field(default_factory=IngeniousRounds)
+    rounds: IngeniousRounds = Field(
+        default_factory=IngeniousRounds, description="Re-draws from the same probabilities, one phase each."
+    )
 
     @model_validator(mode="after")
     def _column_named(self) -> IngeniousConfig:
