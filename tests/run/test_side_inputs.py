@@ -48,6 +48,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "order": {"enabled": True, "method": "icp", "embedder": "model2vec"},
         "pack": {"mode": "dd"},
     },
+    # INGENIOUS on k-means cells, and a review sheet with a source cap (pints-expository's pieces).
+    "ingenious_review": {
+        "select": {"enabled": True, "rule": "ingenious", "ingenious": {"partitions": {"strategy": "kmeans"}}},
+        "mix": {"enabled": False},
+        "review": {"decisions": str(Path(__file__).resolve().parents[1] / "data" / "pints" / "review_decisions.csv")},
+        "filter": {"by_source": {"default": {"c4": {"enabled": False}}, "web.jsonl.gz": {}}},
+    },
     "mix_quality_sort": {
         "select": {"enabled": True, "rule": "uniform", "weight": "tokens", "fraction": 0.5},
         "mix": {"quality": {"column": "preselect_score", "rule": "gumbel_top_k"}},

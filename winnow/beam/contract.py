@@ -121,11 +121,21 @@ def chain(docs: beam.PCollection, steps: list[tuple[str, beam.PTransform]]) -> d
     }
 
 
+INPUT_NAME = "input_name"
+
+
+def input_name(doc: Document) -> str | None:
+    """The input a document was read from: its ``name`` (the first part of ``source``; for an unnamed
+    input, the first part of the file's path)."""
+    return str(doc.get("source") or "").split("/", 1)[0] or None
+
+
 def field_value(doc: Document, field: str) -> Any:
     """A column's value: top level, else in ``metadata`` (a dict or its JSON); None when absent.
 
     Grouping and filtering options (``balance_by``, ``where``, ``domain_field``) name fields that
-    may come from a stage or from the input's metadata."""
+    may come from a stage or from the input's metadata. ``input_name`` is derived when no column
+    of that name exists: the input's ``name``, so mixtures and budgets can be per source."""
     if doc.get(field) is not None:
         return doc[field]
     metadata = doc.get("metadata")
@@ -133,8 +143,11 @@ def field_value(doc: Document, field: str) -> Any:
         try:
             metadata = json.loads(metadata)
         except ValueError:
-            return None
-    return metadata.get(field) if isinstance(metadata, dict) else None
+            metadata = None
+    value = metadata.get(field) if isinstance(metadata, dict) else None
+    if value is None and field == INPUT_NAME:
+        return input_name(doc)
+    return value
 
 
 # --- the stage spec -----------------------------------------------------------------------------

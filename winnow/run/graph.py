@@ -130,16 +130,18 @@ def build_pipeline(
     sharding = config.output.shards
     stage_names = [spec.name for spec in stages]
     ordered = "order" in stage_names
+    schema = data_schema(config, stages)
     files = [
         kept
         | "WriteData"
         >> WriteShards(
             "data",
             FileSystems.join(staging_dir, "data"),
-            data_schema(config, stages),
+            schema,
             sharding,
             ordered_sort_key if ordered else document_sort_key,
-            partition_field="phase" if "mix" in stage_names else None,
+            # Training phases (mix.schedule, INGENIOUS rounds) are shard sets: data/phase=<name>/.
+            partition_field="phase" if "phase" in schema.names else None,
             ordered_by="order_rank" if ordered else None,
         ),
         rejected_all

@@ -21,13 +21,29 @@ from winnow.stages.normalize.stage import SPEC as NORMALIZE
 from winnow.stages.order.stage import SPEC as ORDER
 from winnow.stages.pack.stage import SPEC as PACK
 from winnow.stages.pii.stage import SPEC as PII
+from winnow.stages.review.stage import SPEC as REVIEW
 from winnow.stages.score.stage import SPEC as SCORE
 from winnow.stages.select.stage import SPEC as SELECT
 from winnow.stages.tag.stage import SPEC as TAG
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
-    for spec in (EXTRACT, NORMALIZE, LANGID, FILTER, PII, DEDUP, DECONTAMINATE, SCORE, TAG, SELECT, MIX, ORDER, PACK)
+    for spec in (
+        EXTRACT,
+        NORMALIZE,
+        LANGID,
+        FILTER,
+        PII,
+        REVIEW,
+        DEDUP,
+        DECONTAMINATE,
+        SCORE,
+        TAG,
+        SELECT,
+        MIX,
+        ORDER,
+        PACK,
+    )
 }
 PIPELINE_ORDER: list[str] = list(STAGES)
 

@@ -427,7 +427,7 @@ def test_duplicate_ids_are_refused():
 
 SECTION = """
 fraction: 0.25
-embedding: {source: model, model: minilm}
+embedding: {source: model, model: static}
 partitions: {strategy: random, count: 1500, max_size: 10000}
 optimizer: lazy
 epsilon: 0.1

@@ -7,9 +7,9 @@ FineWeb). No blocklist is bundled: UT1's lists are downloaded by the user.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from winnow.core.config import Section
 
@@ -154,3 +154,53 @@ class FilterConfig(Section):
         default_factory=GopherRepetitionConfig, description="Gopher repetition."
     )
     fineweb: FineWebFilterConfig = Field(default_factory=FineWebFilterConfig, description="FineWeb rules.")
+    by_source: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-source profiles: {key: overrides of the rule sections above}, e.g. "
+        "`{default: {c4: {enabled: false}}, web: {}}`. A key is an input `name`, a leading path or a glob of "
+        "the `source` column; the first matching key (in this order) applies, `default` to sources no other "
+        "key names; without a match the sections above apply unchanged. Overrides merge into the sections.",
+    )
+    license_allow: list[str] | None = Field(
+        None,
+        description="Licence gate: keep only documents whose `license_field` is one of these (case-insensitive); "
+        "others are removed as `filter:license_not_allowed`, those without one as `filter:license_missing`. "
+        "Null: no gate.",
+    )
+    license_field: str = Field("license", description="Field (top level or in `metadata`) declaring the licence.")
+
+    @model_validator(mode="after")
+    def _profiles_are_valid(self) -> FilterConfig:
+        for name in self.by_source:
+            self.profile(name)
+        return self
+
+    def profile(self, name: str) -> FilterConfig:
+        """The rule sections a ``by_source`` profile runs: the sections above with its overrides merged in."""
+        overrides = self.by_source[name]
+        fixed = sorted(set(overrides) & PER_RUN_KEYS)
+        if fixed:
+            raise ValueError(f"by_source.{name}: {', '.join(fixed)} cannot differ between sources")
+        merged = _merged(self, overrides)
+        merged["by_source"] = {}
+        try:
+            return FilterConfig.model_validate(merged)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+            raise ValueError(f"by_source.{name}.{where}: {message}") from None
+
+
+# Settings that apply to the whole run, never to one source's profile.
+PER_RUN_KEYS = frozenset({"enabled", "mode", "url_blocklist", "by_source", "license_allow", "license_field"})
+
+
+def _merged(model: BaseModel, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``model`` as a dict with ``overrides`` merged in: nested sections merge key by key, any other
+    value (numbers, lists, the n-gram tables) is replaced whole."""
+    out = model.model_dump()
+    for key, value in overrides.items():
+        current = getattr(model, key, None)
+        out[key] = _merged(current, value) if isinstance(current, BaseModel) and isinstance(value, dict) else value
+    return out

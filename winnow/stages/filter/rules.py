@@ -776,7 +776,7 @@ class FilterChain:
         if c4.enabled and c4.badwords_file:
             with open(c4.badwords_file, encoding="utf-8") as fh:
                 self._badwords = compile_badwords(fh, no_spaces=c4.badwords_no_spaces)
-        self._blocklist = blocklist if blocklist is not None else load_url_blocklist(config)
+        self.blocklist = blocklist if blocklist is not None else load_url_blocklist(config)
         self.annotate = getattr(config, "mode", "drop") == "annotate"
 
     def _c4_options(self) -> dict[str, Any]:
@@ -796,9 +796,9 @@ class FilterChain:
         }
 
     def _blocked(self, url: str | None) -> Drop | None:
-        if self._blocklist is None:
+        if self.blocklist is None:
             return None
-        hit = self._blocklist.match(url)
+        hit = self.blocklist.match(url)
         return None if hit is None else Drop(blocklist_rule(hit.list_name))
 
     def __call__(self, text: str, url: str | None = None) -> FilterResult:

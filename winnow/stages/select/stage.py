@@ -8,6 +8,9 @@ Rules (``SelectConfig.rule``):
   ``fraction: 0.1`` of characters (docs/preselect.md#scoring-and-selection).
 * ``gumbel_top_k``: key = z/τ + Gumbel(u(doc_id)), z from the pool's mean and standard
   deviation (docs/qurating.md#selection); then the same budget cut.
+* ``ingenious``: representative subsets by facility location over embeddings, per partition,
+  drawn in rounds that become ``phase`` shard sets (docs/ingenious.md; the Beam wiring is in
+  ``winnow.stages.select.ingenious_stage``).
 
 Nothing global is held in one process. The mean/std is a combiner with exact sums; the budget
 (``fraction`` × pool weight, or ``budget``; per group ⌊T_d/T·B⌋ with ``balance_by``) comes from
@@ -51,8 +54,11 @@ from winnow.beam.combiners import MeanStdFn
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, field_value, rejected, removed
 from winnow.beam.cuts import BudgetCuts
 from winnow.core.budget import CutPoint, Narrowing, group_budgets, order_bits, selection_key
+from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64, uniform
 from winnow.stages.select.config import SelectConfig, WhereCondition
+from winnow.stages.select.ingenious_stage import COLUMNS as INGENIOUS_COLUMNS
+from winnow.stages.select.ingenious_stage import IngeniousSelect
 
 STAGE = "select"
 SUMMARY = "summary"
@@ -67,8 +73,9 @@ class SelectError(ValueError):
 
 
 def doc_metric(doc: Document, config: SelectConfig) -> float:
-    """Sum of the configured score columns, negated for ``direction: bottom`` (0 for ``uniform``)."""
-    if config.rule == "uniform":
+    """Sum of the configured score columns, negated for ``direction: bottom`` (0 for ``uniform`` and
+    ``ingenious``, which rank by no score)."""
+    if config.rule in ("uniform", "ingenious"):
         return 0.0
     total = 0.0
     for column in config.columns:
@@ -403,12 +410,14 @@ def _summary(
 
 
 class Select(beam.PTransform):
-    """Stage ``select`` (see the module docstring); ``seed`` is the run's seed."""
+    """Stage ``select`` (see the module docstring); ``seed`` is the run's seed. ``tokenizer`` counts
+    tokens where ``tokens_field`` is missing (rule ``ingenious`` only)."""
 
-    def __init__(self, config: SelectConfig, seed: int = 0):
+    def __init__(self, config: SelectConfig, seed: int = 0, tokenizer: TokenizerConfig | None = None):
         super().__init__()
         self.config = config
         self.seed = seed
+        self.tokenizer = tokenizer
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         config, seed = self.config, self.seed
@@ -418,6 +427,15 @@ class Select(beam.PTransform):
             out = valid | "Threshold" >> beam.ParDo(ThresholdDoFn(config)).with_outputs(REMOVED, main=KEPT)
             removed_all = (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten()
             return {KEPT: out[KEPT], REMOVED: removed_all, REJECTED: prepared[REJECTED]}
+        if config.rule == "ingenious":
+            budget = float(config.budget) if config.budget is not None else None
+            out = valid | "Ingenious" >> IngeniousSelect(config.ingenious, config.tokens_field, self.tokenizer, budget)
+            return {
+                KEPT: out[KEPT],
+                REMOVED: (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten(),
+                REJECTED: (out[REJECTED], prepared[REJECTED]) | "AllRejected" >> beam.Flatten(),
+                SUMMARY: out[SUMMARY],
+            }
 
         stats = None
         if config.rule == "gumbel_top_k":
@@ -469,11 +487,18 @@ class Select(beam.PTransform):
         return {KEPT: kept_docs, REMOVED: removed_all, REJECTED: prepared[REJECTED], SUMMARY: summary}
 
 
+def config_columns(config: SelectConfig) -> tuple[pa.Field, ...]:
+    """Rule ``ingenious`` adds its columns and the round's ``phase`` (docs/ingenious.md)."""
+    return INGENIOUS_COLUMNS if config.rule == "ingenious" else ()
+
+
 SPEC = StageSpec(
     name=STAGE,
     config=SelectConfig,
     transform=Select,
-    # ``upsample: true``: 0 for a selected document, 1, 2, … for its repeats.
+    # ``upsample: true``: 0 for a selected document, 1, 2, … for its repeats; rule ``ingenious``:
+    # 0 for a document's first round, 1, 2, … for the later rounds that drew it again.
     columns=(pa.field("select_key", pa.float64()), pa.field("epoch", pa.int32())),
-    needs=("seed",),
+    config_columns=config_columns,
+    needs=("seed", "tokenizer"),
 )
