@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from winnow.core.config import InputSpec, Section, ShardingConfig, TokenizerConfig
+from winnow.core.tokens.config import TokenOutputConfig
 from winnow.stages.decontaminate.config import DecontaminateConfig
 from winnow.stages.dedup.config import DedupConfig
 from winnow.stages.extract.config import ExtractConfig
@@ -64,6 +65,9 @@ class OutputConfig(Section):
     shards: ShardingConfig = Field(default_factory=ShardingConfig, description="Shard sizing for kept documents.")
     write_removed: bool = Field(True, description="Write filtered and duplicate documents to `removed/`.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Run report and dataset card.")
+    tokens: TokenOutputConfig = Field(
+        default_factory=TokenOutputConfig, description="Training-ready token files (Megatron, MDS, Parquet)."
+    )
 
 
 class RunnerConfig(Section):

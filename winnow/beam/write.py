@@ -152,6 +152,36 @@ def _shard_plan(sizes: Iterable[tuple[str, tuple]], sharding: ShardingConfig) ->
     return plan
 
 
+def shard_plan(keyed: beam.PCollection, sharding: ShardingConfig, ordered_by: str | None) -> beam.pvalue.AsSingleton:
+    """The plan of ``(partition, row)`` pairs as a side input: per partition (shard count, lowest
+    rank, rank span). Another writer that must follow a collection's shards (the token writer
+    keeps the data shards' order) computes the same plan from the same rows."""
+    return beam.pvalue.AsSingleton(
+        keyed
+        | "Size" >> beam.CombinePerKey(_PlanFn(ordered_by))
+        | "AllSizes" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(_shard_plan, sharding)
+    )
+
+
+def shard_index(
+    row: dict[str, Any],
+    planned: tuple[int, int, int],
+    shard_key: Callable[[dict[str, Any]], bytes],
+    ordered_by: str | None,
+) -> int:
+    """The shard of ``row`` in its partition's plan: its rank range when ordered, else its key's hash."""
+    count, low, span = planned
+    rank = row.get(ordered_by) if ordered_by else None
+    if rank is not None and span:
+        return min(count - 1, (rank - low) * count // span)
+    return xxhash.xxh64_intdigest(shard_key(row)) % count
+
+
+def id_shard_key(row: dict[str, Any]) -> bytes:
+    return str(row.get("id", "")).encode()
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, kind: str, directory: str, schema: pa.Schema, sharding: ShardingConfig, sort_key: Callable):
         self.kind = kind
@@ -208,7 +238,7 @@ class WriteShards(beam.PTransform):
         self.schema = schema
         self.sharding = sharding
         self.sort_key = sort_key
-        self.shard_key = shard_key or (lambda row: str(row.get("id", "")).encode())
+        self.shard_key = shard_key or id_shard_key
         self.partition_field = partition_field
         self.ordered_by = ordered_by
 
@@ -216,23 +246,12 @@ class WriteShards(beam.PTransform):
         sharding = self.sharding
         field = self.partition_field
         keyed = records | "Partition" >> beam.Map(lambda r: (partition_dir(field, r.get(field) if field else None), r))
-        plan = beam.pvalue.AsSingleton(
-            keyed
-            | "Size" >> beam.CombinePerKey(_PlanFn(self.ordered_by))
-            | "AllSizes" >> beam.combiners.ToList()
-            | "Plan" >> beam.Map(_shard_plan, sharding)
-        )
+        plan = shard_plan(keyed, sharding, self.ordered_by)
         shard_key, ordered_by = self.shard_key, self.ordered_by
 
         def assign(item: tuple[str, dict[str, Any]], plan: dict) -> tuple[tuple[str, int], dict[str, Any]]:
             part, row = item
-            count, low, span = plan[part]
-            rank = row.get(ordered_by) if ordered_by else None
-            if rank is not None and span:
-                index = min(count - 1, (rank - low) * count // span)
-            else:
-                index = xxhash.xxh64_intdigest(shard_key(row)) % count
-            return ((part, index), row)
+            return ((part, shard_index(row, plan[part], shard_key, ordered_by)), row)
 
         return (
             keyed

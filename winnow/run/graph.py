@@ -29,6 +29,7 @@ from winnow.config import WinnowConfig
 from winnow.core.schemas import document_schema, rejected_schema, removed_schema
 from winnow.run.progress import ProgressTap
 from winnow.run.registry import build_stage
+from winnow.run.tokens import WriteTokens
 
 SUMMARY_FILE = "_summary.json"
 
@@ -198,6 +199,11 @@ def build_pipeline(
         *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
         *stage_reports,
     ]
+    if config.output.tokens.formats:  # training-ready token files (docs/token-output.md)
+        token_inputs = {"kept": kept, **{name: pcoll for name, pcoll, _ in tables if name == "dd"}}
+        summary_items.append(
+            token_inputs | "WriteTokens" >> WriteTokens(config, stage_names, FileSystems.join(staging_dir, "tokens"))
+        )
     summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
     _ = (
         summary_items

@@ -105,6 +105,7 @@ DD_SCHEMA = pa.schema(
         pa.field("token_start", pa.int64(), nullable=False),
         pa.field("token_end", pa.int64(), nullable=False),
         pa.field("tokens", pa.list_(pa.int32()), nullable=False),
+        pa.field("order_rank", pa.int64()),  # the document's, so token provenance needs no join
     ]
 )
 
@@ -326,6 +327,7 @@ class _Decompose(_RankedTokensDoFn):
                     "token_start": piece.start,
                     "token_end": piece.end,
                     "tokens": stream[piece.start : piece.end],
+                    "order_rank": rank,
                     # Shuffle within the bucket: a hash, so the order does not depend on sharding.
                     "shuffle_key": h64(f"{key}\x1f{index}", f"dd_shuffle:{piece.bucket}", self.seed),
                 },
