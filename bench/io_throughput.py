@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "corpora"
+# The checkout's sibling shared/ (main checkout) or the nearest one above (a worktree).
+SHARED = next((p / "shared" / "corpora" for p in ROOT.parents if (p / "shared" / "corpora").is_dir()), ROOT / "shared")
 CACHE = ROOT / "bench" / ".cache"
 
 # (file, text field) pairs of real prose in ../shared/corpora.
