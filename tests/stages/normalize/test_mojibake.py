@@ -86,3 +86,39 @@ def test_counts_documents_it_changed():
     fixer("CafÃ©", count=lambda name, n: counts.update({name: n}))
     fixer("Café", count=lambda name, n: counts.update({name: n}))
     assert counts == {"normalize:mojibake_fixed": 1}
+
+
+def _web_texts() -> list[str]:
+    path = Path(__file__).resolve().parents[2] / "data" / "text" / "english.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line)["text"] for line in handle]
+
+
+def test_windowed_detector_gives_ftfys_result_on_real_and_damaged_text(udhr):
+    """The fast path (ftfy only on lines its detector could flag) equals ftfy.fix_text on the whole text."""
+    fixer = MojibakeFixer()
+    texts = [row["text"] for row in udhr] + _web_texts()
+    damaged = [t.encode("utf-8").decode(codec) for t in texts[:60] for codec in ("sloppy-windows-1252", "latin-1")]
+    # Damage confined to one line of an otherwise clean text, and a line that starts with "Ã ".
+    mixed = [f"{t}\n{d}\nclean “quoted” line\n" for t, d in zip(texts[:40], damaged[::3], strict=False)]
+    mixed += ["first line\nÃ  second line starts with mojibake\n", "x\n\x93quoted\x94\n\ud83d\ude00\n"]
+    samples = texts + damaged + mixed
+    assert sum(not t.isascii() for t in samples) > 200
+    changed = 0
+    for text in samples:
+        expected = ftfy.fix_text(text, fixer._config)
+        assert fixer(text) == expected
+        changed += expected != text
+    assert changed > 100  # the damaged texts really went through ftfy
+
+
+def test_windows_are_exact_only_for_patterns_with_a_short_non_ascii_anchor():
+    import re
+
+    from ftfy.badness import BADNESS_RE
+
+    from winnow.stages.normalize.mojibake import _windows_are_exact
+
+    assert _windows_are_exact(BADNESS_RE)
+    assert not _windows_are_exact(re.compile("é|[a-z]x"))  # a branch that matches pure ASCII
+    assert not _windows_are_exact(re.compile("é[a-z]{20}|ü"))  # longer than the window

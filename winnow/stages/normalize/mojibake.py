@@ -27,14 +27,71 @@ Turned off — they would fight ``normalize`` or change legitimate text:
 Order: run this before the rest of ``normalize``. Pure-ASCII text without an ESC byte cannot hold
 anything these options change, so it skips ftfy (most of an English web corpus; a test checks
 that ftfy leaves such text unchanged).
+
+Speed: ftfy fixes a text line by line and spends about 12 µs of Python per line even when nothing
+is wrong (5 MB/s on web text). With the options above, a line can only change when it has a C1
+control, a surrogate or an ESC byte, or when ftfy's own mojibake detector (``badness.BADNESS_RE``)
+matches in it. Every alternative of that regex needs a non-ASCII character and matches at most
+``_BADNESS_WIDTH`` characters, so it is searched only in short windows around the non-ASCII runs
+of a line (``MojibakeFixer._suspect``). Lines that pass go through ``ftfy.fix_text`` as before;
+the others are left as they are, which is what ftfy would return. This is the same result, about
+5× faster; ``_windows_are_exact`` checks both properties of the installed ftfy when the fixer is
+built (it falls back to ftfy on every non-ASCII line otherwise) and tests compare with ftfy on
+real multilingual text.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 Counter = Callable[[str, int], None]
+# What ftfy changes besides mojibake with these options: C1 controls, surrogates, ANSI escapes.
+_OTHER_DAMAGE = re.compile("[\x80-\x9f\ud800-\udfff\x1b]")
+_NON_ASCII = re.compile("[^\x00-\x7f]+")
+_LINE = re.compile("[^\n]*\n|[^\n]+")  # ftfy's segments: lines with their line break
+
+
+@lru_cache(maxsize=1)
+def _badness() -> tuple[re.Pattern[str], int] | None:
+    """ftfy's mojibake detector and its longest match, when windowed search is exact for it."""
+    from ftfy.badness import BADNESS_RE  # lazy: ftfy only when mojibake repair is on
+
+    return (BADNESS_RE, _BADNESS_WIDTH) if _windows_are_exact(BADNESS_RE) else None
+
+
+_BADNESS_WIDTH = 7  # the longest match of ftfy 6.3's BADNESS_RE, checked by _windows_are_exact
+
+
+def _windows_are_exact(pattern: re.Pattern[str]) -> bool:
+    """True when every match of ``pattern`` holds a non-ASCII character and is at most
+    ``_BADNESS_WIDTH`` long: then searching ±width around each non-ASCII run finds every match."""
+    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    parsed = _parser.parse(pattern.pattern, pattern.flags)
+    if parsed.getwidth()[1] > _BADNESS_WIDTH or len(parsed.data) != 1 or parsed.data[0][0] != sre.BRANCH:
+        return False
+
+    def only_non_ascii(item: tuple) -> bool:
+        op, value = item
+        if op == sre.LITERAL:
+            return value >= 0x80
+        if op != sre.IN:
+            return False
+        lows = []
+        for kind, part in value:
+            if kind == sre.LITERAL:
+                lows.append(part)
+            elif kind == sre.RANGE:
+                lows.append(part[0])
+            else:
+                return False
+        return bool(lows) and min(lows) >= 0x80
+
+    # A branch's top-level items are all required; one of them must be a non-ASCII-only class.
+    return all(any(only_non_ascii(item) for item in branch.data) for branch in parsed.data[0][1][1])
 
 
 class MojibakeFixer:
@@ -67,10 +124,34 @@ class MojibakeFixer:
             return text
         import ftfy  # lazy: ftfy only when mojibake repair is on
 
-        fixed = ftfy.fix_text(text, self._config)
+        config = self._config
+        if len(text) > config.max_decode_length:  # ftfy cuts such lines itself: let it do all of it
+            fixed = ftfy.fix_text(text, config)
+        else:
+            parts = []
+            for line in _LINE.findall(text):
+                parts.append(ftfy.fix_text(line, config) if self._suspect(line) else line)
+            fixed = "".join(parts)
         if count is not None and fixed != text:
             count("normalize:mojibake_fixed", 1)
         return fixed
+
+    @staticmethod
+    def _suspect(line: str) -> bool:
+        """Whether ftfy (with this config) could change ``line``; False only when it certainly would not."""
+        if line.isascii():
+            return "\x1b" in line
+        if _OTHER_DAMAGE.search(line):
+            return True
+        badness = _badness()
+        if badness is None:
+            return True
+        pattern, width = badness
+        end = len(line)
+        for run in _NON_ASCII.finditer(line):
+            if pattern.search(line, max(0, run.start() - width), min(end, run.end() + width)):
+                return True
+        return False
 
 
 def fix_mojibake(text: str) -> str:
