@@ -45,6 +45,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import cached_property, lru_cache
+from re import _constants as sre  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
 
 Counter = Callable[[str, int], None]
 # What ftfy changes besides mojibake with these options: C1 controls, surrogates, ANSI escapes.
@@ -67,9 +69,6 @@ _BADNESS_WIDTH = 7  # the longest match of ftfy 6.3's BADNESS_RE, checked by _wi
 def _windows_are_exact(pattern: re.Pattern[str]) -> bool:
     """True when every match of ``pattern`` holds a non-ASCII character and is at most
     ``_BADNESS_WIDTH`` long: then searching ±width around each non-ASCII run finds every match."""
-    from re import _constants as sre  # type: ignore[attr-defined]
-    from re import _parser  # type: ignore[attr-defined]
-
     parsed = _parser.parse(pattern.pattern, pattern.flags)
     if parsed.getwidth()[1] > _BADNESS_WIDTH or len(parsed.data) != 1 or parsed.data[0][0] != sre.BRANCH:
         return False
