@@ -51,3 +51,27 @@ def test_normalisation_is_idempotent_on_real_text():
     for text in texts:
         once = normalizer(text)
         assert normalizer(once) == once
+
+
+def test_whole_text_passes_equal_the_line_by_line_reference():
+    """The default options run as whole-text regexes; they must give what ``_lines`` gives, on real
+    text and on seeded mixtures of every kind of blank, control and line break."""
+    import gzip
+    import json
+    import random
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "data" / "text" / "english.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"] for line in handle][:800]
+    rng = random.Random(7)
+    pieces = ["a", "word", "é", "字", " ", "  ", "\t", "\n", "\n\n", "\n\n\n\n", "\u00a0", "\u3000", "\u200b",
+              "\u200d", "\x00", "\x1c", "\x85", "\x0b", "\r\n", "\r", "\u2028", " \n ", "\ufeff", "\x7f",
+              "\U000e0001", "😀", "\u2009\u200a"]  # fmt: skip
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40))) for _ in range(3000)]
+    for blank_lines in (0, 1, 2):
+        normalizer = TextNormalizer(max_blank_lines=blank_lines)
+        for text in texts:
+            assert normalizer._whole(text) == normalizer._lines(text), repr(text)
+        lines_only = TextNormalizer(max_blank_lines=blank_lines, strip_control=False)
+        assert lines_only("a \x00 b") == "a \x00 b"  # other options keep the line-by-line path
