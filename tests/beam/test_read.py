@@ -11,17 +11,22 @@ from conftest import collect, local_pipeline
 
 from winnow.beam.contract import KEPT, REJECTED
 from winnow.beam.read import InputError, ReadInputs, detect_format, expand_inputs
+from winnow.core.batches import as_documents, document_count
 from winnow.core.config import InputSpec
 
 READERS = Path(__file__).resolve().parents[1] / "data" / "readers"
 
 
 def read_all(specs: list[InputSpec]) -> tuple[list[dict], list[dict]]:
-    """Run ReadInputs and collect documents and dead letters (small inputs only)."""
+    """Run ReadInputs and collect documents (batches as dicts, metadata decoded) and dead letters."""
     with local_pipeline() as pipeline:
         out = pipeline | ReadInputs(specs)
-        docs = collect(out[KEPT], "docs")
+        elements = collect(out[KEPT], "docs")
         bad = collect(out[REJECTED], "bad")
+    docs = [doc for element in elements for doc in as_documents(element)]
+    for doc in docs:
+        if isinstance(doc["metadata"], str):
+            doc["metadata"] = json.loads(doc["metadata"])
     return sorted(docs, key=lambda d: d["id"]), list(bad)
 
 
@@ -135,3 +140,62 @@ def test_wrong_id_types_are_rejected_and_integer_ids_kept_as_strings(tmp_path: P
         "field 'id' must be a string or integer, got boolean",
         "field 'id' must be a string or integer, got object",
     ]
+
+
+def _elements(specs: list[InputSpec]) -> list:
+    with local_pipeline() as pipeline:
+        out = pipeline | ReadInputs(specs)
+        elements = collect(out[KEPT], "elements")
+    return list(elements)
+
+
+def test_batch_size_never_changes_a_document(tmp_path: Path, monkeypatch):
+    """Batches of 1, 3 or 1024 documents (and a block size that cuts lines) hold the same documents."""
+    import winnow.beam.read as read
+
+    source = READERS / "sample.jsonl"
+    reference = None
+    for rows, block in ((1024, 8 << 20), (3, 97), (1, 1 << 10)):
+        monkeypatch.setattr(read, "_BLOCK_BYTES", block)
+        elements = _elements([InputSpec(paths=[str(source)], batch_rows=rows)])
+        assert all(document_count(e) <= rows for e in elements)
+        assert sum(document_count(e) for e in elements) == 20
+        docs = sorted((d for e in elements for d in as_documents(e)), key=lambda d: d["id"])
+        reference = reference or docs
+        assert docs == reference
+    assert all(isinstance(d["metadata"], str) and d["metadata"].startswith("{") for d in reference)
+
+
+def test_fast_parser_agrees_with_json_where_orjson_differs(tmp_path: Path):
+    """Huge integers stay exact, NaN/Infinity are accepted as json accepts them, bad UTF-8 gets json's
+    verdict and a lone surrogate escape is rejected (no UTF-8 coder, Beam's included, can carry it)."""
+    path = tmp_path / "edge.jsonl"
+    lines = [
+        '{"id": 123456789012345678901234567890, "text": "big id"}',
+        '{"id": "m", "text": "big metadata", "n": [1, 98765432109876543210]}',
+        '{"id": "nan", "text": "not a number", "score": NaN, "inf": -Infinity}',
+        '{"id": "sur", "text": "lone \\ud800 surrogate"}',
+        '{"id": "pair", "text": "pair \\ud83d\\ude00 joined"}',
+    ]
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "bad", "text": "\xff"}\n')
+    docs, bad = read_all([InputSpec(paths=[str(path)])])
+    by_id = {d["id"]: d for d in docs}
+    assert sorted(by_id) == ["123456789012345678901234567890", "m", "nan", "pair"]
+    assert by_id["m"]["metadata"] == {"n": [1, 98765432109876543210]}
+    assert str(by_id["nan"]["metadata"]["score"]) == "nan" and by_id["nan"]["metadata"]["inf"] == float("-inf")
+    assert by_id["pair"]["text"] == "pair 😀 joined"
+    assert sorted(b["error"] for b in bad) == [
+        "invalid UTF-8 at byte 23 of the line",
+        "record holds a lone surrogate (\\udXXX escape): not valid Unicode",
+    ]
+
+
+def test_a_line_longer_than_a_block_is_read_whole(tmp_path: Path, monkeypatch):
+    import winnow.beam.read as read
+
+    monkeypatch.setattr(read, "_BLOCK_BYTES", 64)
+    path = tmp_path / "long.jsonl.gz"
+    records = [{"id": str(i), "text": ("word " * (i * 40 + 1)).strip()} for i in range(6)]
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    docs, bad = read_all([InputSpec(paths=[str(path)])])
+    assert bad == [] and [(d["id"], d["text"]) for d in docs] == [(r["id"], r["text"]) for r in records]

@@ -1,8 +1,10 @@
 """The contract every winnow stage follows, the spec a stage declares, and the DoFn helpers that keep it.
 
-A document in flight is a plain ``dict`` (see ``winnow.core.schemas``). A stage is a
-``beam.PTransform`` whose ``expand`` takes a PCollection of documents and returns a
-``dict`` with three PCollections:
+A document in flight is a plain ``dict`` (see ``winnow.core.schemas``) or a row of an Arrow
+record batch (``winnow.core.batches``): the reader emits batches, and a stage whose spec says
+``batches=True`` takes elements of either kind and keeps batches batched; the run turns batches
+into dicts before any other stage. A stage is a ``beam.PTransform`` whose ``expand`` takes a
+PCollection of documents and returns a ``dict`` with three PCollections:
 
 * ``kept``: documents that go on to the next stage,
 * ``removed``: documents dropped on purpose, each with ``reason`` (``"stage:rule"``) and
@@ -18,7 +20,9 @@ Each stage package declares itself once in a ``StageSpec`` (name = config sectio
 class, transform, the columns it writes, what it needs from the run); the run's registry lists
 the specs. Stages whose work is one document at a time implement a ``DocumentStep`` and run in
 the generic ``PerDocumentStage``, which batches, loads models once per worker, counts every
-drop reason and turns a failure into a dead-letter record.
+drop reason and turns a failure into a dead-letter record. A step may also implement
+``columns(batch)`` (a ``BatchStep``): it then sees whole Arrow batches and answers with columns;
+a batch it fails on goes through ``__call__`` one document at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam import pvalue
 
+from winnow.core.batches import as_documents, document_count, documents, elements_of, is_batch, select, with_columns
 from winnow.core.schemas import rejected_record
 
 KEPT = "kept"
@@ -162,7 +167,9 @@ class StageSpec:
     """One stage, declared by its package: the run's registry reads nothing else about it.
 
     ``transform(section, **needs)`` builds the stage's PTransform; ``needs`` names what it takes
-    from the run besides its own section (``seed``, ``tokenizer``). ``columns`` are the columns the
+    from the run besides its own section (``seed``, ``tokenizer``). ``batches``: the transform takes
+    Arrow batches of documents beside single dicts (``winnow.core.batches``); the run gives other
+    stages dicts only. ``columns`` are the columns the
     stage always adds to kept documents and ``config_columns(section)`` those that depend on its
     config (e.g. each configured scorer's); the writer knows the final schema before any data
     moves: the fixed columns of every stage in pipeline order, then the config-dependent ones, so
@@ -178,6 +185,7 @@ class StageSpec:
     config_columns: Callable[[Any], Sequence[pa.Field]] = _no_columns
     needs: tuple[str, ...] = ()
     prepare: Callable[[Any], dict[str, Any]] | None = None
+    batches: bool = False
 
     def build(self, section: Any, **context: Any) -> beam.PTransform:
         """The stage's transform: the driver-side ``prepare`` step (if any), then the constructor."""
@@ -219,10 +227,29 @@ class DocumentStep(Protocol):
     def __call__(self, docs: list[Document]) -> list[Outcome]: ...
 
 
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A ``BatchStep``'s answer for a whole batch: ``columns`` replaced or added on every row, and per
+    row the rule that removes it (``None``: kept). A removed row is recorded as it came in, or with
+    the new columns when ``removed_with_columns`` (langid records the language it decided on)."""
+
+    columns: dict[str, pa.Array]
+    drops: Sequence[str | None] | None = None
+    removed_with_columns: bool = False
+
+
+class BatchStep(DocumentStep, Protocol):
+    """A ``DocumentStep`` that can also work on columns: ``columns(batch)`` must give for every row
+    what ``__call__`` gives for it as a dict (tests compare the two)."""
+
+    def columns(self, batch: pa.RecordBatch) -> BatchOutcome: ...
+
+
 class _DocumentStepDoFn(beam.DoFn):
-    def __init__(self, stage: str, step: DocumentStep):
+    def __init__(self, stage: str, step: DocumentStep, fields: Sequence[pa.Field] = ()):
         self.stage = stage
         self.step = step
+        self.fields = tuple(fields)
         self._counters: dict[str, Any] = {}
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -248,7 +275,21 @@ class _DocumentStepDoFn(beam.DoFn):
         self._pending = {}
         self.step.setup(self._buffer)
 
-    def process(self, batch: list[Document]) -> Iterator[Any]:
+    def process(self, element: list[Any]) -> Iterator[Any]:
+        """A list of elements (``BatchElements``): Arrow batches one by one, runs of dicts together."""
+        run: list[Document] = []
+        for item in element:
+            if not is_batch(item):
+                run.append(item)
+                continue
+            if run:
+                yield from self._process_documents(run)
+                run = []
+            yield from self._process_batch(item)
+        if run:
+            yield from self._process_documents(run)
+
+    def _process_documents(self, batch: list[Document]) -> Iterator[Any]:
         try:
             outcomes = self._attempt(batch)
         except Exception:  # find the document(s) at fault one at a time
@@ -270,16 +311,69 @@ class _DocumentStepDoFn(beam.DoFn):
             return removed(outcome.document or doc, f"{self.stage}:{outcome.rule}", outcome.duplicate_of)
         return outcome
 
+    def _process_batch(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        """An Arrow batch: by columns when the step can, else as dicts; kept rows leave as one batch."""
+        if hasattr(self.step, "columns"):
+            try:
+                self._pending = {}
+                result = self.step.columns(batch)
+                for name, n in self._pending.items():
+                    self._count(name, n)
+            except Exception:  # the rare batch a column step fails on: one document at a time
+                result = None
+            if result is not None:
+                yield from self._emit_columns(batch, result)
+                return
+        kept: list[Document] = []
+        for item in self._process_documents(documents(batch)):
+            if isinstance(item, pvalue.TaggedOutput):
+                yield item
+            else:
+                kept.append(item)
+        yield from elements_of(kept, batch.schema, self.fields)
+
+    def _emit_columns(self, batch: pa.RecordBatch, result: BatchOutcome) -> Iterator[Any]:
+        updated = with_columns(batch, result.columns)
+        drops = list(result.drops) if result.drops is not None else [None] * batch.num_rows
+        if len(drops) != batch.num_rows:
+            raise ValueError(f"{self.stage} returned {len(drops)} decisions for {batch.num_rows} documents")
+        keep = [rule is None for rule in drops]
+        if all(keep):
+            yield updated
+            return
+        if any(keep):
+            yield select(updated, keep)
+        gone = select(updated if result.removed_with_columns else batch, [not k for k in keep])
+        rules = [rule for rule in drops if rule is not None]
+        for doc, rule in zip(documents(gone), rules, strict=True):
+            self._count(rule)
+            yield removed(doc, f"{self.stage}:{rule}")
+
 
 class PerDocumentStage(beam.PTransform):
-    """A stage whose work is one document at a time: batches → ``DocumentStep`` → kept/removed/rejected."""
+    """A stage whose work is one document at a time: batches → ``DocumentStep`` → kept/removed/rejected.
 
-    def __init__(self, stage: str, step: DocumentStep, batch_size: int = 256):
+    Arrow batches of documents go to the step as they come (``batch_size`` groups single dicts);
+    ``fields`` types the columns the step adds when its kept documents become a batch again."""
+
+    def __init__(self, stage: str, step: DocumentStep, batch_size: int = 256, fields: Sequence[pa.Field] = ()):
         super().__init__()
         self.stage = stage
         self.step = step
         self.batch_size = batch_size
+        self.fields = tuple(fields)
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        batches = docs | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-        return split_outcomes(batches | outcome_pardo("Step", _DocumentStepDoFn(self.stage, self.step)))
+        # Sized by documents, so an Arrow batch goes alone and dicts gather up to batch_size. (A
+        # Flatten of two routes would make the local runner materialise every document.)
+        lists = docs | "Batch" >> beam.BatchElements(
+            min_batch_size=1, max_batch_size=self.batch_size, element_size_fn=document_count
+        )
+        return split_outcomes(lists | outcome_pardo("Step", _DocumentStepDoFn(self.stage, self.step, self.fields)))
+
+
+class ToDocuments(beam.DoFn):
+    """Batches of documents → single documents, for a stage that takes dicts; dicts pass through."""
+
+    def process(self, element: Any) -> Iterator[Document]:
+        yield from as_documents(element)

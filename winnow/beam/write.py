@@ -5,6 +5,11 @@ the whole corpus); each row goes to shard ``xxh64(id) mod N`` and rows are sorte
 their shard, so the same input gives the same bytes however Beam splits the work. A
 shard is written to a temporary name and renamed, so a crash never leaves a half file
 under its final name.
+
+Records come as dicts or as Arrow batches of documents (``winnow.core.batches``); a batch is
+split by shard as a batch and never becomes dicts. Inside a shard every part becomes one Arrow
+table of the output schema, which is sorted (in Arrow for the document orders, by the Python
+key otherwise) and written, so the bytes do not depend on which records came batched.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 from apache_beam.io.filesystems import FileSystems
 
 from winnow.beam.contract import counter
+from winnow.core.batches import documents, is_batch, take, text_bytes
 from winnow.core.config import ShardingConfig
 from winnow.core.schemas import identity_key, metadata_json
 
@@ -46,6 +54,19 @@ def row_bytes(row: dict[str, Any]) -> int:
     if isinstance(tokens, list | tuple):
         size += 4 * len(tokens)
     return size + 64
+
+
+def element_bytes(element: Any) -> int:
+    """``row_bytes`` summed over a batch's rows (text, raw bytes, token ids, fixed overhead), or of one row."""
+    if not is_batch(element):
+        return row_bytes(element)
+    size = text_bytes(element) + 64 * element.num_rows
+    names = element.schema.names
+    if "raw" in names:
+        size += int(pc.sum(pc.binary_length(element.column("raw"))).as_py() or 0)
+    if "tokens" in names:
+        size += 4 * int(pc.sum(pc.list_value_length(element.column("tokens"))).as_py() or 0)
+    return size
 
 
 def to_row(record: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -70,7 +91,25 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
 
 
 def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema, sharding: ShardingConfig) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=schema)
+    return table_bytes(pa.Table.from_pylist(rows, schema=schema), sharding)
+
+
+def project(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """A batch of documents as a table of ``schema``: its columns cast, missing ones null, others dropped."""
+    arrays = []
+    names = batch.schema.names
+    for field in schema:
+        if field.name not in names:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        column = batch.column(field.name)
+        arrays.append(column if column.type == field.type else column.cast(field.type, safe=False))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def table_bytes(table: pa.Table, sharding: ShardingConfig) -> bytes:
+    """The Parquet file of ``table`` (zstd, fixed row groups); its chunking never shows in the bytes."""
+    table = table.combine_chunks()
     buffer = io.BytesIO()
     pq.write_table(
         table,
@@ -123,7 +162,12 @@ class _PlanFn(beam.CombineFn):
     def create_accumulator(self) -> tuple[int, int, int | None, int | None]:
         return (0, 0, None, None)
 
-    def add_input(self, acc: tuple, row: dict[str, Any]) -> tuple:
+    def add_input(self, acc: tuple, row: dict[str, Any] | pa.RecordBatch) -> tuple:
+        if is_batch(row):
+            low = high = None
+            if self.ordered_by and self.ordered_by in row.schema.names:
+                low, high = (v.as_py() for v in pc.min_max(row.column(self.ordered_by)).values())
+            return _merge_plan(acc, (row.num_rows, element_bytes(row), low, high))
         rank = row.get(self.ordered_by) if self.ordered_by else None
         return _merge_plan(acc, (1, row_bytes(row), rank, rank))
 
@@ -182,6 +226,103 @@ def id_shard_key(row: dict[str, Any]) -> bytes:
     return str(row.get("id", "")).encode()
 
 
+def shard_indices(
+    batch: pa.RecordBatch,
+    planned: tuple[int, int, int],
+    shard_key: Callable[[dict[str, Any]], bytes],
+    ordered_by: str | None,
+) -> np.ndarray:
+    """``shard_index`` of every row of a batch, from its columns when the key is the id or the rank."""
+    count, low, span = planned
+    if ordered_by and span and ordered_by in batch.schema.names:
+        ranks = batch.column(ordered_by).to_pylist()
+        if all(rank is not None for rank in ranks):
+            return np.minimum(count - 1, (np.asarray(ranks, dtype=np.int64) - low) * count // span)
+    if shard_key is id_shard_key and (not ordered_by or ordered_by not in batch.schema.names):
+        ids = batch.column("id").to_pylist()
+        return np.fromiter(
+            (xxhash.xxh64_intdigest(str(i).encode()) % count for i in ids), dtype=np.int64, count=len(ids)
+        )
+    return np.fromiter(
+        (shard_index(row, planned, shard_key, ordered_by) for row in documents(batch)),
+        dtype=np.int64,
+        count=batch.num_rows,
+    )
+
+
+def split_by(batch: pa.RecordBatch, keys: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(key, the rows with that key, copied) for each distinct key, in key order."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    cuts = np.flatnonzero(np.diff(ordered)) + 1
+    for part in np.split(order, cuts):
+        yield int(keys[part[0]]), take(batch, part)
+
+
+def partitioned(element: Any, field: str | None) -> Iterator[tuple[str, Any]]:
+    """(partition directory, record or batch of that partition)."""
+    if not is_batch(element):
+        yield partition_dir(field, element.get(field) if field else None), element
+        return
+    if not field or field not in element.schema.names:
+        yield "", element
+        return
+    parts = [partition_dir(field, value) for value in element.column(field).to_pylist()]
+    names = sorted(set(parts))
+    index = {name: i for i, name in enumerate(names)}
+    for i, batch in split_by(element, np.asarray([index[p] for p in parts], dtype=np.int64)):
+        yield names[i], batch
+
+
+def _fill(column: pa.ChunkedArray, value: Any) -> pa.ChunkedArray:
+    return column.fill_null(value) if column.null_count else column
+
+
+def _document_keys(table: pa.Table) -> list[tuple[str, pa.ChunkedArray]]:
+    """The columns of ``document_sort_key``, nulls as the key's defaults."""
+    n = table.num_rows
+
+    def column(name: str, default: Any, kind: pa.DataType) -> pa.ChunkedArray:
+        if name not in table.schema.names:
+            return pa.chunked_array([pa.array([default] * n, type=kind)])
+        return _fill(table.column(name), default)
+
+    return [
+        ("id", column("id", "", pa.string())),
+        ("epoch", column("epoch", 0, pa.int64())),
+        ("phase", column("phase", "", pa.string())),
+        ("source", column("source", "", pa.string())),
+        ("url", column("url", "", pa.string())),
+        ("metadata", column("metadata", "", pa.string())),
+        ("text", column("text", "", pa.string())),
+    ]
+
+
+def _arrow_order(table: pa.Table, sort_key: Callable[[dict[str, Any]], Any]) -> pa.Array | None:
+    """Row order of ``table`` by ``document_sort_key`` or ``ordered_sort_key``, computed in Arrow
+    (stable; UTF-8 bytes order as Python orders strings); None for any other key."""
+    if sort_key is document_sort_key:
+        keys = _document_keys(table)
+    elif sort_key is ordered_sort_key:
+        rank = table.column("order_rank") if "order_rank" in table.schema.names else None
+        ranks = _fill(rank, -1) if rank is not None else pa.chunked_array([pa.array([-1] * table.num_rows)])
+        keys = [("order_rank", ranks), *_document_keys(table)]
+    else:
+        return None
+    names = [f"k{i}" for i in range(len(keys))]
+    frame = pa.Table.from_arrays([column for _, column in keys], names=names)
+    return pc.sort_indices(frame, sort_keys=[(name, "ascending") for name in names])
+
+
+def sorted_table(table: pa.Table, sort_key: Callable[[dict[str, Any]], Any]) -> pa.Table:
+    """``table`` in ``sort_key`` order (stable)."""
+    order = _arrow_order(table, sort_key)
+    if order is None:
+        rows = table.to_pylist()
+        order = pa.array(sorted(range(len(rows)), key=lambda i: sort_key(rows[i])), type=pa.int64())
+    return table.take(order)
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, kind: str, directory: str, schema: pa.Schema, sharding: ShardingConfig, sort_key: Callable):
         self.kind = kind
@@ -196,17 +337,26 @@ class _WriteShard(beam.DoFn):
     ) -> Iterator[dict[str, Any]]:
         (part, index), records = element
         count = plan[part][0]
-        rows = sorted((to_row(r, self.schema) for r in records), key=self.sort_key)
-        payload = parquet_bytes(rows, self.schema, self.sharding)
+        rows: list[dict[str, Any]] = []
+        tables: list[pa.Table] = []
+        for record in records:
+            if is_batch(record):
+                tables.append(project(record, self.schema))
+            else:
+                rows.append(to_row(record, self.schema))
+        if rows:
+            tables.append(pa.Table.from_pylist(rows, schema=self.schema))
+        table = sorted_table(pa.concat_tables(tables), self.sort_key)
+        payload = table_bytes(table, self.sharding)
         directory = FileSystems.join(self.directory, part) if part else self.directory
         path = shard_name(directory, index, count)
         atomic_write_bytes(path, payload)
-        self._rows.inc(len(rows))
+        self._rows.inc(table.num_rows)
         relative = f"{part}/{path.rsplit('/', 1)[-1]}" if part else path.rsplit("/", 1)[-1]
         yield {
             "kind": self.kind,
             "file": f"{self.kind}/{relative}",
-            "rows": len(rows),
+            "rows": table.num_rows,
             "bytes": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
@@ -245,17 +395,21 @@ class WriteShards(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         sharding = self.sharding
         field = self.partition_field
-        keyed = records | "Partition" >> beam.Map(lambda r: (partition_dir(field, r.get(field) if field else None), r))
+        keyed = records | "Partition" >> beam.FlatMap(partitioned, field)
         plan = shard_plan(keyed, sharding, self.ordered_by)
         shard_key, ordered_by = self.shard_key, self.ordered_by
 
-        def assign(item: tuple[str, dict[str, Any]], plan: dict) -> tuple[tuple[str, int], dict[str, Any]]:
+        def assign(item: tuple[str, Any], plan: dict) -> Iterator[tuple[tuple[str, int], Any]]:
             part, row = item
-            return ((part, shard_index(row, plan[part], shard_key, ordered_by)), row)
+            if not is_batch(row):
+                yield ((part, shard_index(row, plan[part], shard_key, ordered_by)), row)
+                return
+            for index, batch in split_by(row, shard_indices(row, plan[part], shard_key, ordered_by)):
+                yield ((part, index), batch)
 
         return (
             keyed
-            | "AssignShard" >> beam.Map(assign, plan)
+            | "AssignShard" >> beam.FlatMap(assign, plan)
             | "GroupShard" >> beam.GroupByKey()
             | "WriteShard"
             >> beam.ParDo(_WriteShard(self.kind, self.directory, self.schema, sharding, self.sort_key), plan)

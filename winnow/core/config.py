@@ -59,6 +59,15 @@ class InputSpec(Section):
     max_record_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Records larger than this are rejected instead of parsed."
     )
+    batch_rows: int = Field(
+        1024,
+        gt=0,
+        description="Documents per Arrow batch the reader emits (a batch also ends at `batch_bytes`); "
+        "the output does not depend on it.",
+    )
+    batch_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Text bytes after which the reader closes an Arrow batch early."
+    )
 
 
 class ShardingConfig(Section):

@@ -15,7 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, rejected
+from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, ToDocuments, rejected
 from winnow.beam.read import ReadInputs
 from winnow.beam.write import (
     WriteShards,
@@ -26,6 +26,7 @@ from winnow.beam.write import (
     removed_sort_key,
 )
 from winnow.config import WinnowConfig
+from winnow.core.batches import document_count, is_batch, select
 from winnow.core.schemas import document_schema, rejected_schema, removed_schema
 from winnow.run.progress import ProgressTap
 from winnow.run.registry import build_stage
@@ -34,14 +35,42 @@ from winnow.run.tokens import WriteTokens
 SUMMARY_FILE = "_summary.json"
 
 
+_NO_TEXT = "HTML record has no text: enable the `extract` stage to extract it"
+
+
 class RequireText(beam.DoFn):
     """Documents that still carry only HTML when the stages are done had no extract stage."""
 
-    def process(self, doc: Document) -> Iterator[Any]:
-        if "html" in doc and not doc.get("text"):
-            yield rejected(doc, "write", "HTML record has no text: enable the `extract` stage to extract it")
+    def process(self, doc: Document | Any) -> Iterator[Any]:
+        if is_batch(doc):
+            if "html" not in doc.schema.names:
+                yield doc
+                return
+            html, text = doc.column("html").to_pylist(), doc.column("text").to_pylist()
+            bad = [h is not None and not t for h, t in zip(html, text, strict=True)]
+            if not any(bad):
+                yield doc
+                return
+            if not all(bad):
+                yield select(doc, [not b for b in bad])
+            for row in ToDocuments().process(select(doc, bad)):
+                yield rejected(row, "write", _NO_TEXT)
+        elif "html" in doc and not doc.get("text"):
+            yield rejected(doc, "write", _NO_TEXT)
         else:
             yield doc
+
+
+def _kept_kinds(element: Any) -> Iterator[tuple[str, int]]:
+    """("kept", n) and ("repeats", n): rows with epoch ≥ 1 repeat a kept document."""
+    if is_batch(element):
+        epochs = element.column("epoch").to_pylist() if "epoch" in element.schema.names else []
+        repeats = sum(1 for e in epochs if (e or 0) > 0)
+        yield "kept", element.num_rows - repeats
+        if repeats:
+            yield "repeats", repeats
+    else:
+        yield ("repeats" if (element.get("epoch") or 0) > 0 else "kept"), 1
 
 
 def data_schema(config: WinnowConfig, stages: list[StageSpec]) -> pa.Schema:
@@ -98,15 +127,25 @@ def build_pipeline(
     """Add the whole run to ``pipeline``; outputs go under ``staging_dir`` until finalised."""
     read = pipeline | "Read" >> ReadInputs(config.inputs)
     docs = read[KEPT] | "ProgressRead" >> beam.ParDo(ProgressTap("read", progress_dir))
+    # Counted apart and added: a Flatten of the documents would make the local runner move them all.
     input_count = (
-        (docs, read[REJECTED]) | "AllInputs" >> beam.Flatten() | "CountInput" >> beam.combiners.Count.Globally()
+        [
+            docs | "InputSizes" >> beam.Map(document_count) | "CountDocuments" >> beam.CombineGlobally(sum),
+            read[REJECTED] | "CountReadRejects" >> beam.combiners.Count.Globally(),
+        ]
+        | "AllInputs" >> beam.Flatten()
+        | "CountInput" >> beam.CombineGlobally(sum)
     )
     removed_parts = []
     rejected_parts = [read[REJECTED]]
     stage_reports = []  # extra per-stage summaries (selection cut, domain stats, …) for the manifest
     tables = []  # extra per-stage output tables (contexts, dd pieces, …)
+    batched = True  # the reader's output: Arrow batches of documents (WARC records as dicts)
     for spec in stages:
         transform = build_stage(spec, config)
+        if batched and not spec.batches:
+            docs = docs | f"ToDocuments_{spec.name}" >> beam.ParDo(ToDocuments())
+            batched = False
         outputs = docs | spec.name >> transform
         docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
         removed_parts.append(outputs[REMOVED])
@@ -185,9 +224,7 @@ def build_pipeline(
     summary_items = [
         input_count | "TagInput" >> beam.Map(lambda n: ("input", n)),
         # Rows with epoch ≥ 1 repeat a kept document (upsampling, multi-epoch mixing): counted apart.
-        kept
-        | "KeptOrRepeat" >> beam.Map(lambda d: "repeats" if (d.get("epoch") or 0) > 0 else "kept")
-        | "CountKept" >> beam.combiners.Count.PerElement(),
+        kept | "KeptOrRepeat" >> beam.FlatMap(_kept_kinds) | "CountKept" >> beam.CombinePerKey(sum),
         removed_all
         | "RemovalKey" >> beam.Map(_removal_key)
         | "CountRemoved" >> beam.combiners.Count.PerElement()
@@ -200,7 +237,8 @@ def build_pipeline(
         *stage_reports,
     ]
     if config.output.tokens.formats:  # training-ready token files (docs/token-output.md)
-        token_inputs = {"kept": kept, **{name: pcoll for name, pcoll, _ in tables if name == "dd"}}
+        kept_docs = kept | "KeptDocuments" >> beam.ParDo(ToDocuments()) if batched else kept
+        token_inputs = {"kept": kept_docs, **{name: pcoll for name, pcoll, _ in tables if name == "dd"}}
         summary_items.append(
             token_inputs | "WriteTokens" >> WriteTokens(config, stage_names, FileSystems.join(staging_dir, "tokens"))
         )

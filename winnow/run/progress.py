@@ -17,11 +17,13 @@ from typing import Any
 
 import apache_beam as beam
 
+from winnow.core.batches import document_count
+
 _FLUSH_SECONDS = 1.0
 
 
 class ProgressTap(beam.DoFn):
-    """Pass-through that counts elements under ``label`` for the local progress display."""
+    """Pass-through that counts documents (a batch's rows) under ``label`` for the local progress display."""
 
     def __init__(self, label: str, folder: str | None):
         self.label = label
@@ -35,7 +37,7 @@ class ProgressTap(beam.DoFn):
             self._file = Path(self.folder) / f"{self.label}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
 
     def process(self, element: Any):
-        self._count += 1
+        self._count += document_count(element)
         if self._file is not None and time.monotonic() - self._last > _FLUSH_SECONDS:
             self._flush()
         yield element

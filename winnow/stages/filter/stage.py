@@ -28,6 +28,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from winnow.beam.contract import KEPT, CountFn, Document, Drop, Outcome, PerDocumentStage, StageSpec, field_value
+from winnow.core.batches import column_values
 from winnow.core.sources import matching_key
 from winnow.stages.filter.config import FilterConfig
 from winnow.stages.filter.rules import FilterChain, load_url_blocklist
@@ -136,11 +137,12 @@ class Filter(beam.PTransform):
         self.config = config
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        outputs = dict(docs | "Rules" >> PerDocumentStage(STAGE, FilterStep(self.config)))
+        fields = (*COLUMNS, FLAGS_COLUMN)
+        outputs = dict(docs | "Rules" >> PerDocumentStage(STAGE, FilterStep(self.config), fields=fields))
         if self.config.mode == "annotate":
             outputs["summary"] = (
                 outputs[KEPT]
-                | "Flags" >> beam.Map(lambda doc: doc.get("filter_flags") or [])
+                | "Flags" >> beam.FlatMap(lambda e: [v or [] for v in column_values(e, "filter_flags")])
                 | "TallyFlags" >> beam.CombineGlobally(FlagTally())
             )
         return outputs
@@ -163,4 +165,5 @@ SPEC = StageSpec(
     columns=COLUMNS,
     config_columns=config_columns,
     prepare=check_blocklists,
+    batches=True,
 )

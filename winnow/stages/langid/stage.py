@@ -37,7 +37,7 @@ class LangIdStep:
 
 
 def LangId(config: LangIdConfig) -> PerDocumentStage:
-    return PerDocumentStage(STAGE, LangIdStep(config), config.batch_size)
+    return PerDocumentStage(STAGE, LangIdStep(config), config.batch_size, fields=COLUMNS)
 
 
-SPEC = StageSpec(name=STAGE, config=LangIdConfig, transform=LangId, columns=COLUMNS)
+SPEC = StageSpec(name=STAGE, config=LangIdConfig, transform=LangId, columns=COLUMNS, batches=True)

@@ -52,4 +52,4 @@ def Normalize(config: NormalizeConfig) -> PerDocumentStage:
     return PerDocumentStage(STAGE, NormalizeStep(config))
 
 
-SPEC = StageSpec(name=STAGE, config=NormalizeConfig, transform=Normalize)
+SPEC = StageSpec(name=STAGE, config=NormalizeConfig, transform=Normalize, batches=True)

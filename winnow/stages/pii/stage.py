@@ -16,6 +16,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from winnow.beam.contract import KEPT, CountFn, Document, Outcome, PerDocumentStage, StageSpec
+from winnow.core.batches import column_values
 from winnow.stages.pii.config import PiiConfig
 from winnow.stages.pii.redact import PiiRedactor
 
@@ -89,14 +90,14 @@ class Pii(beam.PTransform):
         self.config = config
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        outputs = dict(docs | "Redact" >> PerDocumentStage(STAGE, PiiStep(self.config)))
+        outputs = dict(docs | "Redact" >> PerDocumentStage(STAGE, PiiStep(self.config), fields=COLUMNS))
         outputs["summary"] = (
             outputs[KEPT]
-            | "Redactions" >> beam.Map(lambda doc: doc.get("pii_redactions") or [])
+            | "Redactions" >> beam.FlatMap(lambda e: [v or [] for v in column_values(e, "pii_redactions")])
             | "Tally" >> beam.CombineGlobally(PiiTally(self.config.kinds))
             | "Records" >> beam.FlatMap(lambda records: records)
         )
         return outputs
 
 
-SPEC = StageSpec(name=STAGE, config=PiiConfig, transform=Pii, columns=COLUMNS)
+SPEC = StageSpec(name=STAGE, config=PiiConfig, transform=Pii, columns=COLUMNS, batches=True)
