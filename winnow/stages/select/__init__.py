@@ -1,0 +1,1 @@
+"""The select stage: rules that keep, drop or tag documents by their score columns."""
