@@ -50,6 +50,7 @@ from winnow.stages.inject.traps import (
     ppl_bucket_of,
     remove_copies,
     sentence_starts,
+    trap_doc_key,
     trap_id_of,
     word_starts,
     write_ledger,
@@ -268,6 +269,12 @@ def test_allocation_one_member_per_eligible_document_equal_counts_per_n_rep(docu
     assert len({e.doc_id for e in members}) == len(members)  # one document per trap
     assert all(e.doc_id in eligible for e in members)
     assert Counter(e.n_rep for e in members) == {1: 16, 10: 16, 100: 16}
+    # Documents are dealt in ascending trap-doc hash, to traps walked by (length, bucket).
+    by_hash = sorted(eligible, key=lambda doc_id: (trap_doc_key(doc_id, 1111), doc_id))
+    assert [e.doc_id for e in members] == by_hash[: len(members)]
+    assert [(e.trap.seq_len, e.trap.ppl_bucket) for e in members] == sorted(
+        (e.trap.seq_len, e.trap.ppl_bucket) for e in members
+    )
     assert all(e.doc_id is None for e in controls)
     # Roles split every (length, bucket) stratum in half.
     for stratum in {(t.seq_len, t.ppl_bucket) for t in traps}:
@@ -288,6 +295,20 @@ def test_a_corpus_too_small_or_an_uneven_split_fails_up_front(documents):
 
 
 # --- §4: determinism ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 17, 250])
+def test_trap_documents_keep_the_smallest_hashes_under_any_split(documents, n):
+    eligible = sorted((d["id"] for d in documents if d["n_tokens"] > 700), key=lambda i: (trap_doc_key(i, 9), i))
+    for parts in (1, 3, 8):
+        accumulators = [TrapDocuments(n, 9, 700) for _ in range(parts)]
+        for i, doc in enumerate(documents):
+            accumulators[(i * 7) % parts].add(doc["id"], doc["n_tokens"])
+        merged = accumulators[-1]
+        for other in accumulators[:-1]:
+            merged = merged.merge(other)
+        assert merged.result() == eligible[:n]
+        assert merged.eligible == len(eligible)
 
 
 def test_same_seed_same_ledger_and_texts_under_any_sharding(documents):

@@ -101,7 +101,9 @@ def scorer(model: LogitsModel, **options) -> CausalLMStats:
     return CausalLMStats(CausalLMScorerConfig(**options), model)
 
 
-DOCUMENT = "abcbdaeacdba"  # 12 tokens, visits the tied row "b" and the zero-BOS row "e"
+# 12 tokens: visits the tied row "b", the zero-BOS row "e", and "d → c" where exactly two tokens are
+# more probable (a top-2 miss that a top-3 would count).
+DOCUMENT = "abcbdaeacdcb"
 
 
 def test_statistics_equal_hand_computation_for_a_12_token_sequence():
