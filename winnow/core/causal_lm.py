@@ -161,6 +161,26 @@ def sample_token(logits: Any, temperature: float, u: float) -> int:
     return min(index, len(cdf) - 1)
 
 
+class HeadLogits:
+    """A row's logits computed on demand from its hidden states, a block of positions at a time."""
+
+    def __init__(self, head: Any, hidden: Any):
+        self.head, self.hidden = head, hidden
+
+    def __getitem__(self, positions: slice) -> HeadLogits:
+        return HeadLogits(self.head, self.hidden[positions])
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), int(self.head.weight.shape[0])
+
+    def to(self, dtype: Any) -> Any:
+        return self.head(self.hidden).float().cpu().to(dtype)
+
+
 class LogitsModel:
     """A causal LM seen through its logits: subclasses give the tokenizer and ``logits``.
 
@@ -191,6 +211,10 @@ class LogitsModel:
     def logits(self, ids: Any) -> Any:
         """Next-token logits (B × L × V, float32 torch tensor) for a batch of equal-length rows."""
         raise NotImplementedError
+
+    def row_logits(self, ids: Any) -> Sequence[Any]:
+        """Each row's logits (L × V), as a tensor or anything sliceable by positions with ``.to(dtype)``."""
+        return list(self.logits(ids))
 
     def next_logits(self, ids: Any, state: Any) -> tuple[Any, Any]:
         """Logits after the last token of each row (B × V) and a state for the next call.
@@ -245,9 +269,9 @@ class LogitsModel:
                 chunk = members[start : start + rows]
                 batch = torch.tensor([inputs[i] for i in chunk], dtype=torch.long)
                 with torch.inference_mode():
-                    logits = self.logits(batch)
-                for row, i in enumerate(chunk):
-                    results[i] = per_row(logits[row, :-1], batch[row, 1:])
+                    rows_logits = self.row_logits(batch)
+                    for row, i in enumerate(chunk):
+                        results[i] = per_row(rows_logits[row][:-1], batch[row, 1:])
         return results
 
     def position_stats(self, sequences: Sequence[Sequence[int]], topk: int, bos: bool = True) -> list[PositionStats]:
@@ -333,6 +357,8 @@ class CausalLM(LogitsModel):
         self.special_ids = frozenset(int(i) for i in self.tokenizer.all_special_ids)
         self.batch_tokens = batch_tokens
         self.bos_id = self._bos_id(SMOLLM2_BOS if (bos == "auto" and path == SMOLLM2) else bos)
+        self._split = False
+        self._split = self._check_split()
 
     def _bos_id(self, bos: str) -> int | None:
         if bos == "none":
@@ -364,6 +390,32 @@ class CausalLM(LogitsModel):
 
     def logits(self, ids: Any) -> Any:
         return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float().cpu()
+
+    def row_logits(self, ids: Any) -> Sequence[Any]:
+        """Hidden states for the batch, the output layer applied per block of positions later.
+
+        Full logits of a batch would take ``batch_tokens × vocab × 4`` bytes (1.6 GB for SmolLM2 at
+        8,192 tokens); hidden states are 85× smaller. Used only when the split was checked to give
+        the model's own logits at load (``_check_split``).
+        """
+        if not self._split:
+            return super().row_logits(ids)
+        hidden = self.model.get_decoder()(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
+        head = self.model.get_output_embeddings()
+        return [HeadLogits(head, hidden[row]) for row in range(hidden.shape[0])]
+
+    def _check_split(self) -> bool:
+        """Whether decoder + output layer reproduce the model's logits (no final scaling or capping)."""
+        import torch
+
+        decoder, head = getattr(self.model, "get_decoder", None), self.model.get_output_embeddings()
+        if decoder is None or head is None:
+            return False
+        probe = torch.arange(1, 9, dtype=torch.long)[None, :] % max(self.vocab_size, 2)
+        with torch.inference_mode():
+            full = self.model(input_ids=probe.to(self.device), use_cache=False).logits.float().cpu()[0]
+            split = HeadLogits(head, decoder()(input_ids=probe.to(self.device), use_cache=False).last_hidden_state[0])
+            return bool(torch.allclose(split.to(torch.float32), full, rtol=1e-4, atol=1e-4))
 
     def next_logits(self, ids: Any, state: Any) -> tuple[Any, Any]:
         out = self.model(input_ids=ids.to(self.device), cache=state, use_cache=True, logits_to_keep=1)

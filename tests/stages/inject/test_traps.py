@@ -145,6 +145,7 @@ def test_generation_fills_equal_buckets_and_drops_what_the_reference_drops():
     )
     assert report.filled and report.candidates == 14
     assert report.per_bucket == Counter({0: 5, 1: 5})
+    assert report.offered == Counter({"0": 6, "1": 5, "above": 1})
     assert sorted(int(t.ppl) for t in report.traps) == list(range(1, 11))
     assert all(t.ppl_bucket == (int(t.ppl) - 1) // 5 for t in report.traps)
     # Without retokenize the two-word decode is kept.

@@ -203,6 +203,7 @@ def test_reference_mode_equals_a_direct_forward_pass(tiny_llama):
 
     model = CausalLM(str(tiny_llama), threads=1)
     assert model.mode == "reference" and model.bos_id is not None
+    assert model._split  # scored through decoder + output layer per block: compare with the model's own logits
     texts = english_texts(3)
     out = scorer(model, window_tokens=100, max_tokens=250, topk=10, hard_nll=4.0).score(texts)
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama, local_files_only=True)

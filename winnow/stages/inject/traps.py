@@ -172,7 +172,8 @@ class GenerationReport:
     candidates: int = 0
     tokens_sampled: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
-    per_bucket: Counter[int] = field(default_factory=Counter)
+    per_bucket: Counter[int] = field(default_factory=Counter)  # accepted traps per bucket
+    offered: Counter[str] = field(default_factory=Counter)  # usable candidates per bucket, "below", "above"
     open_values: list[int] = field(default_factory=list)
 
     @property
@@ -216,6 +217,7 @@ def generate_traps(
             for sample in sampled:
                 _, verdict = candidate_text(model, sample.token_ids, config.retokenize)
                 if verdict == "accepted":
+                    report.offered[_offered_key(sample.ppl, config)] += 1
                     verdict = acceptor.offer(sample.token_ids, sample.ppl)
                     if verdict == "accepted":
                         temperatures[tuple(sample.token_ids)] = temperature
@@ -234,6 +236,13 @@ def generate_traps(
         report.per_bucket[bucket if bucket is not None else -1] += 1
     report.open_values = acceptor.open_values()
     return report
+
+
+def _offered_key(ppl: float, config: TrapSourceConfig) -> str:
+    bucket = ppl_bucket_of(ppl, config.ppl_range, config.ppl_buckets)
+    if bucket is not None:
+        return str(bucket)
+    return "below" if math.isfinite(ppl) and int(ppl) < config.ppl_range[0] else "above"
 
 
 def read_trap_file(
