@@ -14,13 +14,15 @@ Modes (the user's choice, recorded in ``CausalLM.mode``):
   right for plumbing and relative comparisons, not a stand-in for a paper's SLM.
 
 Reproducibility. The model loads once per process (``load_causal_lm`` caches it) and
-``torch.set_num_threads(threads)`` is fixed (default 2) because a different thread count may
-change the summation order of a matrix product. A batch only ever holds sequences of the same
-length, so no padding or attention mask enters a forward pass; on the CPUs tested this makes a
-sequence's logits bitwise independent of what else is in its batch (the tests bound it at 1e-5
-relative). Statistics are computed per sequence in float64 and rounded to float32 once by their
-callers. Bitwise equality across CPU types is not promised: the forward pass itself uses
-vectorised kernels.
+``torch.set_num_threads(threads)`` is fixed because a different thread count may change the
+summation order of a matrix product. The default is 1 thread: Beam runs one worker per core, and
+with more threads than free cores every small matrix product waits on a thread barrier (measured
+on a busy 2-core machine: 40 ms instead of 0.6 ms for a 16-row product, 2–10× slower sampling).
+A batch only ever holds sequences of the same length, so no padding or attention mask enters a
+forward pass; on the CPUs tested this makes a sequence's logits bitwise independent of what else
+is in its batch (the tests bound it at 1e-5 relative). Statistics are computed per sequence in
+float64 and rounded to float32 once by their callers. Bitwise equality across CPU types is not
+promised: the forward pass itself uses vectorised kernels.
 
 Sampling never touches torch's global RNG: the uniform for sequence ``i`` at step ``s`` is
 ``winnow.core.hashing.uniform`` of (key, i, s) and the seed, inverted through the tempered CDF,
@@ -49,7 +51,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # marker <|im_start|>. On 8 DCLM documents the mean NLL after <|endoftext|> was 4.279 nats vs 4.323
 # after <|im_start|>, so plain text is scored after the document separator.
 SMOLLM2_BOS = "<|endoftext|>"
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 1
 _HUB_PREFIXES = ("hf://", "hf:", "huggingface://", "http://", "https://")
 # Positions per float64 log-softmax block: 256 × 49,152 × 8 bytes ≈ 100 MB at most.
 _POSITION_BLOCK = 256
