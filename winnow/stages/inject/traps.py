@@ -42,7 +42,7 @@ from winnow.core.hashing import h64
 from winnow.stages.inject.config import InjectConfig, TrapSourceConfig
 
 Role = Literal["member", "control"]
-Verdict = Literal["accepted", "special", "retokenize", "edge_space", "out_of_range", "bucket_full", "duplicate"]
+Verdict = Literal["accepted", "special", "blank", "retokenize", "out_of_range", "bucket_full", "duplicate"]
 INJECTED_COLUMN = "injected_traps"
 INJECTED_TYPE = pa.list_(
     pa.struct([("trap_id", pa.string()), ("char_offsets", pa.list_(pa.int64())), ("span_chars", pa.int32())])
@@ -148,16 +148,18 @@ class TrapAcceptor:
 
 
 def candidate_text(model: LogitsModel, token_ids: Sequence[int], retokenize: bool) -> tuple[str | None, Verdict]:
-    """The text a sampled candidate would be planted as, or None with the reason it is unusable.
+    """The text a sampled candidate would be planted as (verbatim), or None with the reason it is unusable.
 
-    Special tokens never belong in a trap; a text with outer whitespace would change the spacing of
-    the document it goes into; with ``retokenize``, decode → encode must give the same ids back.
+    Special tokens never belong in a trap, nor does a text of only whitespace; with ``retokenize``,
+    decode → encode must give the same ids back. Outer whitespace is kept, as in the reference:
+    rejecting it removed 45% of SmolLM2's candidates, most of them at the high temperatures that
+    reach high perplexity.
     """
     if any(t in model.special_ids for t in token_ids):
         return None, "special"
     text = model.decode(token_ids)
-    if text != text.strip() or not text:
-        return None, "edge_space"
+    if not text.strip():
+        return None, "blank"
     if retokenize and model.encode([text])[0] != list(token_ids):
         return None, "retokenize"
     return text, "accepted"
