@@ -12,9 +12,10 @@ kept rather than rejected as over quota; the 25-token samples are the B11.1 ones
 every (length, bucket) stratum are controls; members are injected (sentence starts, spaced) with
 repetitions 1, 10 and 100 into long weborganizer-dclm pages (``doc_min_tokens`` 500 under the
 bundled tokenizer); a character 5-gram Kneser–Ney model is trained on the injected corpus (target)
-and on the clean corpus (reference). AUCs of ratio, LOSS and Min-20% by (length, repetitions) and
-by perplexity bucket. Same-run peers: traps made of random corpus words (no LM) with the same
-counts, and the null test (target = reference). The point is the shape (AUC rising with
+and on the clean corpus (reference). AUCs of ratio, LOSS and Min-20% by (length, repetitions), and
+the ratio AUC by perplexity group (three groups of buckets: ten leave too few traps per cell).
+Same-run peers: traps made of random corpus words (no LM) with the same counts, and the null test
+(target = reference). The point is the shape (AUC rising with
 repetitions, length and perplexity), not the level: an n-gram model memorises far more readily
 than a 1.3B transformer.
 
@@ -37,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -144,17 +146,31 @@ def membership_curve(name: str, traps: list[Trap], docs: list[dict], seed: int) 
         return losses_table([t.trap_id for t in traps], [char_nats(model, t.text) for t in traps])
 
     ledger = ledger_table(plan)
-    table = membership_table(ledger, losses(target), losses(reference), resamples=1000, seed=0)
-    null = membership_table(ledger, losses(reference), losses(reference), resamples=0)
+    target_losses, reference_losses = losses(target), losses(reference)
+    table = membership_table(ledger, target_losses, reference_losses, resamples=1000, seed=0)
+    null = membership_table(ledger, reference_losses, reference_losses, resamples=0)
     print(f"\n{name}: {len(traps)} traps ({members} members), two 5-gram models trained in {seconds:.0f} s")
     print(format_membership(table))
-    print("  by perplexity bucket (ratio AUC; bucket: n members = n controls):")
-    for row in table.to_pylist():
-        if row["score"] == "ratio" and row["ppl_bucket"] is not None:
-            print(
-                f"    len {row['seq_len']:>3} n_rep {row['n_rep']:>4} bucket {row['ppl_bucket']}: "
-                f"n {row['n_members']:>2}  AUC {row['auc']:.3f}"
-            )
+    # Ten buckets leave 0–5 traps per cell here; three perplexity groups keep the shape readable.
+    groups = [None if b is None else (0 if b <= 2 else 1 if b <= 5 else 2) for b in ledger["ppl_bucket"].to_pylist()]
+    column = ledger.schema.get_field_index("ppl_bucket")
+    grouped = ledger.set_column(column, "ppl_bucket", pa.array(groups, pa.int32()))
+    by_group = membership_table(grouped, target_losses, reference_losses, resamples=0)
+    print("  ratio AUC by perplexity group (ppl 1–30 | 31–60 | 61–100; n members = n controls):")
+    for seq_len in sorted(set(ledger["seq_len"].to_pylist())):
+        for n_rep in N_REPS:
+            cells = {
+                r["ppl_bucket"]: r
+                for r in by_group.to_pylist()
+                if r["score"] == "ratio" and r["seq_len"] == seq_len and r["n_rep"] == n_rep
+            }
+            parts = [
+                f"{cells[g]['auc']:.3f} (n {cells[g]['n_members']:>2})"
+                if cells.get(g, {}).get("n_members")
+                else "    –     "
+                for g in (0, 1, 2)
+            ]
+            print(f"    len {seq_len:>3} n_rep {n_rep:>4}: {' | '.join(parts)}")
     aucs = [r["auc"] for r in null.to_pylist() if r["score"] == "ratio" and r["ppl_bucket"] is None]
     print(f"  null test (target = reference): ratio AUC {min(aucs):.3f}–{max(aucs):.3f}")
 

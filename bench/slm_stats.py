@@ -145,6 +145,13 @@ def main() -> None:
     rho = spearmanr(out["slm_median_nll"], ngram_median, nan_policy="omit").statistic
     rho_mean = spearmanr(out["slm_mean_nll"], ngram_mean, nan_policy="omit").statistic
     print(f"Spearman(SmolLM2 slm_median_nll, n-gram median nll/char) = {rho:.3f}; of the means {rho_mean:.3f}")
+    # Per token and per character are different units (a document of long common words has a high
+    # NLL per token and a low one per character): SmolLM2's total NLL over the span's characters.
+    span_chars = np.array([max(len(s), 1) for s in spans], dtype=np.float64)
+    slm_per_char = out["slm_mean_nll"].astype(np.float64) * out["slm_tokens"] / span_chars
+    print(auc_line("SmolLM2 nll/char", labels, slm_per_char))
+    rho_char = spearmanr(slm_per_char, ngram_mean, nan_policy="omit").statistic
+    print(f"Spearman(SmolLM2 nll/char, n-gram mean nll/char) = {rho_char:.3f}")
 
     table = []
     for r, i in zip(rows, range(len(rows)), strict=True):
