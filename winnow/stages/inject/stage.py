@@ -41,7 +41,7 @@ from winnow.beam.write import atomic_write_bytes
 from winnow.core.causal_lm import load_causal_lm
 from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64
-from winnow.core.tokenizer import load_tokenizer
+from winnow.core.tokenizer import load_tokenizer, token_counts
 from winnow.stages.inject.config import InjectConfig, TrapSourceConfig
 from winnow.stages.inject.traps import (
     INJECTED_COLUMN,
@@ -124,22 +124,21 @@ def prepare_traps(config: InjectConfig, tokenizer: TokenizerConfig) -> dict[str,
 
 
 class _Candidates(beam.DoFn):
-    """``(doc_id, tokens)`` of every first copy of a document with text."""
+    """``(doc_id, tokens)`` of every first copy of a document with text, a batch at a time (the
+    documents without ``tokens_field`` are counted in one tokenizer call)."""
 
     def __init__(self, config: InjectConfig, tokenizer: TokenizerConfig):
         self.config = config
         self.tokenizer_config = tokenizer
-        self.tokenizer: Any = None
 
-    def process(self, doc: Document) -> Iterator[tuple[str, int]]:
-        if (doc.get("epoch") or 0) != 0 or not doc.get("text"):
-            return
-        tokens = doc.get(self.config.tokens_field)
-        if tokens is None:
-            if self.tokenizer is None:
-                self.tokenizer = load_tokenizer(self.tokenizer_config.path, self.tokenizer_config.eos_token)
-            tokens = int(self.tokenizer.count([doc["text"]])[0])
-        yield str(doc["id"]), int(tokens)
+    def setup(self) -> None:
+        self.tokenizer = load_tokenizer(self.tokenizer_config.path, self.tokenizer_config.eos_token)
+
+    def process(self, batch: list[Document]) -> Iterator[tuple[str, int]]:
+        firsts = [doc for doc in batch if (doc.get("epoch") or 0) == 0 and doc.get("text")]
+        counts = token_counts(firsts, self.tokenizer, self.config.tokens_field)
+        for doc, tokens in zip(firsts, counts, strict=True):
+            yield str(doc["id"]), int(tokens)
 
 
 class TrapDocumentsFn(beam.CombineFn):
@@ -253,6 +252,7 @@ class Inject(beam.PTransform):
         members = sum(1 for role in self.roles.values() if role == "member")
         chosen = (
             docs
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
             | "Candidates" >> beam.ParDo(_Candidates(config, self.tokenizer))
             | "TrapDocuments" >> beam.CombineGlobally(TrapDocumentsFn(members, config.seed, config.doc_min_tokens))
         )
