@@ -59,7 +59,7 @@ def salt(docs: list[dict], tokens: int, contexts: int, context_tokens: int) -> N
     start = time.perf_counter()
     model = load_causal_lm(SMOLLM2)
     print(f"SmolLM2 load {time.perf_counter() - start:.1f} s ({model.describe()}, 1 thread)")
-    entry = {"backend": "causal_lm", "max_tokens": tokens, "window_tokens": tokens}
+    entry = {"name": "slm_stats", "backend": "causal_lm", "max_tokens": tokens, "window_tokens": tokens}
 
     cpu = time.process_time()
     floor = CausalLMStats(scorer_entry(entry), model).score([d["text"] for d in docs])

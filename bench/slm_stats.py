@@ -112,7 +112,7 @@ def main() -> None:
     model = load_causal_lm(SMOLLM2, threads=args.threads, batch_tokens=8192)
     print(f"SmolLM2 load {time.perf_counter() - start:.1f} s  ({model.describe()}, {args.threads} threads)")
     config = CausalLMOptions(
-        backend="causal_lm", window_tokens=args.tokens, max_tokens=args.tokens, threads=args.threads
+        backend="causal_lm", name="slm_stats", window_tokens=args.tokens, max_tokens=args.tokens, threads=args.threads
     )
     scorer = CausalLMStats(config, model)
     ids = model.encode([r["text"] for r in rows])

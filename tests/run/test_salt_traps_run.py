@@ -64,7 +64,14 @@ def salt_traps_config(path: Path, out: Path, model: Path, trap_file: Path, **ext
         score={
             "enabled": True,
             "scorers": [
-                {"backend": "causal_lm", "path": str(model), "window_tokens": 48, "max_tokens": 96, "batch_size": 16}
+                {
+                    "name": "slm_stats",
+                    "backend": "causal_lm",
+                    "path": str(model),
+                    "window_tokens": 48,
+                    "max_tokens": 96,
+                    "batch_size": 16,
+                }
             ],
         },
         select={"enabled": True, "rule": "band", "band": {"lower_quantile": 0.4, "upper_quantile": 0.9, "require": []}},

@@ -59,7 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # SALT and Copyright Traps: causal_lm statistics, the band cut, traps planted after mix with the
     # ledger written from the final outputs, and soft labels on the token output's contexts.
     "salt_traps": {
-        "score": {"scorers": [{"backend": "causal_lm", "max_tokens": 256}]},
+        "score": {"scorers": [{"name": "slm_stats", "backend": "causal_lm", "max_tokens": 256}]},
         "select": {"enabled": True, "rule": "band"},
         "inject": {
             "enabled": True,

@@ -102,7 +102,7 @@ def hand_statistics(windows: list[str], k: int, hard: float) -> dict:
 
 
 def scorer(model: LogitsModel, **options) -> CausalLMStats:
-    return CausalLMStats(CausalLMOptions(backend="causal_lm", **options), model)
+    return CausalLMStats(CausalLMOptions(backend="causal_lm", name="slm_stats", **options), model)
 
 
 # 12 tokens: visits the tied row "b", the zero-BOS row "e", and "d → c" where exactly two tokens are
@@ -332,8 +332,10 @@ def test_smollm2_statistics_separate_text_from_noise_and_match_a_direct_pass():
 
 
 def test_backend_from_a_config_entry_scores_documents_in_the_score_stage(tiny_llama, tmp_path):
-    entry = scorer_entry({"backend": "causal_lm", "path": str(tiny_llama), "window_tokens": 64, "max_tokens": 150})
-    assert isinstance(entry, CausalLMOptions) and "causal_lm" in backend_names() and entry.name == "slm_stats"
+    entry = scorer_entry(
+        {"name": "slm", "backend": "causal_lm", "path": str(tiny_llama), "window_tokens": 64, "max_tokens": 150}
+    )
+    assert isinstance(entry, CausalLMOptions) and "causal_lm" in backend_names() and entry.name == "slm"
     config = ScoreConfig(enabled=True, scorers=[entry])
     fields = {f.name: str(f.type) for f in scorer_fields(config)}
     assert fields == {
@@ -361,7 +363,7 @@ def test_backend_from_a_config_entry_scores_documents_in_the_score_stage(tiny_ll
 
 @needs_smollm2
 def test_smollm2_is_the_default_model_of_the_backend_in_the_score_stage(tmp_path):
-    entry = scorer_entry({"backend": "causal_lm", "max_tokens": 40})  # path: winnow:smollm2-135m
+    entry = scorer_entry({"name": "slm", "backend": "causal_lm", "max_tokens": 40})  # path: winnow:smollm2-135m
     texts = english_texts(4)
     docs = [{"id": f"d{i}", "text": t, "source": "s"} for i, t in enumerate(texts)]
     out = run_stage(Score(ScoreConfig(enabled=True, scorers=[entry]), tokenizer=TokenizerConfig()), docs, tmp_path)

@@ -127,7 +127,6 @@ class CausalLMOptions(ScorerOptions):
     """
 
     backend: Literal["causal_lm"]
-    name: str = Field("slm_stats", min_length=1, description="Scorer name (metric names).")
     path: str = Field(
         SMOLLM2,
         description="A local transformers causal-LM directory, a local .gguf file (reference mode), or "
