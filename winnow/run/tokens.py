@@ -102,6 +102,7 @@ class SoftLabelsDoFn(beam.DoFn):
             batch_tokens=config.batch_tokens,
         )
         check_tokenizer(self.model, tokenizer_vocab(resolve_model_path(self.tokenizer_path)))
+        self.described = self.model.describe()
 
     def process(self, item: Any) -> Iterator[Any]:
         sequence_id, raw, _, _, phase = item[3]
@@ -109,7 +110,7 @@ class SoftLabelsDoFn(beam.DoFn):
         table = soft_label_table(self.model, [(sequence_id, ids)], self.config.topk, dtype=self.config.dtype)
         self._contexts.inc()
         self._positions.inc(table.num_rows)
-        yield beam.pvalue.TaggedOutput(self.COUNTS, (self.model.describe(), table.num_rows))
+        yield beam.pvalue.TaggedOutput(self.COUNTS, (self.described, table.num_rows))
         for row in table.to_pylist():
             yield {**row, "phase": phase}
 
