@@ -41,8 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from winnow.core.causal_lm import SMOLLM2, load_causal_lm  # noqa: E402
 from winnow.core.hashing import h64  # noqa: E402
-from winnow.stages.score.causal_lm import STATISTICS, CausalLMStats  # noqa: E402
-from winnow.stages.score.causal_lm_config import CausalLMScorerConfig  # noqa: E402
+from winnow.stages.score.causal_lm import STATISTICS, CausalLMOptions, CausalLMStats  # noqa: E402
 from winnow.stages.score.ngram_lm import KneserNeyLM, _stream  # noqa: E402
 from winnow.stages.score.soft_labels import soft_label_table, write_soft_labels  # noqa: E402
 from winnow.stages.select.band import decide_rows, pool_cuts  # noqa: E402
@@ -112,7 +111,9 @@ def main() -> None:
     start = time.perf_counter()
     model = load_causal_lm(SMOLLM2, threads=args.threads, batch_tokens=8192)
     print(f"SmolLM2 load {time.perf_counter() - start:.1f} s  ({model.describe()}, {args.threads} threads)")
-    config = CausalLMScorerConfig(window_tokens=args.tokens, max_tokens=args.tokens, threads=args.threads)
+    config = CausalLMOptions(
+        backend="causal_lm", name="slm_stats", window_tokens=args.tokens, max_tokens=args.tokens, threads=args.threads
+    )
     scorer = CausalLMStats(config, model)
     ids = model.encode([r["text"] for r in rows])
     start = time.perf_counter()

@@ -105,8 +105,11 @@ def build_pipeline(
     rejected_parts = [read[REJECTED]]
     stage_reports = []  # extra per-stage summaries (selection cut, domain stats, …) for the manifest
     tables = []  # extra per-stage output tables (contexts, dd pieces, …)
+    finishing = []  # stages with work over the run's final outputs (inject's trap ledger)
     for spec in stages:
         transform = build_stage(spec, config)
+        if hasattr(transform, "finish"):
+            finishing.append((spec.name, transform))
         outputs = docs | spec.name >> transform
         docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
         removed_parts.append(outputs[REMOVED])
@@ -199,10 +202,20 @@ def build_pipeline(
         *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
         *stage_reports,
     ]
+    for name, transform in finishing:  # summary items ("file", "section") from the final kept and removed rows
+        final_outputs = {KEPT: kept, REMOVED: removed_all}
+        summary_items.append(final_outputs | f"Finish_{name}" >> transform.finish(staging_dir))
     if config.output.tokens.formats:  # training-ready token files (docs/token-output.md)
         token_inputs = {"kept": kept, **{name: pcoll for name, pcoll, _ in tables if name == "dd"}}
         summary_items.append(
-            token_inputs | "WriteTokens" >> WriteTokens(config, stage_names, FileSystems.join(staging_dir, "tokens"))
+            token_inputs
+            | "WriteTokens"
+            >> WriteTokens(
+                config,
+                stage_names,
+                FileSystems.join(staging_dir, "tokens"),
+                soft_labels_root=FileSystems.join(staging_dir, "soft_labels"),
+            )
         )
     summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
     _ = (

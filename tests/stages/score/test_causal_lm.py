@@ -14,10 +14,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import run_stage
 
 from winnow.core.causal_lm import SMOLLM2, CausalLM, LogitsModel, load_causal_lm, resolve_causal_lm
-from winnow.stages.score.causal_lm import CausalLMStats, document_windows
-from winnow.stages.score.causal_lm_config import CausalLMScorerConfig
+from winnow.core.config import TokenizerConfig
+from winnow.stages.score.causal_lm import CausalLMOptions, CausalLMStats, document_windows
+from winnow.stages.score.config import ScoreConfig
+from winnow.stages.score.registry import backend_names, scorer_entry
 from winnow.stages.score.soft_labels import (
     TokenizerMismatch,
     check_tokenizer,
@@ -25,6 +28,7 @@ from winnow.stages.score.soft_labels import (
     tokenizer_vocab,
     write_soft_labels,
 )
+from winnow.stages.score.stage import Score, scorer_fields
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -98,7 +102,7 @@ def hand_statistics(windows: list[str], k: int, hard: float) -> dict:
 
 
 def scorer(model: LogitsModel, **options) -> CausalLMStats:
-    return CausalLMStats(CausalLMScorerConfig(**options), model)
+    return CausalLMStats(CausalLMOptions(backend="causal_lm", name="slm_stats", **options), model)
 
 
 # 12 tokens: visits the tied row "b", the zero-BOS row "e", and "d → c" where exactly two tokens are
@@ -322,3 +326,49 @@ def test_smollm2_statistics_separate_text_from_noise_and_match_a_direct_pass():
     logp = torch.log_softmax(logits, -1)[torch.arange(len(ids)), torch.tensor(ids)]
     assert out["slm_mean_nll"][0] == pytest.approx(float(-logp.mean()), rel=1e-5)
     assert out["slm_model"][0].startswith("smollm2-135m-instruct-q4_1@")
+
+
+# --- the `causal_lm` scorer backend in the score stage -------------------------------------------------
+
+
+def test_backend_from_a_config_entry_scores_documents_in_the_score_stage(tiny_llama, tmp_path):
+    entry = scorer_entry(
+        {"name": "slm", "backend": "causal_lm", "path": str(tiny_llama), "window_tokens": 64, "max_tokens": 150}
+    )
+    assert isinstance(entry, CausalLMOptions) and "causal_lm" in backend_names() and entry.name == "slm"
+    config = ScoreConfig(enabled=True, scorers=[entry])
+    fields = {f.name: str(f.type) for f in scorer_fields(config)}
+    assert fields == {
+        **{f"slm_{s}": "float" for s in ("mean_nll", "median_nll", "entropy", "top1", "topk_hit", "hard_share")},
+        "slm_tokens": "int32",
+        "slm_model": "string",
+    }
+    texts = english_texts(6)
+    docs = [{"id": f"d{i}", "text": t, "source": "s"} for i, t in enumerate(texts)]
+    docs.append({"id": "empty", "text": "", "source": "s"})  # nothing to predict: NaN statistics
+    out = run_stage(Score(config, tokenizer=TokenizerConfig()), docs, tmp_path)
+    assert [r["doc_id"] for r in out["rejected"]] == ["empty"] and "non-finite" in out["rejected"][0]["error"]
+    direct = scorer(CausalLM(str(tiny_llama), threads=1), window_tokens=64, max_tokens=150).score(texts)
+    kept = {d["id"]: d for d in out["kept"]}
+    for i in range(len(texts)):
+        doc = kept[f"d{i}"]
+        for name, values in direct.items():
+            if name.endswith("_model"):
+                assert doc[name] == values[i] and isinstance(doc[name], str)
+            elif name.endswith("_tokens"):
+                assert doc[name] == int(values[i]) and isinstance(doc[name], int)
+            else:  # the column's float32 value, however Beam batched the documents
+                assert doc[name] == pytest.approx(float(values[i]), rel=1e-5), name
+
+
+@needs_smollm2
+def test_smollm2_is_the_default_model_of_the_backend_in_the_score_stage(tmp_path):
+    entry = scorer_entry({"name": "slm", "backend": "causal_lm", "max_tokens": 40})  # path: winnow:smollm2-135m
+    texts = english_texts(4)
+    docs = [{"id": f"d{i}", "text": t, "source": "s"} for i, t in enumerate(texts)]
+    out = run_stage(Score(ScoreConfig(enabled=True, scorers=[entry]), tokenizer=TokenizerConfig()), docs, tmp_path)
+    direct = CausalLMStats(entry, load_causal_lm(SMOLLM2)).score(texts)
+    for doc in out["kept"]:
+        i = int(doc["id"][1:])
+        assert doc["slm_model"].startswith("smollm2-135m-instruct-q4_1@") and doc["slm_tokens"] == 40
+        assert doc["slm_median_nll"] == pytest.approx(float(direct["slm_median_nll"][i]), rel=1e-5)

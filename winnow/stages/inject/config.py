@@ -8,10 +8,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from winnow.core.causal_lm import DEFAULT_THREADS, SMOLLM2
-from winnow.core.config import Section
+from winnow.core.config import Section, config_file_path, context_base_dir, local_config_file
 
 
 class TemperatureSweep(Section):
@@ -43,7 +43,12 @@ class TrapSourceConfig(Section):
         f"`{SMOLLM2}` (local mode).",
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `model` when it holds several.")
-    file: str | None = Field(None, description="`source: file`: Parquet or JSONL with `text` and optional `ppl`.")
+    file: str | None = Field(
+        None,
+        description="`source: file`: Parquet or JSONL with `text` and optional `ppl` (lengths under the run "
+        "tokenizer), or a file written by `winnow traps generate` (used as written).",
+    )
+    seed: int = Field(123456, description="Sampling seed; a length's draws use seed · seq_len [code run_all.sh].")
     seq_lens: list[int] = Field(default_factory=lambda: [25, 50, 100], description="Trap lengths in tokens [code].")
     per_seq_len: int = Field(2000, gt=0, description="Traps per length [code run_all.sh].")
     ppl_range: tuple[int, int] = Field((1, 100), description="Accepted integer perplexities, inclusive [code].")
@@ -67,6 +72,17 @@ class TrapSourceConfig(Section):
     )
     device: str = Field("cpu", description="`cpu`, `cuda`, `cuda:N` or `auto`.")
     threads: int = Field(DEFAULT_THREADS, gt=0, description="torch threads, fixed for reproducibility.")
+
+    @field_validator("file")
+    @classmethod
+    def _file_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = config_file_path(value, context_base_dir(info))
+        local = local_config_file(path)
+        if local is not None and not local.is_file():
+            raise ValueError(f"trap file not found: {path}")
+        return path
 
     @model_validator(mode="after")
     def _divisible(self) -> TrapSourceConfig:
@@ -104,7 +120,11 @@ class InjectConfig(Section):
         description="`spaced`: a copy is followed by a space, never glued to the next word [ours]; `reference`: "
         "glued to the following word as the reference code does (only with `placement: word`).",
     )
-    ledger: str = Field("traps/ledger.parquet", description="Ledger path, relative to the output directory.")
+    ledger: str = Field(
+        "traps/ledger.parquet",
+        pattern=r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+\.parquet$",
+        description="Ledger path inside the output directory: `<folder>/<name>.parquet`.",
+    )
     seed: int = Field(1111, description="Seed of document choice, roles and positions [code run_all.sh].")
 
     @model_validator(mode="after")
@@ -113,4 +133,6 @@ class InjectConfig(Section):
             raise ValueError("`join: reference` reproduces the reference's word placement; use `placement: word`")
         if any(n <= 0 for n in self.n_reps):
             raise ValueError("n_reps must be positive")
+        if self.ledger.split("/", 1)[0] in ("data", "removed", "rejected", "tokens"):
+            raise ValueError("`ledger` must not be inside data/, removed/, rejected/ or tokens/")
         return self

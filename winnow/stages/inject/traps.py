@@ -247,24 +247,88 @@ def _offered_key(ppl: float, config: TrapSourceConfig) -> str:
     return "below" if math.isfinite(ppl) and int(ppl) < config.ppl_range[0] else "above"
 
 
+TRAP_FILE_SCHEMA = pa.schema(
+    [
+        ("trap_id", pa.string()),
+        ("text", pa.string()),
+        ("token_ids", pa.list_(pa.int32())),
+        ("seq_len", pa.int32()),
+        ("ppl", pa.float64()),
+        ("ppl_bucket", pa.int32()),
+        ("temperature", pa.float64()),
+        ("generator", pa.string()),
+        ("tokenizer", pa.string()),
+    ]
+)
+
+
+def trap_file_table(traps: Sequence[Trap]) -> pa.Table:
+    """Traps as a file ``read_trap_file`` takes back unchanged (``winnow traps generate``)."""
+    rows = [
+        {
+            "trap_id": t.trap_id,
+            "text": t.text,
+            "token_ids": list(t.token_ids),
+            "seq_len": t.seq_len,
+            "ppl": t.ppl,
+            "ppl_bucket": t.ppl_bucket,
+            "temperature": t.temperature,
+            "generator": t.generator,
+            "tokenizer": t.tokenizer,
+        }
+        for t in traps
+    ]
+    return pa.Table.from_pylist(rows, schema=TRAP_FILE_SCHEMA)
+
+
 def read_trap_file(
     path: str | Path, encode: Callable[[Sequence[str]], list[list[int]]], config: TrapSourceConfig, tokenizer: str
 ) -> list[Trap]:
-    """User traps from Parquet or JSONL (``text``, optional ``ppl``); lengths under ``encode``."""
+    """Traps from Parquet or JSONL.
+
+    A file written by ``winnow traps generate`` (rows with ``token_ids`` and ``tokenizer``) is taken
+    as written, text verbatim, so a run reading it plants exactly the traps a generating run would.
+    Other rows are user traps: ``text`` (outer whitespace stripped) and an optional ``ppl``, their
+    lengths under ``encode`` (the run tokenizer, named by ``tokenizer``). Two rows with the same
+    text are an error: a trap's id is a hash of its text.
+    """
     location = Path(path)
     if location.suffix == ".parquet":
         rows = pq.read_table(location).to_pylist()
     else:
         with open(location, encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
-    texts = [str(row["text"]).strip() for row in rows]
+    generated = [row.get("token_ids") is not None and row.get("tokenizer") for row in rows]
+    texts = [str(row["text"]) if kept else str(row["text"]).strip() for row, kept in zip(rows, generated, strict=True)]
+    plain = [t for t, kept in zip(texts, generated, strict=True) if not kept]
+    encoded = iter(encode(plain) if plain else [])
     traps = []
-    for row, text, ids in zip(rows, texts, encode(texts), strict=True):
+    for row, text, kept in zip(rows, texts, generated, strict=True):
         ppl = row.get("ppl")
-        bucket = ppl_bucket_of(float(ppl), config.ppl_range, config.ppl_buckets) if ppl is not None else None
-        traps.append(
-            Trap(trap_id_of(text), text, tuple(ids), len(ids), ppl, bucket, None, f"file:{location.name}", tokenizer)
-        )
+        ppl = float(ppl) if ppl is not None else None
+        bucket = ppl_bucket_of(ppl, config.ppl_range, config.ppl_buckets) if ppl is not None else None
+        if kept:
+            ids = tuple(int(i) for i in row["token_ids"])
+            trap = Trap(
+                trap_id_of(text),
+                text,
+                ids,
+                int(row.get("seq_len") or len(ids)),
+                ppl,
+                bucket,
+                row.get("temperature"),
+                str(row.get("generator") or f"file:{location.name}"),
+                str(row["tokenizer"]),
+            )
+        else:
+            ids = tuple(next(encoded))
+            trap = Trap(trap_id_of(text), text, ids, len(ids), ppl, bucket, None, f"file:{location.name}", tokenizer)
+        traps.append(trap)
+    repeated = [t for t, n in Counter(t.trap_id for t in traps).items() if n > 1]
+    if repeated:
+        raise ValueError(f"{location}: {len(repeated)} trap text(s) occur more than once (trap ids are text hashes)")
+    if any(not t.text.strip() for t in traps):
+        raise ValueError(f"{location}: a trap has no text")
     return traps
 
 
@@ -509,6 +573,7 @@ LEDGER_SCHEMA = pa.schema(
         ("doc_epochs", pa.int32()),
         ("exposures", pa.int64()),
         ("survived", pa.bool_()),
+        ("removed_by", pa.string()),
         ("seed", pa.int64()),
     ]
 )
@@ -518,10 +583,12 @@ def ledger_table(
     plan: InjectionPlan,
     placements: Mapping[str, InjectedTrap] | None = None,
     doc_epochs: Mapping[str, int] | None = None,
+    removed_by: Mapping[str, str] | None = None,
 ) -> pa.Table:
     """One row per trap. ``placements`` (trap id → what the surviving document recorded) and
     ``doc_epochs`` (doc id → copies made by ``mix``) come from the written documents; without them
-    survival, offsets and exposures stay null. Controls never have a document."""
+    survival, offsets and exposures stay null. ``removed_by`` (trap id → removal reason) names the
+    stage that removed a member's document after injection. Controls never have a document."""
     rows = []
     for entry in plan.entries:
         trap, placed = entry.trap, (placements or {}).get(entry.trap.trap_id)
@@ -546,6 +613,7 @@ def ledger_table(
                 "doc_epochs": epochs if member and placements is not None else None,
                 "exposures": entry.n_rep * epochs if member and placements is not None else None,
                 "survived": (placed is not None) if member and placements is not None else None,
+                "removed_by": (removed_by or {}).get(trap.trap_id) if member and placed is None else None,
                 "seed": plan.seed,
             }
         )

