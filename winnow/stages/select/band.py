@@ -29,7 +29,7 @@ import pyarrow as pa
 from winnow.core.budget import CutPoint, exact_cut, order_bits
 from winnow.core.hashing import h64
 from winnow.stages.select.band_config import BandSelectConfig
-from winnow.stages.select.config import WhereCondition
+from winnow.stages.select.where import WhereCondition
 
 BAND_PURPOSE = "select:band"
 FILTER_REASON = "select:band"

@@ -59,9 +59,10 @@ from winnow.core.budget import CutPoint, Narrowing, group_budgets, order_bits, s
 from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64, uniform
 from winnow.stages.select.band_stage import BandSelect, band_columns
-from winnow.stages.select.config import SelectConfig, WhereCondition
+from winnow.stages.select.config import SelectConfig
 from winnow.stages.select.ingenious_stage import COLUMNS as INGENIOUS_COLUMNS
 from winnow.stages.select.ingenious_stage import IngeniousSelect
+from winnow.stages.select.where import WhereCondition
 
 STAGE = "select"
 SUMMARY = "summary"
