@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from tiny_llama import build_tiny_llama
 
 from winnow.core.causal_lm import SMOLLM2, CausalLM, LogitsModel, Sample, load_causal_lm
 from winnow.core.hashing import h64
@@ -442,31 +443,7 @@ def test_character_ngram_memorises_traps_with_repetition(documents):
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer LlamaForCausalLM with the bundled tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from winnow.core.models import resolve_model_path
-    from winnow.core.tokenizer import BUNDLED_TOKENIZER
-
-    folder = tmp_path_factory.mktemp("tiny_llama_traps")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(resolve_model_path(BUNDLED_TOKENIZER)),
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-    )
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama_traps"), seed=1, max_positions=256)
 
 
 def test_seeded_sampling_is_deterministic_and_the_cache_changes_nothing(tiny_llama):

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import run_stage
+from tiny_llama import build_tiny_llama
 
 from winnow.core.causal_lm import SMOLLM2, CausalLM, LogitsModel, load_causal_lm, resolve_causal_lm
 from winnow.core.config import TokenizerConfig
@@ -168,33 +169,7 @@ def test_column_prefix_and_types():
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer LlamaForCausalLM with the bundled tokenizer, saved as a checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from winnow.core.models import resolve_model_path
-    from winnow.core.tokenizer import BUNDLED_TOKENIZER
-
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(resolve_model_path(BUNDLED_TOKENIZER)),
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
 
 
 def english_texts(n: int) -> list[str]:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 from conftest import DATA, run_stage
 from scipy.stats import chi2_contingency
+from tiny_llama import build_tiny_llama
 from typer.testing import CliRunner
 
 from winnow.cli.qurating import qurating_app
@@ -397,32 +398,7 @@ def test_select_domain_balance(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_qurater(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer Llama sequence classifier (4 labels) with an offline tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
-
-    from winnow.core.models import resolve_model_path
-    from winnow.core.tokenizer import BUNDLED_TOKENIZER
-
-    folder = tmp_path_factory.mktemp("qurater")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(resolve_model_path(BUNDLED_TOKENIZER)), eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        num_labels=4,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForSequenceClassification(config).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("qurater"), num_labels=4)
 
 
 def test_reference_mode_equals_direct_forward_pass(tiny_qurater):
