@@ -23,6 +23,7 @@ from winnow.stages.decontaminate.config import DecontaminateConfig
 from winnow.stages.dedup.config import DedupConfig
 from winnow.stages.extract.config import ExtractConfig
 from winnow.stages.filter.config import FilterConfig
+from winnow.stages.inject.config import InjectConfig
 from winnow.stages.langid.config import LangIdConfig
 from winnow.stages.mix.config import MixConfig
 from winnow.stages.normalize.config import NormalizeConfig
@@ -31,6 +32,7 @@ from winnow.stages.pack.config import PackConfig
 from winnow.stages.pii.config import PiiConfig
 from winnow.stages.review.config import ReviewConfig
 from winnow.stages.score.config import ScoreConfig
+from winnow.stages.score.soft_labels import SoftLabelConfig
 from winnow.stages.select.config import SelectConfig
 from winnow.stages.tag.config import TagConfig
 
@@ -67,6 +69,11 @@ class OutputConfig(Section):
     report: ReportConfig = Field(default_factory=ReportConfig, description="Run report and dataset card.")
     tokens: TokenOutputConfig = Field(
         default_factory=TokenOutputConfig, description="Training-ready token files (Megatron, MDS, Parquet)."
+    )
+    soft_labels: SoftLabelConfig = Field(
+        default_factory=SoftLabelConfig,
+        description="A small LM's top-k next-token distribution on the packed contexts of the token output, as "
+        "the Parquet table `soft_labels/` (SALT's distillation phase, docs/salt.md#soft-labels).",
     )
 
 
@@ -107,6 +114,9 @@ class WinnowConfig(Section):
     tag: TagConfig = Field(default_factory=TagConfig, description="Stage `tag`.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")
     mix: MixConfig = Field(default_factory=MixConfig, description="Stage `mix`.")
+    inject: InjectConfig = Field(
+        default_factory=InjectConfig, description="Stage `inject` (Copyright Traps; runs after `inject.after`)."
+    )
     order: OrderConfig = Field(default_factory=OrderConfig, description="Stage `order`.")
     pack: PackConfig = Field(default_factory=PackConfig, description="Stage `pack`.")
 
@@ -160,6 +170,18 @@ class WinnowConfig(Section):
             )
         if ingenious and self.pack.enabled and self.pack.mode == "dd":
             raise ValueError("pack.mode `dd` does not separate INGENIOUS rounds (phases) yet; use `concat`")
+        return self
+
+    @model_validator(mode="after")
+    def _soft_labels_have_contexts(self) -> WinnowConfig:
+        # Soft labels belong to the exact contexts a trainer reads: those of the token output.
+        if self.output.soft_labels.enabled and not (
+            self.output.tokens.formats and self.pack.enabled and self.pack.mode == "concat"
+        ):
+            raise ValueError(
+                "output.soft_labels labels the packed contexts of the token output: it needs output.tokens.formats "
+                "and the pack stage in mode `concat`"
+            )
         return self
 
     def content_hash(self) -> str:

@@ -27,6 +27,8 @@ from winnow.beam.contract import PerDocumentStage
 from winnow.run.execute import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
+# Data, removed, rejected, contexts and the token files (Megatron, MDS, Parquet) are compared.
+OUTPUT_SUFFIXES = {".parquet", ".bin", ".idx", ".mds"}
 
 
 def _corpus() -> list[dict[str, Any]]:
@@ -88,11 +90,14 @@ def _run(tmp: Path, name: str, rows: list[dict[str, Any]], batch: int, runner: d
 
 
 def _files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+    files = (p for p in sorted(out.rglob("*")) if p.is_file() and p.suffix in OUTPUT_SUFFIXES)
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
 
 
 def _explain(a: Path, b: Path, name: str) -> str:
     """Which columns of one Parquet file differ, for a readable failure."""
+    if not name.endswith(".parquet"):
+        return f"{name}: bytes differ"
     left, right = pq.read_table(a / name), pq.read_table(b / name)
     if left.num_rows != right.num_rows:
         return f"{name}: {left.num_rows} rows vs {right.num_rows}"

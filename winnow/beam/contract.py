@@ -175,7 +175,10 @@ class StageSpec:
     moves: the fixed columns of every stage in pipeline order, then the config-dependent ones, so
     runs with different scorers share a stable schema prefix. ``prepare(section)``, when given,
     is an explicit driver-side step run before the graph is built (e.g. fitting a RegMix
-    mixture from proxy runs); it returns keyword arguments for the transform.
+    mixture from proxy runs); it returns keyword arguments for the transform, and takes the run
+    settings named in ``prepare_needs`` (a subset of ``needs``). ``follows(section)``, when given,
+    names the stage this one runs right after, by config (``inject.after``); without it a stage
+    keeps its place in the registry.
     """
 
     name: str
@@ -184,7 +187,9 @@ class StageSpec:
     columns: Sequence[pa.Field] = ()
     config_columns: Callable[[Any], Sequence[pa.Field]] = _no_columns
     needs: tuple[str, ...] = ()
-    prepare: Callable[[Any], dict[str, Any]] | None = None
+    prepare: Callable[..., dict[str, Any]] | None = None
+    prepare_needs: tuple[str, ...] = ()
+    follows: Callable[[Any], str] | None = None
     batches: bool = False
 
     def build(self, section: Any, **context: Any) -> beam.PTransform:
@@ -192,7 +197,9 @@ class StageSpec:
         unknown = set(self.needs) - set(context)
         if unknown:
             raise ValueError(f"stage {self.name} needs {sorted(unknown)} from the run")
-        prepared = self.prepare(section) if self.prepare is not None else {}
+        prepared = {}
+        if self.prepare is not None:
+            prepared = self.prepare(section, **{need: context[need] for need in self.prepare_needs})
         return self.transform(section, **{need: context[need] for need in self.needs}, **prepared)
 
 

@@ -1,5 +1,5 @@
 """The ``winnow`` command line: run, refresh, config show/validate/reference, and model/mixture tools
-(preselect, qurating, dataman, tagger train; mix generate/regmix; order calibrate)."""
+(preselect, qurating, dataman, tagger train; mix generate/regmix; order calibrate; traps generate/losses/test)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from winnow.cli.qurating import qurating_app
 from winnow.cli.reference import config_reference_markdown
 from winnow.cli.review import review_app
 from winnow.cli.tagger import tagger_app
+from winnow.cli.traps import traps_app
 from winnow.config import (
     ConfigError,
     WinnowConfig,
@@ -52,6 +53,7 @@ app.add_typer(tagger_app, name="tagger")
 app.add_typer(mix_app, name="mix")
 app.add_typer(order_app, name="order")
 app.add_typer(review_app, name="review")
+app.add_typer(traps_app, name="traps")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 

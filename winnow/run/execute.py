@@ -429,7 +429,7 @@ def _relative(path: str, kind: str) -> str:
 
 def _tokenizer_description(config: WinnowConfig, stage_names: list[str]) -> dict[str, str] | None:
     """Name and hash of the tokenizer behind ``n_tokens`` and token budgets, when a stage used it."""
-    if not {"score", "tag", "mix", "order", "select", "review"} & set(stage_names):  # select/review: counts
+    if not {"score", "tag", "mix", "order", "select", "review", "inject"} & set(stage_names):  # select/review: counts
         return None
 
     return load_tokenizer(config.tokenizer.path, config.tokenizer.eos_token).describe()

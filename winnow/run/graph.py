@@ -140,9 +140,12 @@ def build_pipeline(
     rejected_parts = [read[REJECTED]]
     stage_reports = []  # extra per-stage summaries (selection cut, domain stats, …) for the manifest
     tables = []  # extra per-stage output tables (contexts, dd pieces, …)
+    finishing = []  # stages with work over the run's final outputs (inject's trap ledger)
     batched = True  # the reader's output: Arrow batches of documents (WARC records as dicts)
     for spec in stages:
         transform = build_stage(spec, config)
+        if hasattr(transform, "finish"):
+            finishing.append((spec.name, transform))
         if batched and not spec.batches:
             docs = docs | f"ToDocuments_{spec.name}" >> beam.ParDo(ToDocuments())
             batched = False
@@ -236,11 +239,23 @@ def build_pipeline(
         *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
         *stage_reports,
     ]
+    # What follows takes dicts; kept is still Arrow batches when every stage declared batches.
+    needs_documents = batched and (finishing or config.output.tokens.formats)
+    kept_docs = kept | "KeptDocuments" >> beam.ParDo(ToDocuments()) if needs_documents else kept
+    for name, transform in finishing:  # summary items ("file", "section") from the final kept and removed rows
+        final_outputs = {KEPT: kept_docs, REMOVED: removed_all}
+        summary_items.append(final_outputs | f"Finish_{name}" >> transform.finish(staging_dir))
     if config.output.tokens.formats:  # training-ready token files (docs/token-output.md)
-        kept_docs = kept | "KeptDocuments" >> beam.ParDo(ToDocuments()) if batched else kept
         token_inputs = {"kept": kept_docs, **{name: pcoll for name, pcoll, _ in tables if name == "dd"}}
         summary_items.append(
-            token_inputs | "WriteTokens" >> WriteTokens(config, stage_names, FileSystems.join(staging_dir, "tokens"))
+            token_inputs
+            | "WriteTokens"
+            >> WriteTokens(
+                config,
+                stage_names,
+                FileSystems.join(staging_dir, "tokens"),
+                soft_labels_root=FileSystems.join(staging_dir, "soft_labels"),
+            )
         )
     summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
     _ = (

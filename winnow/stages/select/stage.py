@@ -11,6 +11,8 @@ Rules (``SelectConfig.rule``):
 * ``ingenious``: representative subsets by facility location over embeddings, per partition,
   drawn in rounds that become ``phase`` shard sets (docs/ingenious.md; the Beam wiring is in
   ``winnow.stages.select.ingenious_stage``).
+* ``band``: SALT's difficulty band between two weighted quantiles of one column, tagged
+  (``salt_selected``) or kept (docs/salt.md; the Beam wiring is in ``winnow.stages.select.band_stage``).
 
 Nothing global is held in one process. The mean/std is a combiner with exact sums; the budget
 (``fraction`` × pool weight, or ``budget``; per group ⌊T_d/T·B⌋ with ``balance_by``) comes from
@@ -56,9 +58,11 @@ from winnow.beam.cuts import BudgetCuts
 from winnow.core.budget import CutPoint, Narrowing, group_budgets, order_bits, selection_key
 from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64, uniform
-from winnow.stages.select.config import SelectConfig, WhereCondition
+from winnow.stages.select.band_stage import BandSelect, band_columns
+from winnow.stages.select.config import SelectConfig
 from winnow.stages.select.ingenious_stage import COLUMNS as INGENIOUS_COLUMNS
 from winnow.stages.select.ingenious_stage import IngeniousSelect
+from winnow.stages.select.where import WhereCondition
 
 STAGE = "select"
 SUMMARY = "summary"
@@ -74,8 +78,8 @@ class SelectError(ValueError):
 
 def doc_metric(doc: Document, config: SelectConfig) -> float:
     """Sum of the configured score columns, negated for ``direction: bottom`` (0 for ``uniform`` and
-    ``ingenious``, which rank by no score)."""
-    if config.rule in ("uniform", "ingenious"):
+    ``ingenious``, which rank by no score, and for ``band``, which reads its own column)."""
+    if config.rule in ("uniform", "ingenious", "band"):
         return 0.0
     total = 0.0
     for column in config.columns:
@@ -211,7 +215,8 @@ class PrepareDoFn(beam.DoFn):
     def process(self, doc: Document) -> Iterator[Any]:
         try:
             doc_metric(doc, self.config)
-            doc_weight(doc, self.config)
+            if self.config.rule != "band":  # the band weighs only documents in its pool, by its own rule
+                doc_weight(doc, self.config)
             candidate = all(meets(doc, condition) for condition in self.config.where)
         except (SelectError, TypeError, ValueError) as error:
             yield rejected(doc, STAGE, error)
@@ -427,6 +432,14 @@ class Select(beam.PTransform):
             out = valid | "Threshold" >> beam.ParDo(ThresholdDoFn(config)).with_outputs(REMOVED, main=KEPT)
             removed_all = (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten()
             return {KEPT: out[KEPT], REMOVED: removed_all, REJECTED: prepared[REJECTED]}
+        if config.rule == "band":
+            out = valid | "Band" >> BandSelect(config.band, seed)
+            return {
+                KEPT: out[KEPT],
+                REMOVED: (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten(),
+                REJECTED: (out[REJECTED], prepared[REJECTED]) | "AllRejected" >> beam.Flatten(),
+                SUMMARY: out[SUMMARY],
+            }
         if config.rule == "ingenious":
             budget = float(config.budget) if config.budget is not None else None
             out = valid | "Ingenious" >> IngeniousSelect(config.ingenious, config.tokens_field, self.tokenizer, budget)
@@ -488,7 +501,10 @@ class Select(beam.PTransform):
 
 
 def config_columns(config: SelectConfig) -> tuple[pa.Field, ...]:
-    """Rule ``ingenious`` adds its columns and the round's ``phase`` (docs/ingenious.md)."""
+    """Rule ``ingenious`` adds its columns and the round's ``phase`` (docs/ingenious.md); rule ``band`` its
+    tag and label (docs/salt.md)."""
+    if config.rule == "band":
+        return band_columns(config.band)
     return INGENIOUS_COLUMNS if config.rule == "ingenious" else ()
 
 
