@@ -170,6 +170,7 @@ def worker_winnow(data: Path, out: Path, mode: str) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from winnow.beam.contract import ToDocuments
     from winnow.beam.read import ReadInputs
     from winnow.core.config import InputSpec
     from winnow.stages.dedup.config import MinHashConfig
@@ -179,7 +180,8 @@ def worker_winnow(data: Path, out: Path, mode: str) -> None:
     options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
     with tempfile.TemporaryDirectory() as tmp:
         with beam.Pipeline(options=options) as pipeline:
-            docs = (pipeline | ReadInputs([InputSpec(paths=[str(data)])]))["kept"]  # winnow's own reader
+            batches = (pipeline | ReadInputs([InputSpec(paths=[str(data)])]))["kept"]  # winnow's own reader
+            docs = batches | beam.ParDo(ToDocuments())  # as the run does before a stage that takes dicts
             result = docs | MinHashDedup(config)
             _ = result["removed"] | beam.Map(lambda d: d["id"]) | beam.io.WriteToText(f"{tmp}/removed")
         removed = [line for p in Path(tmp).glob("removed*") for line in p.read_text().splitlines()]

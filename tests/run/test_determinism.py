@@ -83,7 +83,8 @@ def _sections(batch: int) -> dict[str, Any]:
 def _run(tmp: Path, name: str, rows: list[dict[str, Any]], batch: int, runner: dict[str, Any]) -> Path:
     source = _write(rows, tmp / name / "in")
     out = tmp / name / "out"
-    config = make_config([str(source)], out, runner=runner, **_sections(batch))
+    # The reader's Arrow batches hold `batch` documents too (winnow.core.batches).
+    config = make_config([{"paths": [str(source)], "batch_rows": batch}], out, runner=runner, **_sections(batch))
     result = run_pipeline(config)
     assert result.manifest["counts"]["kept"] > 50
     return out
@@ -128,7 +129,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict
 def test_reversed_input_and_batches_of_one_give_the_same_bytes(reference, tmp_path, monkeypatch) -> None:
     out, rows = reference
     # The per-document stages (extract, normalize, langid's caller, filter) batch through one transform too.
-    monkeypatch.setattr(PerDocumentStage.__init__, "__defaults__", (1,))
+    monkeypatch.setattr(PerDocumentStage.__init__, "__defaults__", (1, ()))
     again = _run(
         tmp_path, "reversed", list(reversed(rows)), 1, {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
     )
