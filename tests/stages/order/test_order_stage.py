@@ -263,3 +263,16 @@ def test_repeats_are_ranked_after_the_first_pass_and_never_deduplicated(tmp_path
     assert_exactly_once(out, docs + repeats)
     by_rank = sorted(out["kept"], key=lambda d: d["order_rank"])
     assert [d["epoch"] for d in by_rank] == [0] * 60 + [1] * 10
+
+
+def test_mean_adjacent_cosine_does_not_depend_on_the_order_cells_report_in():
+    """Cells report their cosine sums in whatever order Beam finishes them; the manifest figure must
+    not move with it (a plain float sum of these gives 0, 1 or 2 by order)."""
+    from winnow.stages.order.stage import _ordering_summary
+
+    sums = [1e16, 1.0, -1e16, 1.0]
+    figures = set()
+    for order in itertools.permutations(range(len(sums))):
+        stats = [{"group": str(i), "size": 2, "adjacent_pairs": 1, "adjacent_cosine_sum": sums[i]} for i in order]
+        figures.add(_ordering_summary(stats, {}, [], OrderConfig(enabled=True))["mean_adjacent_cosine"])
+    assert figures == {0.5}

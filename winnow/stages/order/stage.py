@@ -348,7 +348,8 @@ def _ordering_summary(
 ) -> dict[str, Any]:
     sizes = sorted(r["size"] for r in stats if not r["group"].startswith(SHORT_CELL)) or [0]
     pairs = sum(r.get("adjacent_pairs", 0) for r in stats)
-    adjacent = sum(r.get("adjacent_cosine_sum", 0.0) for r in stats) / pairs if pairs else None
+    # fsum: exact, so the figure does not depend on the order the cells' stats arrive in.
+    adjacent = math.fsum(r.get("adjacent_cosine_sum", 0.0) for r in stats) / pairs if pairs else None
     random_baseline = plan.get("random_adjacent_cosine")
     return {
         "section": "ordering",
