@@ -1,19 +1,29 @@
-"""DataMan sanity on real text (METHODS §2.8 #6) for a DataMan scorer (default: the bundled local model).
+"""The bundled local DataMan model on report splits, beside baselines and a peer measured in the same run.
 
-1. ``dataman-qurating-ratings`` (135 SlimPajama chunks with DataMan-1.5B's own ratings): exact
-   agreement and MAE of our overall score, and domain accuracy, next to a majority-class baseline
-   (the most common stored value, which favours the baseline: it is read off the test labels).
-2. ``weborganizer-dclm``: mean overall score of Spam / Ads + Content Listing pages against
-   Knowledge Article + Academic Writing pages (WebOrganizer format labels, evaluation only).
+Protocol (issue 14): ``scripts/train_dataman.py`` trains on the *fit* split of the WebOrganizer
+pages and the human-quality documents (derived labels) and chooses its variant on the *choose*
+half of dataman-qurating-ratings; every figure here is on a report split:
+
+1. **agreement with DataMan-1.5B** on the report half of dataman-qurating-ratings (SlimPajama
+   chunks with DataMan-1.5B's own ratings; nothing trains on them): per criterion exact agreement,
+   MAE and Spearman, next to (a) the majority value of the *choose* half (a constant rater) and
+   (b) the Spearman the overall head alone would get for that criterion (what copying the overall
+   rating into every criterion, the previous model's behaviour for 11 criteria, would score);
+   domain accuracy beside the choose-half majority letter;
+2. **format AUC** of ``overall_score`` (the expected rating, as a continuous score, and the integer
+   rating the stage writes) on the report split of WebOrganizer pages, {Tutorial, Knowledge
+   Article, Academic Writing} vs {Spam / Ads, Content Listing, Truncated}, pipeline view, and
+   **human AUC** on the report split of dclm-human-quality; the peer is logistic regression on the
+   same static embedding trained on the human fit labels (C chosen on choose);
+3. docs/s per core of ``DataManLocalScorer.score`` (CPU time, one thread).
 
     python bench/dataman_eval.py [--path winnow:models/dataman/dataman-local.npz] [--json out.json]
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import time
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,73 +31,90 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from winnow.stages.score.dataman import CRITERIA
-from winnow.stages.score.registry import build_scorer
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-CORPORA = Path("/work/shared/corpora")
-LOW_FORMATS = ("Spam / Ads", "Content Listing")
-HIGH_FORMATS = ("Knowledge Article", "Academic Writing")
+from bench._quality_data import (  # noqa: E402
+    CORPORA,
+    Targets,
+    auc_cell,
+    docs_per_second,
+    human_documents,
+    logistic_peer,
+    rating_documents,
+)
+from winnow.core.evaluation import CHOOSE, FIT, REPORT  # noqa: E402
+from winnow.stages.score.dataman import CRITERIA, DataManLocalScorer  # noqa: E402
+from winnow.stages.score.qurating import spearman  # noqa: E402
+from winnow.stages.score.registry import build_scorer  # noqa: E402
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
-
-
-def _score(scorer: Any, texts: list[str], batch: int = 256) -> dict[str, np.ndarray]:
-    parts = [scorer.score(texts[i : i + batch]) for i in range(0, len(texts), batch)]
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+def expected(scorer: DataManLocalScorer, texts: list[str], criterion: str) -> np.ndarray:
+    """The head's expected rating (a continuous score) on the texts as the scorer sees them."""
+    truncated, _ = scorer.truncate(texts)
+    return scorer.model.head_for(criterion).predict_value(scorer.encoder.encode(truncated))
 
 
 def agreement(scorer: Any, corpora: Path) -> dict[str, Any]:
-    rows = _rows(corpora / "dataman-qurating-ratings" / "ratings.jsonl.gz")
-    out = _score(scorer, [r["text"] for r in rows])
-    result: dict[str, Any] = {"n": len(rows), "criteria": {}}
+    docs = rating_documents(corpora)
+    report = [r for r in docs if r["split"] == REPORT]
+    choose = [r for r in docs if r["split"] == CHOOSE]
+    out = scorer.score([r["text"] for r in report])
+    local = isinstance(scorer, DataManLocalScorer)
+    overall_value = expected(scorer, [r["text"] for r in report], "overall_score") if local else None
+    result: dict[str, Any] = {"n": len(report), "criteria": {}}
     for name in CRITERIA:
-        truth = np.array([r["dataman"][name] for r in rows])
-        majority = Counter(truth.tolist()).most_common(1)[0][0]
+        truth = np.array([r["dataman"][name] for r in report])
+        majority = Counter(r["dataman"][name] for r in choose).most_common(1)[0][0]
         predicted = out[name].astype(int)
+        value = expected(scorer, [r["text"] for r in report], name) if local else predicted
         result["criteria"][name] = {
             "exact": float(np.mean(predicted == truth)),
             "mae": float(np.mean(np.abs(predicted - truth))),
+            "spearman": spearman(value, truth),
             "majority_value": int(majority),
             "majority_exact": float(np.mean(truth == majority)),
             "majority_mae": float(np.mean(np.abs(truth - majority))),
-            "spearman": _spearman(predicted, truth),
+            "overall_copy_spearman": spearman(overall_value, truth) if local else None,
+            "own_head": bool(local and scorer.model.fallback.get(name, name) == name),
         }
-    domains = np.array([r["dataman_domain"] for r in rows])
-    majority_domain = Counter(domains.tolist()).most_common(1)[0][0]
+    domains = np.array([r["dataman_domain"] for r in report])
+    majority_domain = Counter(r["dataman_domain"] for r in choose).most_common(1)[0][0]
     result["domain"] = {
         "accuracy": float(np.mean(out["application_domain"].astype(str) == domains)),
         "majority_value": majority_domain,
         "majority_accuracy": float(np.mean(domains == majority_domain)),
-        "predicted_counts": dict(Counter(out["application_domain"].astype(str).tolist()).most_common()),
     }
     return result
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    value = spearmanr(a, b).statistic
-    return float(value) if np.isfinite(value) else float("nan")
-
-
-def format_contrast(scorer: Any, corpora: Path) -> dict[str, Any]:
-    rows = [
-        r for r in _rows(corpora / "weborganizer-dclm" / "docs.jsonl.gz") if r["format"] in LOW_FORMATS + HIGH_FORMATS
-    ]
-    overall = _score(scorer, [r["text"] for r in rows])["overall_score"].astype(float)
-    low = np.array([r["format"] in LOW_FORMATS for r in rows])
-    per_format = {f: float(overall[[r["format"] == f for r in rows]].mean()) for f in LOW_FORMATS + HIGH_FORMATS}
-    return {
-        "n_low": int(low.sum()),
-        "n_high": int((~low).sum()),
-        "mean_overall_low": float(overall[low].mean()),
-        "mean_overall_high": float(overall[~low].mean()),
-        "per_format": per_format,
-        "holds": bool(overall[low].mean() < overall[~low].mean()),
+def contrasts(scorer: Any, corpora: Path) -> dict[str, Any]:
+    choose, report = Targets(corpora, CHOOSE), Targets(corpora, REPORT)
+    local = isinstance(scorer, DataManLocalScorer)
+    web_int = scorer.score(report.web_texts)["overall_score"].astype(float)
+    human_int = scorer.score(report.human_texts)["overall_score"].astype(float)
+    out = {
+        "n_pages": len(report.web_y),
+        "n_human": len(report.human_y),
+        "format_auc_rating": auc_cell(report.web_y, web_int),
+        "human_auc_rating": auc_cell(report.human_y, human_int),
     }
+    if local:
+        out["format_auc_expected"] = auc_cell(report.web_y, expected(scorer, report.web_texts, "overall_score"))
+        out["human_auc_expected"] = auc_cell(report.human_y, expected(scorer, report.human_texts, "overall_score"))
+        fit = [r for r in human_documents(corpora) if r["split"] == FIT]
+        encoder = scorer.encoder
+        model, c, tried = logistic_peer(
+            encoder.encode([r["text"] for r in fit]), [int(r["label"]) for r in fit], choose, encoder.encode
+        )
+        out["peer"] = {
+            "name": f"static embedding + logistic regression on {len(fit)} human fit labels (C={c})",
+            "format_auc": auc_cell(report.web_y, model.decision_function(encoder.encode(report.web_texts))),
+            "human_auc": auc_cell(report.human_y, model.decision_function(encoder.encode(report.human_texts))),
+            "grid": tried,
+        }
+    out["docs_per_s"] = docs_per_second(scorer.score, report.web_texts + choose.web_texts, batch=64)
+    return out
 
 
 def main(
@@ -97,15 +124,40 @@ def main(
     corpora: Annotated[Path, typer.Option(help="The shared corpora folder.")] = CORPORA,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
 ) -> None:
-    start = time.time()
     scorer = build_scorer({"name": "dataman", "backend": "dataman", "path": path})
     results = {"model": path, "version": scorer.version, "agreement": agreement(scorer, corpora)}
-    results["format_contrast"] = format_contrast(scorer, corpora)
-    results["seconds"] = round(time.time() - start, 1)
-    text = json.dumps(results, indent=2)
+    results["contrasts"] = contrasts(scorer, corpora)
+    agree = results["agreement"]
+    typer.echo(f"model: {path} ({scorer.version})")
+    typer.echo(f"\nAgreement with DataMan-1.5B, report half of dataman-qurating-ratings (n={agree['n']}):\n")
+    typer.echo(
+        "| criterion | own head | exact | MAE | Spearman | overall head's Spearman | majority exact | majority MAE |"
+    )
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for name, row in agree["criteria"].items():
+        copy = "–" if row["overall_copy_spearman"] is None else f"{row['overall_copy_spearman']:+.3f}"
+        typer.echo(
+            f"| {name} | {'yes' if row['own_head'] else 'no'} | {row['exact']:.3f} | {row['mae']:.3f} "
+            f"| {row['spearman']:+.3f} | {copy} | {row['majority_exact']:.3f} ({row['majority_value']}) "
+            f"| {row['majority_mae']:.3f} |"
+        )
+    dom = agree["domain"]
+    typer.echo(
+        f"\ndomain accuracy {dom['accuracy']:.3f} "
+        f"(majority letter {dom['majority_value']}: {dom['majority_accuracy']:.3f})"
+    )
+    con = results["contrasts"]
+    typer.echo(f"\noverall_score, report split ({con['n_pages']} pages, {con['n_human']} human-labelled docs):")
+    typer.echo(f"  format AUC, integer rating: {con['format_auc_rating']}; human AUC: {con['human_auc_rating']}")
+    if "format_auc_expected" in con:
+        typer.echo(
+            f"  format AUC, expected rating: {con['format_auc_expected']}; human AUC: {con['human_auc_expected']}"
+        )
+        peer = con["peer"]
+        typer.echo(f"  peer, {peer['name']}: format AUC {peer['format_auc']}; human AUC {peer['human_auc']}")
+    typer.echo(f"  docs/s/core: {con['docs_per_s']:,.0f}")
     if json_out:
-        json_out.write_text(text + "\n")
-    typer.echo(text)
+        json_out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

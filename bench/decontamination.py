@@ -30,7 +30,13 @@ numbers → 0, punctuation → space, diacritics stripped, whitespace-split word
 space-joined 13-gram in a set of eval hashes; datatrove's nltk word tokenizer is replaced by the
 whitespace split, which is what it does to punctuation-free text).
 
-    python bench/decontamination.py [--planted 600 --clean 2000 --seed 17]
+Full pipeline (``--pipeline``): the same planted and clean pages through winnow's Beam graph
+(stage ``decontaminate``, eval sets written as JSONL files), once per join form (side input, keyed
+CoGroupByKey): recall per plant and false positives read from ``removed/`` (a page counts as found
+when its removal names the planted item), whether the two forms remove the same pages with the same
+evidence, the manifest's totals (expected false hits by hash collision) and wall-clock pages/s.
+
+    python bench/decontamination.py [--planted 600 --clean 2000 --seed 17] [--pipeline]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import json
 import random
 import re
 import sys
+import tempfile
 import time
 import unicodedata
 from collections import Counter, defaultdict
@@ -51,6 +58,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._pipeline import run_winnow  # noqa: E402
 from winnow.stages.decontaminate.join import decide  # noqa: E402
 from winnow.stages.decontaminate.ngrams import EvalItem, EvalNgramIndex, match_document  # noqa: E402
 
@@ -184,12 +192,62 @@ def span_recall(matches, start: int, end: int) -> float:
     return covered / max(1, end - start)
 
 
+def report_pipeline(items: list[EvalItem], cases: list[tuple], clean_texts: list[str]) -> None:
+    """The planted and clean pages through the real stage, in both join forms."""
+    docs = [{"id": f"plant-{i:04d}", "text": case[1]} for i, case in enumerate(cases)]
+    docs += [{"id": f"clean-{i:04d}", "text": text} for i, text in enumerate(clean_texts)]
+    truth = {f"plant-{i:04d}": case for i, case in enumerate(cases)}
+    with tempfile.TemporaryDirectory(prefix="winnow-evals-") as folder:
+        for benchmark in sorted({item.benchmark for item in items}):
+            with open(Path(folder) / f"{benchmark}.jsonl", "w", encoding="utf-8") as handle:
+                for item in items:
+                    if item.benchmark == benchmark:
+                        handle.write(json.dumps({"id": item.item_id, "text": item.text}) + "\n")
+        runs = {
+            form: run_winnow(docs, ["decontaminate"], decontaminate={"eval_files": [f"{folder}/*.jsonl"], "join": form})
+            for form in ("side_input", "keyed")
+        }
+    print(
+        f"\nfull pipeline (stage decontaminate, drop) on {len(docs)} pages "
+        f"({len(cases)} planted, {len(clean_texts)} clean)"
+    )
+    evidence = {form: sorted((r["id"], r["reason"], r["detail"]) for r in run.removed) for form, run in runs.items()}
+    same = evidence["side_input"] == evidence["keyed"]
+    print(f"  side-input and keyed forms remove the same pages with the same evidence: {same}")
+    run = runs["side_input"]
+    found: dict[str, Counter] = defaultdict(Counter)
+    false_positives = 0
+    for row in run.removed:
+        named = {(m["benchmark"], m["item_id"]) for m in json.loads(row["detail"])["matches"]}
+        if row["id"] in truth:
+            label, _, benchmark, item_id, _, _ = truth[row["id"]]
+            found[label]["found"] += (benchmark, item_id) in named
+        else:
+            false_positives += 1
+    for label, *_ in cases:
+        found[label]["n"] += 1
+    print("  " + "  ".join(f"{label} {row['found'] / row['n']:.3f}" for label, row in found.items()))
+    print(f"  false positives on clean pages: {false_positives}")
+    totals = next(r for r in run.section("decontamination") if r["kind"] == "totals")
+    print(
+        f"  manifest: {totals['eval_items']} items, {totals['distinct_eval_ngrams']} distinct eval n-grams, "
+        f"{totals['document_ngrams_checked']} document n-grams checked, expected false hits "
+        f"{totals['expected_false_hits']:.2e}"
+    )
+    for form, form_run in runs.items():
+        print(
+            f"  {form:10} CPU {form_run.cpu_seconds:6.1f}s, wall {form_run.seconds:6.1f}s "
+            f"({len(docs) / form_run.cpu_seconds:.0f} pages per CPU second, one in-memory worker, whole run)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", type=Path, default=CORPORA)
     parser.add_argument("--planted", type=int, default=600)
     parser.add_argument("--clean", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--pipeline", action="store_true", help="also run the pages through winnow's Beam graph")
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -271,6 +329,8 @@ def main() -> None:
         print(f"    winnow flagged {matches[0].benchmark}/{matches[0].item_id}: {text[a:b][:100]!r}")
     ratio = ours_rate / peer_rate
     print(f"\nspeed, one core, CPU time: winnow {ours_rate:.0f} docs/s, peer {peer_rate:.0f} docs/s, ratio {ratio:.2f}")
+    if args.pipeline:
+        report_pipeline(items, cases, clean_texts)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,13 @@ texts. It runs MinHashDedup (default config) on the local runner and prints
 
 Goal: P ≥ 0.98 and R ≥ 0.95 for pairs with true Jaccard ≥ 0.8.
 
-    python bench/dedup_quality.py [--origins 1500] [--seed 0]
+Drift chains (``--chains``, marin#6854's failure): a document edited a little at a time, each
+version from the previous one (consecutive versions are near-duplicates, the ends of a chain are
+not). LSH clusters are transitive, so a whole chain becomes one cluster; the stage is run with the
+text check against the cluster's keeper (default, ``verify_text``) and without it, and both are
+scored the same way: a removal of a chain version far from its keeper is a wrong removal.
+
+    python bench/dedup_quality.py [--origins 1500] [--chains 150] [--seed 0]
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# The checkout's sibling shared/ (main checkout) or the nearest one above (a worktree).
+SHARED = next(
+    (p / "shared" / "corpora" for p in Path(__file__).resolve().parents if (p / "shared" / "corpora").is_dir()),
+    Path("shared/corpora"),
+)
 
 from winnow.stages.dedup import minhash as mh  # noqa: E402
 
@@ -167,6 +177,15 @@ def heavy_edit(text: str, rng: random.Random, vocabulary: list[str]) -> str:
     return _noise(_edit_words(text.split(), rng.uniform(0.15, 0.35), rng, vocabulary), rng)
 
 
+def drift_chain(text: str, length: int, rng: random.Random, vocabulary: list[str]) -> list[str]:
+    """``length`` versions, each with about 2% of the previous version's words changed."""
+    versions, words = [], text.split()
+    for _ in range(length):
+        words = _edit_words(words, 0.02, rng, vocabulary)
+        versions.append(" ".join(words))
+    return versions
+
+
 def build_corpus(
     origins: int,
     seed: int = 0,
@@ -174,11 +193,14 @@ def build_corpus(
     light_per_origin: tuple[int, int] = (1, 3),
     heavy_share: float = 0.5,
     base: list[dict[str, Any]] | None = None,
+    chains: int = 0,
+    chain_length: int = 8,
 ) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
     """(documents, family of each family document, role of each document).
 
     Every cleaned real document appears once; ``origins`` of them get light edits (and with
-    probability ``heavy_share`` one heavy edit). Roles: origin, light, heavy, single, natural.
+    probability ``heavy_share`` one heavy edit), ``chains`` others a drift chain whose versions
+    have the previous version as family. Roles: origin, light, heavy, chain, single, natural.
     """
     rng = random.Random(seed)
     docs = base if base is not None else real_documents()
@@ -187,10 +209,18 @@ def build_corpus(
     vocabulary = sorted({w for d in docs[:2000] for w in d["text"].split()[:200]})
     eligible = [i for i, d in enumerate(docs) if 100 <= len(d["text"].split()) <= 20_000]
     chosen = set(rng.sample(eligible, min(origins, len(eligible))))
+    chained = set(rng.sample(sorted(set(eligible) - chosen), min(chains, len(set(eligible) - chosen))))
     out, family, role = [], {}, {}
     for i, d in enumerate(docs):
         out.append({"id": d["id"], "text": d["text"], "source": d["source"], "url": None, "metadata": None})
         role[d["id"]] = "single"
+        if i in chained:
+            previous = d["id"]
+            for k, text in enumerate(drift_chain(d["text"], chain_length, rng, vocabulary)):
+                vid = f"{d['id']}~chain{k}"
+                out.append({"id": vid, "text": text, "source": d["source"], "url": None, "metadata": None})
+                family[vid], role[vid], previous = previous, "chain", vid
+            continue
         if i not in chosen:
             continue
         role[d["id"]] = "origin"
@@ -220,8 +250,9 @@ def natural_pairs() -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
 # --- running winnow --------------------------------------------------------------------------
 
 
-def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None) -> tuple[dict[str, str], float]:
-    """{removed id: duplicate_of} from MinHashDedup on the local runner, and the wall time."""
+def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None) -> tuple[dict[str, str], float, float]:
+    """{removed id: duplicate_of} from MinHashDedup on the local runner, the wall time and the CPU time
+    (the in-memory runner runs every step in this process)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -231,7 +262,7 @@ def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "docs.jsonl"
         path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
         with beam.Pipeline(options=options) as pipeline:
             out = (
@@ -246,7 +277,7 @@ def run_winnow(docs: list[dict[str, Any]], config: dict[str, Any] | None = None)
                 | beam.io.WriteToText(str(Path(tmp) / "removed"))
             )
         removed = dict(json.loads(line) for p in Path(tmp).glob("removed*") for line in p.read_text().splitlines())
-        return removed, time.time() - start
+        return removed, time.time() - start, time.process_time() - cpu
 
 
 def quantiles(values: list[float]) -> str:
@@ -307,25 +338,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--origins", type=int, default=1500, help="documents that get seeded edits")
     parser.add_argument("--base", type=int, default=6000, help="real documents drawn for the corpus")
+    parser.add_argument("--chains", type=int, default=150, help="documents that get a drift chain of 8 versions")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = time.time()
     pool = real_documents()
     base = random.Random(args.seed).sample(pool, min(args.base, len(pool)))
-    docs, family, role = build_corpus(args.origins, args.seed, base=base)
+    docs, family, role = build_corpus(args.origins, args.seed, base=base, chains=args.chains)
     nat_docs, nat_pairs = natural_pairs()
     docs += nat_docs
-    pairs = [(x, family[x], role[x]) for x in family if x != family[x]]
+    # Chain versions are scored by precision only: "all but one of a group at J ≥ 0.8 should go"
+    # would reward the transitive collapse the text check is there to stop.
+    pairs = [(x, family[x], role[x]) for x in family if x != family[x] and role[x] != "chain"]
     pairs += [(a, b, "natural") for a, b in nat_pairs]
     mb = sum(len(d["text"].encode("utf-8", "surrogatepass")) for d in docs) / 1e6
     print(
         f"corpus: {len(docs)} docs, {mb:.1f} MB text, built in {time.time() - start:.1f}s "
         f"({sum(r == 'light' for r in role.values())} light, {sum(r == 'heavy' for r in role.values())} heavy edits)"
     )
-    removed, seconds = run_winnow(docs)
-    print(f"winnow MinHashDedup (fineweb preset, verify on): {seconds:.1f}s wall")
-    for line in evaluate(docs, removed, pairs):
-        print(line)
+    chain_ids = {x for x, r in role.items() if r == "chain"}
+    for label, config in (
+        ("text check against the keeper (default)", {}),
+        ("no text check (signature-verified edges, transitive clusters)", {"verify_text": False}),
+    ):
+        removed, seconds, cpu = run_winnow(docs, config)
+        print(f"\nwinnow MinHashDedup (fineweb preset, {label}): {seconds:.1f}s wall, {cpu:.1f}s CPU")
+        for line in evaluate(docs, removed, pairs):
+            print(line)
+        text = {d["id"]: d["text"] for d in docs}
+        chain_removed = {x: k for x, k in removed.items() if x in chain_ids}
+        far = [
+            x
+            for x, k in chain_removed.items()
+            if jaccard(*shingle_sets([text[x], text[k]])) < 0.5  # the same test as the precision above
+        ]
+        print(
+            f"  drift chains: {len(chain_removed)} of {len(chain_ids)} versions removed, "
+            f"{len(far)} of them sharing less than J 0.5 with the document kept for them"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """ICP ordering quality on weborganizer-dclm under the evaluation protocol: fit / choose / report.
 
-Pages are split as ``bench/tagging_eval.py`` splits them (``winnow.core.evaluation.eval_split``,
+Pages are split as ``bench/tagging_eval.py`` splits them (``winnow.core.evaluation.three_way_split``,
 URL hash): *fit* trains the topic tagger the ``static+topic`` embedder reads, every choice (the
 embedder, its topic weight, the peer's TF-IDF settings) is made on *choose*, and the figures come
 from *report*, whose pages nothing was trained or chosen on (the shipped topic tagger was trained on
@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import train_tagger  # noqa: E402  (the shipped topic recipe, retrained here on fit only)
 
 from winnow.core.domains import TAXONOMIES  # noqa: E402
-from winnow.core.evaluation import eval_split  # noqa: E402
+from winnow.core.evaluation import three_way_split  # noqa: E402
 from winnow.core.hashing import h64  # noqa: E402
 from winnow.core.static_embedding import load_static_embedding  # noqa: E402
 from winnow.core.taggers import LinearTagger, clear_embedding_memo, labelled_examples  # noqa: E402
@@ -64,6 +64,7 @@ CACHE = ROOT / "bench" / ".cache"
 SEED = 0
 K = 9
 TOPIC_WEIGHTS = (0.1, 0.2, 0.3, 0.5)
+THETAS = (0.96, 0.97, 0.975, 0.98, 0.985, 0.99)  # θ_sem values the dedup sweep tries
 TFIDF_GRID = {"min_df=1": (1, 1.0), "min_df=2,max_df=0.5": (2, 0.5), "min_df=2,max_df=0.9": (2, 0.9)}
 
 
@@ -226,8 +227,8 @@ def dedup_sweep(rows: list[dict], tagger_path: str, weight: float, corpora: Path
     pairs = [(json.loads(x)["id_a"], json.loads(x)["id_b"]) for x in lines if x.strip()]
     out = {}
     for name, encoder, thetas in (
-        ("static", load_static_embedding(), (0.96, 0.97, 0.975, 0.98)),
-        (f"static+topic w={weight}", ordering.TopicAwareEncoder(weight, tagger_path), (0.96, 0.97, 0.975, 0.98)),
+        ("static", load_static_embedding(), THETAS),
+        (f"static+topic w={weight}", ordering.TopicAwareEncoder(weight, tagger_path), THETAS),
     ):
         vectors, _ = embed(encoder, texts, urls)
         sweep = ordering.dedup_sweep(vectors, ids, thetas, pairs, k=K, seed=SEED)
@@ -243,7 +244,7 @@ def main() -> None:
     parser.add_argument("--json", help="Also write the results here.")
     args = parser.parse_args()
     rows = load_rows(args.corpora)
-    parts = eval_split([row.get("url") or row["id"] for row in rows])
+    parts = np.array(three_way_split([row.get("url") or row["id"] for row in rows]))
     data: dict[str, np.ndarray] = {
         "topic": np.array([row["topic_id"] for row in rows]),
         "format": np.array([row["format_id"] for row in rows]),

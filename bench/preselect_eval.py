@@ -1,162 +1,174 @@
-"""PreSelect (local mode) vs a DCLM-style fastText classifier on human quality labels.
+"""PreSelect (the bundled local-mode classifier) on the report split, beside fastText peers tuned the same way.
 
-Both classifiers are trained in this run, from the same shared corpora, with the same fastText
-hyperparameters (METHODS §3.3: epoch 3, lr 0.1, wordNgrams 2, defaults otherwise) and the same
-number of training examples per class:
+Protocol (issue 14): every labelled set is cut by a hash of its URL (web pages) or id into
+fit / choose / report (``winnow.core.evaluation.three_way_split``, 60/20/20). Models learn on fit,
+every choice is made on choose, and only report figures are quoted. The bundled classifier was
+trained by ``scripts/train_preselect.py`` on fit documents (no label read: PreSelect's labels come
+from its LM ladder) and its ladder was chosen on choose; here it is only scored.
 
-* PreSelect: character 5-gram LM ladder on 25/50/75/100% of the reference text (Wikipedia,
-  ABC news, inaugural + State of the Union addresses), S(d) on the pool (DCLM web pages, web
-  lines, 4chan threads), positives S = 1, negatives from the lowest S (scripts/train_preselect.py's
-  data and recipe);
-* DCLM-style: positives = the reference documents themselves (high-quality text), negatives =
-  random pool documents.
+Targets, on the report split only:
 
-Evaluation: ROC-AUC against the human good/bad labels of ../shared/corpora/dclm-human-quality
-(499 docs; never used in training), with a bootstrap 95% interval; also on the annotators'
-agreement subset. The bundled classifier (winnow/data/models/preselect/preselect.ftz) is scored
-on the same labels. The reference corpus has ~1.2k documents, which caps the common budget.
+* **format AUC**: ROC-AUC of {Tutorial, Knowledge Article, Academic Writing} against
+  {Spam / Ads, Content Listing, Truncated} WebOrganizer pages (model-assigned format labels), on
+  the text the default run's score stage sees (normalised, English, C4/Gopher/FineWeb-filtered;
+  pages the filters drop are not scored);
+* **human AUC**: ROC-AUC against the good/bad labels of dclm-human-quality.
 
-    python bench/preselect_eval.py [--corpora PATH] [--seed 0]
+Peers, trained in this run on fit and tuned on choose the way the bundled ladder was chosen
+(mean of the two choose AUCs), over fastText's small-data grid (epoch × lr ∈ {3 × 0.1, 10 × 0.5,
+25 × 0.5}, wordNgrams 2, otherwise defaults, one thread, seed 0):
+
+* DCLM-style fastText on the human good/bad labels (fit part);
+* DCLM-style reference-vs-web: positives = the PreSelect reference text, negatives = as many
+  random fit pool documents (the classic "looks like Wikipedia" classifier);
+* fastText on the WebOrganizer format contrast itself (fit pages of the six formats): the labels
+  the target is made of, so a supervised ceiling for a fastText-class scorer, not a peer method.
+
+Speed: docs/s per core of ``FastTextScorer.score`` (what the score stage calls) on the pipeline
+view of the choose and report pages (CPU time, one thread; the peers are unquantized .bin files
+with 2M hash buckets, the bundled model is a quantized .ftz).
+
+    python bench/preselect_eval.py [--model winnow:models/preselect/preselect.ftz] [--corpora PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.util
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.core.hashing import uniform  # noqa: E402
-from winnow.stages.score.preselect import (  # noqa: E402
-    DEFAULT_LADDER,
-    choose_examples,
-    concordant_pairs,
-    positive_probability,
-    roc_auc,
-    train_fasttext,
-    train_ladder,
-    write_label_file,
+from bench._quality_data import (  # noqa: E402
+    CACHE,
+    CORPORA,
+    HIGH_FORMATS,
+    LOW_FORMATS,
+    Targets,
+    auc_cell,
+    docs_per_second,
+    fasttext_peer,
+    human_documents,
+    web_pages,
 )
+from winnow.core.evaluation import CHOOSE, FIT, REPORT  # noqa: E402
+from winnow.core.hashing import uniform  # noqa: E402
+from winnow.stages.score.fasttext import FastTextScorer  # noqa: E402
 
-BUNDLED = ROOT / "winnow" / "data" / "models" / "preselect" / "preselect.ftz"
+BUNDLED = "winnow:models/preselect/preselect.ftz"
 
 
-def _training_script():
+def training_script() -> Any:
     spec = importlib.util.spec_from_file_location("train_preselect", ROOT / "scripts" / "train_preselect.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(rounds):
-        pick = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[pick])) == 2:
-            values.append(roc_auc(labels[pick], scores[pick]))
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
-
-
-def fit(ids: list[str], texts: list[str], labels: list[int], seed: int):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.txt"
-        write_label_file(path, ids, texts, labels, seed)
-        return train_fasttext(path, seed=seed)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--order", type=int, default=5)
-    parser.add_argument("--max-chars", type=int, default=8000)
+    parser.add_argument("--corpora", type=Path, default=CORPORA)
+    parser.add_argument("--model", default=BUNDLED, help="The PreSelect classifier to evaluate.")
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
 
-    script = _training_script()
-    reference = script.reference_docs(args.corpora)
-    pool = script.pool_docs(args.corpora)
-    with gzip.open(args.corpora / "dclm-human-quality" / "quality_labels.jsonl.gz", "rt", encoding="utf-8") as f:
-        evaluation = [json.loads(line) for line in f]
-    eval_texts = [r["text"] for r in evaluation]
-    eval_labels = np.array([r["label"] for r in evaluation])
-    agreement = np.array([bool(r.get("in_agreement_subset")) for r in evaluation])
+    choose, report = Targets(args.corpora, CHOOSE), Targets(args.corpora, REPORT)
+    timing_texts = choose.web_texts + report.web_texts
+    rows: list[dict[str, Any]] = []
 
-    started = time.perf_counter()
-    ladder = train_ladder(
-        [i for i, _ in reference],
-        [t for _, t in reference],
-        DEFAULT_LADDER,
-        args.order,
-        seed=args.seed,
-        max_chars=args.max_chars,
-    )
-    pool_ids, pool_texts = [i for i, _ in pool], [t for _, t in pool]
-    concordant = concordant_pairs(ladder.benchmark, ladder.losses(pool_texts))
-    ladder_seconds = time.perf_counter() - started
-    budget = len(reference)  # DCLM-style positives are the reference docs: the common budget per class
-
-    rows = []
-
-    def evaluate(name: str, model, n_per_class: int) -> None:
-        scores = positive_probability(model, eval_texts)
-        low, high = bootstrap_auc(eval_labels, scores, seed=args.seed)
+    def add(name: str, scorer: FastTextScorer, trained_on: str, chosen: str) -> None:
+        column = scorer.columns[0].name
+        web = scorer.score(report.web_texts)[column]
+        human = scorer.score(report.human_texts)[column]
         rows.append(
-            (
-                name,
-                n_per_class,
-                roc_auc(eval_labels, scores),
-                low,
-                high,
-                roc_auc(eval_labels[agreement], scores[agreement]),
-            )
+            {
+                "model": name,
+                "trained_on": trained_on,
+                "chosen": chosen,
+                "format": auc_cell(report.web_y, web),
+                "human": auc_cell(report.human_y, human),
+                "speed": docs_per_second(scorer.score, timing_texts),
+            }
         )
 
-    for cap in (budget, None):
-        positives, negatives = choose_examples(pool_ids, concordant, len(ladder.models), args.seed, cap)
-        chosen = list(positives) + list(negatives)
-        model = fit(
-            [pool_ids[i] for i in chosen],
-            [pool_texts[i] for i in chosen],
-            [1] * len(positives) + [0] * len(negatives),
-            args.seed,
-        )
-        label = "PreSelect local (same budget)" if cap else "PreSelect local (all S=1 positives)"
-        evaluate(label, model, len(positives))
+    preselect = FastTextScorer(args.model, "preselect", "preselect_score")
+    add("PreSelect (bundled, quantized .ftz)", preselect, "S(d) of the fit pool, no labels", "ladder")
 
-    negatives = sorted(range(len(pool)), key=lambda i: uniform(pool_ids[i], "bench:dclm-negatives", args.seed))[:budget]
-    model = fit(
-        [i for i, _ in reference] + [pool_ids[i] for i in negatives],
-        [t for _, t in reference] + [pool_texts[i] for i in negatives],
-        [1] * len(reference) + [0] * len(negatives),
-        args.seed,
+    script = training_script()
+    pages, human = web_pages(args.corpora), human_documents(args.corpora)
+    peers: dict[str, list] = {}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="preselect-peers-", dir=CACHE) as tmp:
+        folder = Path(tmp)
+        fit_human = [r for r in human if r["split"] == FIT]
+        scorer, params, peers["fastText, human labels"] = fasttext_peer(
+            folder,
+            "human",
+            [r["id"] for r in fit_human],
+            [r["text"] for r in fit_human],
+            [int(r["label"]) for r in fit_human],
+            choose,
+        )
+        add("fastText, human good/bad labels (DCLM-style)", scorer, f"{len(fit_human)} labelled docs", str(params))
+
+        reference = script.reference_docs(args.corpora)
+        pool = script.pool_docs(args.corpora)
+        negatives = sorted(pool, key=lambda d: uniform(d[0], "bench:dclm-negatives", 0))[: len(reference)]
+        scorer, params, peers["fastText, reference vs web"] = fasttext_peer(
+            folder,
+            "reference",
+            [i for i, _ in reference] + [i for i, _ in negatives],
+            [t for _, t in reference] + [t for _, t in negatives],
+            [1] * len(reference) + [0] * len(negatives),
+            choose,
+        )
+        add("fastText, reference text vs random pool (DCLM-style)", scorer, "reference + pool", str(params))
+
+        fit_pages = [p for p in pages if p["split"] == FIT and p["view"] and p["format"] in HIGH_FORMATS + LOW_FORMATS]
+        scorer, params, peers["fastText, format labels"] = fasttext_peer(
+            folder,
+            "formats",
+            [p["id"] for p in fit_pages],
+            [p["view"] for p in fit_pages],
+            [int(p["format"] in HIGH_FORMATS) for p in fit_pages],
+            choose,
+        )
+        add("fastText on the format labels themselves (ceiling)", scorer, f"{len(fit_pages)} pages", str(params))
+
+    print(f"model: {args.model} ({preselect.version})")
+    print(
+        f"report split: {len(report.web_y)} pages ({int(report.web_y.sum())} of the good formats), "
+        f"{len(report.human_y)} human-labelled docs ({int(report.human_y.sum())} good)"
     )
-    evaluate("DCLM-style (reference vs random web)", model, budget)
-
-    if BUNDLED.exists():
-        import fasttext
-
-        evaluate("bundled preselect.ftz (quantized)", fasttext.load_model(str(BUNDLED)), -1)
-
-    histogram = np.bincount(concordant, minlength=7).tolist()
-    print(f"ladder: {[round(r.heldout_bpc, 4) for r in ladder.rungs]} held-out BPC; S histogram {histogram}")
-    print(f"pool {len(pool)} docs scored by 4 LMs in {ladder_seconds:.0f}s (incl. LM training)")
-    good, agreeing = int(eval_labels.sum()), int(agreement.sum())
-    print(f"evaluation: {len(evaluation)} human-labelled docs ({good} good), agreement subset {agreeing}")
     print()
-    print("| classifier | examples/class | ROC-AUC | 95% bootstrap | AUC agreement subset |")
-    print("|---|---|---|---|---|")
-    for name, n, auc, low, high, auc_agree in rows:
-        print(f"| {name} | {n if n >= 0 else '—'} | {auc:.3f} | {low:.3f}–{high:.3f} | {auc_agree:.3f} |")
+    print("| model | trained on (fit split) | chosen on choose | format AUC (95%) | human AUC (95%) | docs/s/core |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['model']} | {row['trained_on']} | {row['chosen']} | {row['format']} | {row['human']} "
+            f"| {row['speed']:,.0f} |"
+        )
+    print()
+    print("Peer grids on the choose split (format AUC / human AUC):")
+    for name, tried in peers.items():
+        print(f"  {name}: " + ", ".join(f"e{p['epoch']} lr{p['lr']}: {w:.3f} / {h:.3f}" for p, w, h in tried))
+    ladder_report = ROOT / "winnow" / "data" / "models" / "preselect" / "report.json"
+    if args.model == BUNDLED and ladder_report.exists():
+        choice = json.loads(ladder_report.read_text(encoding="utf-8")).get("ladder_choice")
+        if choice:
+            print("Bundled ladder, chosen on the choose split by scripts/train_preselect.py (format AUC / human AUC):")
+            for name, row in choice["candidates"].items():
+                mark = "  <- chosen" if name == choice["chosen"] else ""
+                print(
+                    f"  {name} ({row['ladder']}): {row['choose_format_auc']:.3f} / {row['choose_human_auc']:.3f}{mark}"
+                )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "peers": peers}, indent=1, default=str) + "\n")
     return 0
 
 

@@ -1,32 +1,36 @@
-"""Local raters against model-derived and human signals (METHODS §1.10 #9, §2.8).
+"""The bundled local QuRater on the report split, beside peers trained and tuned the same way.
 
-For the local QuRater (``winnow:models/qurating/qurater-hashed.npz``, derived-pairs, trained by
-scripts/train_qurating.py on none of the sets below) and, when its module exists, the DataMan
-scorer (built generically with ``build_scorer``):
+Protocol (issue 14): labelled sets are cut by a hash of URL / id into fit / choose / report
+(``winnow.core.evaluation.three_way_split``, 60/20/20; the 135 stored ratings have no fit share,
+half choose, half report: nothing trains on them). ``scripts/train_qurating.py`` trained the head
+on fit (derived pairs) and chose its variant on choose; here it is only scored, on report:
 
-* Spearman per criterion against the stored QuRater-1.3B / DataMan-1.5B scores of
-  ``dataman-qurating-ratings`` (135 SlimPajama chunks; model scores, not ground truth);
-* ROC-AUC of ``educational_value_average`` and DataMan ``overall_score`` against the human
-  good/bad labels of ``dclm-human-quality`` (499 docs; never trained on);
-* on ``weborganizer-dclm``: mean educational value per format, and ROC-AUC of
-  {Tutorial, Knowledge Article, Academic Writing} vs {Spam / Ads, Content Listing, Truncated}
-  (format labels are never trained on); the peer is a fastText classifier trained in this run
-  on the 499 human labels (DCLM-style), scored on the same split;
-* docs/s per core of each scorer (on the weborganizer docs; a shared, loaded machine makes these
-  pessimistic).
+* **format AUC** per criterion: {Tutorial, Knowledge Article, Academic Writing} against
+  {Spam / Ads, Content Listing, Truncated} WebOrganizer pages, on the text the default run's score
+  stage sees (normalised, English, filtered), with a bootstrap 95% interval;
+* **human AUC** per criterion against dclm-human-quality's good/bad labels;
+* **Spearman** per criterion against the stored QuRater-1.3B ratings (report half of
+  dataman-qurating-ratings; model scores, not ground truth);
+* mean educational value per WebOrganizer format (all report pages that survive the filters);
+* docs/s per core of ``LocalQuRater.score`` (CPU time, one thread, pipeline view of the choose and
+  report pages).
 
-    python bench/raters_eval.py [--corpora /work/shared/corpora] [--limit 0]
+Peers for ``educational_value_average`` (fit-trained, choose-tuned by the mean of the two choose
+AUCs, as the QuRater's variant was): fastText on the human labels (DCLM-style; epoch × lr grid
+{3 × 0.1, 10 × 0.5, 25 × 0.5}, wordNgrams 2), logistic regression on winnow's static embedding of
+the same labels (C ∈ {0.1, 1, 10}); and both on the format contrast itself, the labels the target
+is made of (a supervised ceiling, not a peer method).
+
+    python bench/raters_eval.py [--qurater winnow:models/qurating/qurater-hashed.npz] [--corpora PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,172 +39,144 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from winnow.stages.score.dataman import CRITERIA as DATAMAN_CRITERIA  # noqa: E402
-from winnow.stages.score.qurating import BUNDLED_QURATER, CRITERIA, spearman  # noqa: E402
-from winnow.stages.score.registry import build_scorer  # noqa: E402
-
-HIGH_FORMATS = {"Tutorial", "Knowledge Article", "Academic Writing"}
-LOW_FORMATS = {"Spam / Ads", "Content Listing", "Truncated"}
-DATAMAN_FIELDS = DATAMAN_CRITERIA
-
-
-def rows(path: Path) -> list[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(np.asarray(labels, dtype=int), np.asarray(scores, dtype=np.float64)))
-
-
-def timed(scorer: Any, texts: list[str], batch: int = 64) -> tuple[dict[str, np.ndarray], float]:
-    """Scores of all texts and docs/s per core (CPU time, so other processes' load matters less)."""
-    start = time.process_time()
-    parts = [scorer.score(texts[i : i + batch]) for i in range(0, len(texts), batch)]
-    elapsed = max(time.process_time() - start, 1e-9)
-    out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return out, len(texts) / elapsed
-
-
-def dataman_scorer() -> Any | None:
-    from winnow.core.models import PACKAGE_DATA
-
-    folder = PACKAGE_DATA / "models" / "dataman"
-    model_suffixes = (".npz", ".bin", ".ftz", ".safetensors")
-    candidates = sorted(p for p in folder.glob("*") if p.suffix in model_suffixes) if folder.exists() else []
-    if not candidates:
-        print(f"DataMan: no bundled model under {folder}; DataMan rows skipped")
-        return None
-    path = f"winnow:models/dataman/{candidates[0].name}"
-    try:
-        return build_scorer({"name": "dataman", "backend": "dataman", "path": path})
-    except Exception as error:  # report, do not hide: the QuRating rows still print
-        print(f"DataMan: could not build the scorer from {path}: {type(error).__name__}: {error}")
-        return None
-
-
-def trained_on(corpus: str, script: str = "train_dataman.py") -> bool:
-    """Whether the script that builds the bundled DataMan model reads ``corpus``."""
-    path = ROOT / "scripts" / script
-    return path.exists() and corpus in path.read_text(encoding="utf-8")
-
-
-def fasttext_peer(human: list[dict[str, Any]], seed: int) -> Any:
-    """DCLM-style fastText quality classifier trained on the 499 human labels (the peer)."""
-    import fasttext
-
-    folder = Path(tempfile.mkdtemp(prefix="raters-peer-"))
-    train = folder / "train.txt"
-    with open(train, "w", encoding="utf-8") as handle:
-        for row in human:
-            handle.write(f"__label__{row['label']} {row['text'].replace(chr(10), ' ')}\n")
-    return fasttext.train_supervised(str(train), epoch=3, lr=0.1, wordNgrams=2, seed=seed, thread=1, verbose=0)
-
-
-def fasttext_good(model: Any, texts: list[str]) -> np.ndarray:
-    out = []
-    for text in texts:
-        labels, probs = model.predict(text.replace("\n", " "), k=2)
-        out.append(dict(zip(labels, probs, strict=True)).get("__label__1", 0.0))
-    return np.asarray(out)
+from bench._quality_data import (  # noqa: E402
+    CACHE,
+    CORPORA,
+    HIGH_FORMATS,
+    LOW_FORMATS,
+    Targets,
+    auc_cell,
+    docs_per_second,
+    fasttext_peer,
+    human_documents,
+    logistic_peer,
+    rating_documents,
+    web_pages,
+)
+from winnow.core.evaluation import CHOOSE, FIT, REPORT  # noqa: E402
+from winnow.core.static_embedding import load_static_embedding  # noqa: E402
+from winnow.stages.score.qurating import BUNDLED_QURATER, CRITERIA, LocalQuRater, spearman  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
+    parser.add_argument("--corpora", type=Path, default=CORPORA)
     parser.add_argument("--qurater", default=BUNDLED_QURATER)
-    parser.add_argument("--limit", type=int, default=0, help="Use only the first N weborganizer docs (0 = all).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    qurater = build_scorer({"name": "qurating", "backend": "qurating", "path": args.qurater})
-    dataman = dataman_scorer()
-    table: list[tuple[str, str, str]] = []
-
-    ratings = rows(args.corpora / "dataman-qurating-ratings" / "ratings.jsonl.gz")
-    texts = [r["text"] for r in ratings]
-    ours, _ = timed(qurater, texts)
-    for criterion in CRITERIA:
-        rho = spearman(ours[f"{criterion}_average"], [r["qurating"][criterion] for r in ratings])
-        table.append(("dataman-qurating-ratings (135)", f"Spearman QuRating {criterion}", f"{rho:+.3f}"))
-    if dataman is not None:
-        theirs, _ = timed(dataman, texts)
-        for name in DATAMAN_FIELDS:
-            if name in theirs:
-                rho = spearman(theirs[name].astype(np.float64), [r["dataman"][name] for r in ratings])
-                table.append(("dataman-qurating-ratings (135)", f"Spearman DataMan {name}", f"{rho:+.3f}"))
-        if "application_domain" in theirs:
-            agree = np.mean(
-                [str(a) == r["dataman_domain"] for a, r in zip(theirs["application_domain"], ratings, strict=True)]
-            )
-            table.append(("dataman-qurating-ratings (135)", "DataMan domain accuracy", f"{agree:.3f}"))
-
-    human = rows(args.corpora / "dclm-human-quality" / "quality_labels.jsonl.gz")
-    labels = np.array([r["label"] for r in human])
-    agree_mask = np.array([bool(r.get("in_agreement_subset")) for r in human])
-    hq, _ = timed(qurater, [r["text"] for r in human])
-    for criterion in CRITERIA:
-        auc = roc_auc(labels, hq[f"{criterion}_average"])
-        auc_agree = roc_auc(labels[agree_mask], hq[f"{criterion}_average"][agree_mask])
-        table.append(("dclm-human-quality (499)", f"ROC-AUC {criterion}_average", f"{auc:.3f} (agree {auc_agree:.3f})"))
-    if dataman is not None:
-        hd, _ = timed(dataman, [r["text"] for r in human])
-        if "overall_score" in hd:
-            auc = roc_auc(labels, hd["overall_score"].astype(np.float64))
-            # Honesty check: a model trained on these labels gets an in-sample AUC, not a held-out one.
-            caveat = " (IN-SAMPLE: train_dataman.py trains on these labels)" if trained_on("dclm-human-quality") else ""
-            table.append(("dclm-human-quality (499)", "ROC-AUC DataMan overall_score", f"{auc:.3f}{caveat}"))
-
-    web = rows(args.corpora / "weborganizer-dclm" / "docs.jsonl.gz")
-    if args.limit:
-        web = web[: args.limit]
-    web_texts = [r["text"] for r in web]
-    wq, qurater_rate = timed(qurater, web_texts)
-    edu = wq["educational_value_average"].astype(np.float64)
-    formats = sorted({r["format"] for r in web})
-    for name in formats:
-        mask = np.array([r["format"] == name for r in web])
-        table.append(
-            ("weborganizer-dclm", f"mean educational_value | {name} (n={mask.sum()})", f"{edu[mask].mean():+.3f}")
-        )
-    split = np.array([r["format"] in HIGH_FORMATS or r["format"] in LOW_FORMATS for r in web])
-    target = np.array([r["format"] in HIGH_FORMATS for r in web])[split]
-    n_split = int(split.sum())
-    for criterion in CRITERIA:
-        auc = roc_auc(target, wq[f"{criterion}_average"].astype(np.float64)[split])
-        table.append(("weborganizer-dclm", f"ROC-AUC {criterion} high vs low formats (n={n_split})", f"{auc:.3f}"))
-    peer = fasttext_peer(human, args.seed)
-    start = time.process_time()
-    peer_scores = fasttext_good(peer, web_texts)
-    peer_rate = len(web_texts) / max(time.process_time() - start, 1e-9)
-    table.append(
-        ("weborganizer-dclm", "ROC-AUC peer fastText (499 human labels)", f"{roc_auc(target, peer_scores[split]):.3f}")
-    )
-    dataman_rate = None
-    if dataman is not None:
-        sample = web_texts[:200]
-        wd, dataman_rate = timed(dataman, sample)
-        if "overall_score" in wd:
-            sub = split[:200]
-            if sub.any() and len(set(target[: int(sub.sum())])) == 2:
-                auc = roc_auc(
-                    np.array([r["format"] in HIGH_FORMATS for r in web[:200]])[sub],
-                    wd["overall_score"].astype(np.float64)[sub],
-                )
-                table.append(("weborganizer-dclm (first 200)", "ROC-AUC DataMan overall_score", f"{auc:.3f}"))
-
-    table.append(("speed", f"QuRating local docs/s/core ({len(web_texts)} docs)", f"{qurater_rate:.1f}"))
-    table.append(("speed", "peer fastText docs/s/core", f"{peer_rate:.1f}"))
-    if dataman_rate is not None:
-        table.append(("speed", "DataMan docs/s/core (200 docs)", f"{dataman_rate:.1f}"))
-
-    width = [max(len(row[i]) for row in table) for i in range(3)]
+    qurater = LocalQuRater(args.qurater)
+    choose, report = Targets(args.corpora, CHOOSE), Targets(args.corpora, REPORT)
+    ratings = [r for r in rating_documents(args.corpora) if r["split"] == REPORT]
+    web = qurater.score(report.web_texts)
+    human = qurater.score(report.human_texts)
+    stored = qurater.score([r["text"] for r in ratings])
+    results: dict[str, Any] = {"model": qurater.version, "criteria": {}}
     print(f"QuRater: {qurater.version}")
-    for row in table:
-        print("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)))
+    print(
+        f"report split: {len(report.web_y)} pages ({int(report.web_y.sum())} of the good formats), "
+        f"{len(report.human_y)} human-labelled docs, {len(ratings)} stored ratings"
+    )
+    print()
+    print("| criterion | format AUC (95%) | human AUC (95%) | Spearman vs QuRater-1.3B |")
+    print("|---|---|---|---|")
+    for criterion in CRITERIA:
+        column = f"{criterion}_average"
+        row = {
+            "format": auc_cell(report.web_y, web[column]),
+            "human": auc_cell(report.human_y, human[column]),
+            "spearman": spearman(stored[column], [r["qurating"][criterion] for r in ratings]),
+        }
+        results["criteria"][criterion] = row
+        print(f"| {criterion} | {row['format']} | {row['human']} | {row['spearman']:+.3f} |")
+
+    all_report = [p for p in web_pages(args.corpora) if p["split"] == REPORT and p["view"]]
+    education = qurater.score([p["view"] for p in all_report])["educational_value_average"]
+    per_format = {}
+    for name in sorted({p["format"] for p in all_report}):
+        mask = np.array([p["format"] == name for p in all_report])
+        per_format[name] = (float(education[mask].mean()), int(mask.sum()))
+    results["educational_value_by_format"] = per_format
+    print()
+    print("Mean educational_value_average per format (report pages; good / poor formats marked + / −):")
+    for name, (mean, n) in sorted(per_format.items(), key=lambda item: -item[1][0]):
+        mark = "+" if name in HIGH_FORMATS else "−" if name in LOW_FORMATS else " "
+        print(f"  {mark} {name:20s} {mean:+.3f}  (n={n})")
+
+    timing = choose.web_texts + report.web_texts
+    rows = [("QuRater educational_value (bundled)", "derived pairs", "variant", web, human, qurater.score, timing)]
+    pages, humans = web_pages(args.corpora), human_documents(args.corpora)
+    fit_human = [r for r in humans if r["split"] == FIT]
+    fit_pages = [p for p in pages if p["split"] == FIT and p["view"] and p["format"] in HIGH_FORMATS + LOW_FORMATS]
+    embedding = load_static_embedding()
+    grids: dict[str, list] = {}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="raters-peers-", dir=CACHE) as tmp:
+        for tag, docs, texts, labels in (
+            ("human labels", fit_human, [r["text"] for r in fit_human], [int(r["label"]) for r in fit_human]),
+            (
+                "format labels (ceiling)",
+                fit_pages,
+                [p["view"] for p in fit_pages],
+                [int(p["format"] in HIGH_FORMATS) for p in fit_pages],
+            ),
+        ):
+            scorer, params, grids[f"fastText, {tag}"] = fasttext_peer(
+                Path(tmp), tag.split()[0], [str(d["id"]) for d in docs], texts, labels, choose
+            )
+            column = scorer.columns[0].name
+            rows.append(
+                (
+                    f"fastText, {tag}",
+                    f"{len(docs)} docs",
+                    str(params),
+                    {"educational_value_average": scorer.score(report.web_texts)[column]},
+                    {"educational_value_average": scorer.score(report.human_texts)[column]},
+                    scorer.score,
+                    timing,
+                )
+            )
+            model, c, grids[f"static embedding + logistic regression, {tag}"] = logistic_peer(
+                embedding.encode(texts), labels, choose, embedding.encode
+            )
+
+            def score(batch: list[str], model: Any = model) -> np.ndarray:
+                return model.decision_function(embedding.encode(batch))
+
+            rows.append(
+                (
+                    f"static embedding + logistic regression, {tag}",
+                    f"{len(docs)} docs",
+                    f"C={c}",
+                    {"educational_value_average": score(report.web_texts)},
+                    {"educational_value_average": score(report.human_texts)},
+                    score,
+                    timing,
+                )
+            )
+    print()
+    print("educational_value_average and its peers (report split):")
+    print()
+    print("| scorer | trained on (fit) | chosen on choose | format AUC (95%) | human AUC (95%) | docs/s/core |")
+    print("|---|---|---|---|---|---|")
+    results["peers"] = []
+    for name, trained, chosen, w, h, score, texts in rows:
+        speed = docs_per_second(score, texts, batch=64)
+        fmt = auc_cell(report.web_y, w["educational_value_average"])
+        hum = auc_cell(report.human_y, h["educational_value_average"])
+        results["peers"].append({"scorer": name, "format": fmt, "human": hum, "docs_per_s": speed})
+        print(f"| {name} | {trained} | {chosen} | {fmt} | {hum} | {speed:,.0f} |")
+    print()
+    print("Peer grids on the choose split (format AUC / human AUC):")
+    for name, tried in grids.items():
+        cells = []
+        for point, w, h in tried:
+            label = f"e{point['epoch']} lr{point['lr']}" if isinstance(point, dict) else f"C={point}"
+            cells.append(f"{label}: {w:.3f} / {h:.3f}")
+        print(f"  {name}: " + ", ".join(cells))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

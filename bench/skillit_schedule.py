@@ -15,6 +15,12 @@ report texts are capped at 20,000 characters. The model is winnow's character Kn
 
 Prints final mean BPC on the report split (genres weighted equally), per-genre BPC and the graph.
 
+3. Plan mode through the wired ``mix`` stage: the η = 0.5 run's graph (JSON) and its choose-split losses
+   (the loss table a proxy leaves) become ``mix.skillit: {mode: plan}``; the stage's ``prepare`` step turns
+   them into the schedule and the stage (Beam, in-memory runner, one worker) samples the same pool, with
+   characters as the token field. Prints whether the planned mixtures equal the online ones and, per
+   round, the largest gap between realised and planned shares.
+
     python bench/skillit_schedule.py [--rounds 6] [--chars-per-round 50000]
 """
 
@@ -29,9 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from winnow.core.hashing import h64, uniform
+from winnow.stages.mix.config import MixConfig
 from winnow.stages.mix.skillit import (
     RoundMixture,
     SkillGraph,
@@ -41,6 +50,7 @@ from winnow.stages.mix.skillit import (
     skillit_mixtures,
 )
 from winnow.stages.mix.skillit_config import SkillitConfig
+from winnow.stages.mix.stage import Mix, prepare_mix
 from winnow.stages.score.ngram_lm import KneserNeyLM, heldout_bpc
 
 
@@ -142,7 +152,52 @@ def run_strategy(name, texts, pool, choose, report, skills, base_units, graph, a
         model = KneserNeyLM.train(seen, 5)
         checkpoints.append([losses(model, choose, skills)])
     final = losses(model, report, skills)
-    return final, [m.weights for m in mixtures], sum(len(t) for t in seen)
+    return final, [m.weights for m in mixtures], sum(len(t) for t in seen), checkpoints
+
+
+def plan_through_the_stage(pool, skills, graph, checkpoints, args, folder: Path) -> tuple[MixConfig, dict, float]:
+    """The online run's graph and losses as a plan for the ``mix`` stage; realised characters per (phase, genre)."""
+    (folder / "graph.json").write_text(json.dumps(graph.to_json()))
+    with open(folder / "losses.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["round", "step", *(f"loss_{s}" for s in skills)])
+        for t, round_checkpoints in enumerate(checkpoints[: args.rounds - 1]):
+            for step, checkpoint in enumerate(round_checkpoints):
+                writer.writerow([t, step, *(repr(checkpoint[s]) for s in skills)])
+    config = MixConfig(
+        enabled=True,
+        domain_field="source",
+        tokens_field="n_chars",
+        max_epochs=4,
+        skillit={
+            "mode": "plan",
+            "graph": str(folder / "graph.json"),
+            "losses": str(folder / "losses.csv"),
+            "rounds": args.rounds,
+            "eta": 0.5,
+            "window": 3,
+            "tokens_per_round": args.chars_per_round,
+        },
+    )
+    docs = [
+        {"id": u.unit, "text": "", "url": None, "source": u.skill, "metadata": {}, "n_chars": u.tokens} for u in pool
+    ]
+    stage = Mix(config, **prepare_mix(config))
+    pipeline = beam.Pipeline(
+        options=PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    )
+    _ = (
+        (pipeline | beam.Create(docs, reshuffle=False) | stage)["kept"]
+        | beam.Map(lambda d: ((d["phase"], d["source"]), d["n_chars"]))
+        | beam.CombinePerKey(sum)
+        | beam.Map(json.dumps)
+        | beam.io.WriteToText(str(folder / "realised"), shard_name_template="")
+    )
+    start = time.perf_counter()
+    pipeline.run().wait_until_finish()
+    seconds = time.perf_counter() - start
+    realised = {tuple(k): v for k, v in map(json.loads, (folder / "realised").read_text().splitlines())}
+    return stage.config, realised, seconds
 
 
 def main() -> None:
@@ -174,12 +229,14 @@ def main() -> None:
     results = {}
     for name, eta in (("stratified", 0.5), ("uniform", 0.5), ("skillit", 0.5), ("skillit", 0.2)):
         start = time.perf_counter()
-        final, mixtures, chars = run_strategy(name, texts, pool, choose, report, skills, base_units, graph, args, eta)
+        final, mixtures, chars, checkpoints = run_strategy(
+            name, texts, pool, choose, report, skills, base_units, graph, args, eta
+        )
         label = f"{name} η={eta}" if name == "skillit" else name
-        results[label] = (final, mixtures, chars, time.perf_counter() - start)
+        results[label] = (final, mixtures, chars, time.perf_counter() - start, checkpoints)
     reference = results["stratified"][0]
     print(f"\n{'strategy':<16}{'mean BPC (report)':>18}{'vs stratified':>15}{'chars seen':>12}{'seconds':>9}")
-    for label, (final, _, chars, seconds) in results.items():
+    for label, (final, _, chars, seconds, _) in results.items():
         mean = float(np.mean(list(final.values())))
         base_mean = float(np.mean(list(reference.values())))
         print(f"{label:<16}{mean:>18.4f}{mean - base_mean:>+15.4f}{chars:>12,}{seconds:>9.1f}")
@@ -191,6 +248,25 @@ def main() -> None:
     for t, w in enumerate(weights):
         top = sorted(w.items(), key=lambda kv: -kv[1])[:3]
         print(f"  round {t}: " + ", ".join(f"{s} {p:.3f}" for s, p in top) + f"; min {min(w.values()):.3f}")
+
+    with tempfile.TemporaryDirectory() as folder:
+        planned, realised, seconds = plan_through_the_stage(
+            pool, skills, graph, results["skillit η=0.5"][4], args, Path(folder)
+        )
+    same = [p.weights.manual for p in planned.schedule] == weights
+    print(
+        f"\nplan mode through the mix stage ({len(pool):,} paragraphs, {seconds:.1f} s): phases "
+        f"{[p.name for p in planned.schedule]}; planned mixtures equal the online run's: {same}"
+    )
+    largest, median = max(u.tokens for u in pool), float(np.median([u.tokens for u in pool]))
+    for phase in planned.schedule:
+        got = {s: realised.get((phase.name, s), 0) for s in skills}
+        total = sum(got.values())
+        gap = max(abs(got[s] / total - phase.weights.manual[s]) for s in skills)
+        print(
+            f"  {phase.name}: {total:,} chars (planned {args.chars_per_round:,}); largest share gap {gap:.4f} "
+            f"(one paragraph: median {median / total:.4f}, largest {largest / total:.4f})"
+        )
 
 
 if __name__ == "__main__":

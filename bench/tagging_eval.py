@@ -1,8 +1,8 @@
 """Tagging quality under the evaluation protocol: fit / choose / report, winnow and its peers alike.
 
 ``weborganizer-dclm`` (8.9k DCLM pages with WebOrganizer's model-made topic and format labels) is
-split by ``winnow.core.evaluation.eval_split`` (URL hash, ``uniform(url, "eval-split", 0)``): *fit*
-below 0.6, *choose* from 0.6 to 0.8, *report* from 0.8. Texts first go through the ``normalize``
+split by ``winnow.core.evaluation.three_way_split`` (URL hash, the split every quality bench uses):
+*fit* 60%, *choose* 20%, *report* 20%. Texts first go through the ``normalize``
 stage's defaults, as they do in a pipeline run. For each taxonomy:
 
 1. every candidate setting is trained on *fit* and scored (macro-F1) on *choose*: winnow's
@@ -21,7 +21,8 @@ stage's defaults, as they do in a pipeline run. For each taxonomy:
 Nothing is trained or chosen on *report*. The labels are a model's, so the scores measure agreement
 with WebOrganizer's classifiers.
 
-    python bench/tagging_eval.py [--corpora PATH] [--taxonomies topic,format] [--quick] [--json out.json]
+    python bench/tagging_eval.py [--corpora PATH] [--taxonomies topic,format] [--peers tfidf-svm,fasttext]
+                                 [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from winnow.core.domains import TAXONOMIES  # noqa: E402
-from winnow.core.evaluation import eval_split, macro_f1  # noqa: E402
+from winnow.core.evaluation import macro_f1, three_way_split  # noqa: E402
 from winnow.core.taggers import (  # noqa: E402
     FeatureSpec,
     LabelledExamples,
@@ -179,15 +180,19 @@ def fasttext_peer(lr: float, ngrams: int, epochs: int = 25) -> Callable:
 # --- protocol -------------------------------------------------------------------------------------
 
 
-def candidates(taxonomy: str, cache: FeatureCache, quick: bool) -> list[Candidate]:
+def candidates(taxonomy: str, cache: FeatureCache, quick: bool, peers: Sequence[str]) -> list[Candidate]:
     out = [
         Candidate("winnow", name, winnow_candidate(taxonomy, cache, spec, c))
         for name, (spec, c) in train_tagger.choice_grid(taxonomy, quick).items()
     ]
     costs = (0.5, 1.0) if quick else (0.25, 0.5, 1.0, 2.0, 4.0)
-    out += [Candidate("tfidf-svm", f"C={c}", svm_peer(c)) for c in costs]
+    if "tfidf-svm" in peers:
+        out += [Candidate("tfidf-svm", f"C={c}", svm_peer(c)) for c in costs]
     grid = ((0.5, 1, 25),) if quick else ((0.25, 1, 25), (0.5, 1, 25), (0.5, 1, 50), (0.5, 2, 50))
-    out += [Candidate("fasttext", f"lr={lr},wordNgrams={n},epoch={e}", fasttext_peer(lr, n, e)) for lr, n, e in grid]
+    if "fasttext" in peers:
+        out += [
+            Candidate("fasttext", f"lr={lr},wordNgrams={n},epoch={e}", fasttext_peer(lr, n, e)) for lr, n, e in grid
+        ]
     return out
 
 
@@ -246,10 +251,12 @@ def line(name: str, result: dict[str, float], speed: float | None = None) -> str
     )
 
 
-def evaluate_taxonomy(taxonomy: str, rows: list[dict], quick: bool) -> dict[str, Any]:
+def evaluate_taxonomy(
+    taxonomy: str, rows: list[dict], quick: bool, peers: Sequence[str], fit_report: bool = True
+) -> dict[str, Any]:
     labels = TAXONOMIES[taxonomy]
     data = labelled_examples(rows, labels, label_field=f"{taxonomy}_id", weight_field=f"{taxonomy}_confidence")
-    parts = eval_split([u or i for u, i in zip(data.urls, data.ids, strict=True)])
+    parts = np.array(three_way_split([u or i for u, i in zip(data.urls, data.ids, strict=True)]))
     fit, choose, report = (with_rows(data, parts == name) for name in ("fit", "choose", "report"))
     both = with_rows(data, parts != "report")
     confident = report.weights >= 0.9
@@ -259,7 +266,7 @@ def evaluate_taxonomy(taxonomy: str, rows: list[dict], quick: bool) -> dict[str,
         flush=True,
     )
     cache = FeatureCache(data)
-    found = candidates(taxonomy, cache, quick)
+    found = candidates(taxonomy, cache, quick, peers)
     print("## choose (trained on fit)", flush=True)
     for candidate in found:
         started = time.perf_counter()
@@ -287,7 +294,7 @@ def evaluate_taxonomy(taxonomy: str, rows: list[dict], quick: bool) -> dict[str,
     result["majority"] = scores(report.targets, np.full(len(report.targets), majority), confident)
     print("## report, trained on fit (settings picked on choose)", flush=True)
     print(line("majority label", result["majority"]), flush=True)
-    for family, pick in picks.items():
+    for family, pick in picks.items() if fit_report else ():
         predicted, speed = timed(pick.train(fit), report)
         figures = scores(report.targets, predicted, confident) | {"docs_per_s": speed, "setting": pick.setting}
         result["report_fit"][family] = figures
@@ -301,6 +308,7 @@ def evaluate_taxonomy(taxonomy: str, rows: list[dict], quick: bool) -> dict[str,
             shipped = (ROOT / "winnow" / "data" / "models" / "tagger" / f"{taxonomy}-tagger.zip").read_bytes()
             retrained = predict.tagger.to_bytes()  # type: ignore[attr-defined]
             figures["bundled_identical"] = hashlib.sha256(shipped).digest() == hashlib.sha256(retrained).digest()
+            figures["retrained_sha256"] = hashlib.sha256(retrained).hexdigest()
             _, per_class = macro_f1(report.targets, predicted, len(labels))
             figures["per_class_f1"] = {labels[k]: round(float(v), 3) for k, v in enumerate(per_class)}
         result["report_fit_choose"][family] = figures
@@ -319,10 +327,16 @@ def main() -> None:
     parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--taxonomies", default="topic,format")
     parser.add_argument("--quick", action="store_true", help="A smaller grid (a smoke run, not the figures).")
+    parser.add_argument("--peers", default="tfidf-svm,fasttext", help="Peer families to train and tune beside winnow.")
+    parser.add_argument("--no-fit-report", action="store_true", help="Skip the report block of models trained on fit.")
     parser.add_argument("--json", help="Also write the results here.")
     args = parser.parse_args()
     rows = load_rows(args.corpora)
-    results = [evaluate_taxonomy(taxonomy, rows, args.quick) for taxonomy in args.taxonomies.split(",")]
+    peers = args.peers.split(",")
+    results = [
+        evaluate_taxonomy(taxonomy, rows, args.quick, peers, not args.no_fit_report)
+        for taxonomy in args.taxonomies.split(",")
+    ]
     report = results[-1].pop("_report")
     for result in results:
         result.pop("_report", None)

@@ -1,16 +1,22 @@
-"""Token output: tokenise + write speed beside the raw ``tokenizers`` floor, size on disk, read-back.
+"""Token output: tokenise + write speed beside the raw ``tokenizers`` floor, size on disk, read-back,
+and the same work end to end in a Beam run.
 
 Real prose from ../shared/corpora (up to ``--mb`` MB of text), the bundled BPE or ``--tokenizer``.
 In one run, single-threaded (``TOKENIZERS_PARALLELISM=false``, so CPU seconds are per core):
   * floor: ``tokenizers.Tokenizer.encode_batch_fast`` over the same batches, ids pulled out;
-  * winnow: ``encode_texts`` (ids + EOS as numpy) + ``write_dataset`` for each format alone and all
-    three at once (one part each, provenance index included);
+  * winnow core: ``encode_texts`` (ids + EOS as numpy) + ``write_dataset`` for each format alone and
+    all three at once (one part each, provenance index included);
+  * carry or re-tokenise: what one shuffle costs per token when ids travel with a document (Beam's
+    own coder, encode + decode, as a list and as bytes), against encoding the text again;
+  * end to end: ``winnow run`` (FnApiRunner, one in-process worker, no stages) over the same texts
+    with and without ``output.tokens`` (all three formats): the extra CPU and wall the token output
+    adds (tokenise, two shuffles of the ids, sort, write, move, finalise), against the floor;
 and prints tokens per CPU-second, the ratio to the floor (goal ≤ 1.3), bytes per token on disk
 per format, and read-back tokens/s with each consumer's reader: Megatron-Core ``IndexedDataset``,
-streaming's ``LocalDataset`` and ``StreamingDataset`` (in their own venv, see
-tests/core/test_token_mds.py) and ``pyarrow.parquet``. Best of ``--repeats`` runs each.
+streaming's ``LocalDataset`` and ``StreamingDataset`` (in their own venv, scripts/streaming_venv.py)
+and ``pyarrow.parquet``. Best of ``--repeats`` runs each (end to end: best of ``--e2e-repeats``).
 
-    python bench/token_output.py [--mb 8] [--repeats 3] [--tokenizer PATH]
+    python bench/token_output.py [--mb 8] [--repeats 3] [--tokenizer PATH] [--skip-e2e]
 """
 
 from __future__ import annotations
@@ -20,14 +26,13 @@ import os
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # before tokenizers loads: one core, per-core figures
 
 import argparse
-import fcntl
 import gzip
+import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 
 import numpy as np
@@ -62,23 +67,8 @@ SOURCES = [
     "weborganizer-dclm/docs.jsonl.gz",
 ]
 BATCH = 512
-STREAMING_REQUIREMENTS = [  # the same venv as tests/core/test_token_mds.py
-    "mosaicml-streaming==0.13.0",
-    "numpy==2.1.3",
-    "torch==2.13.0",
-    "torchvision==0.28.0",
-    "transformers==4.57.6",
-]
 STREAMING_READER = r"""
-import importlib.machinery, json, sys, time, types
-tv = types.ModuleType("torchvision")  # CUDA-only wheel on PyPI; streaming needs it only for images
-tv.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
-tv.__version__ = "0.28.0"
-datasets = types.ModuleType("torchvision.datasets"); datasets.VisionDataset = datasets.CIFAR10 = object
-transforms = types.ModuleType("torchvision.transforms")
-functional = types.ModuleType("torchvision.transforms.functional"); functional.to_tensor = lambda x: x
-sys.modules.update({"torchvision": tv, "torchvision.datasets": datasets, "torchvision.transforms": transforms,
-                    "torchvision.transforms.functional": functional})
+import json, sys, time
 from streaming import LocalDataset, StreamingDataset
 folder, repeats = sys.argv[1], int(sys.argv[2])
 out = {}
@@ -99,19 +89,12 @@ print(json.dumps(out))
 """
 
 
-def streaming_python() -> Path:
-    base = Path(os.environ.get("WINNOW_PEER_VENVS", Path.home() / ".cache" / "winnow" / "venvs"))
-    root = base / "streaming-0.13.0"
-    python, marker = root / "bin" / "python", root / ".installed"
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / "streaming-0.13.0.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists() or marker.read_text() != "\n".join(STREAMING_REQUIREMENTS):
-            print(f"[bench] building {root} (once)", file=sys.stderr)
-            venv.EnvBuilder(with_pip=True, clear=True).create(root)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", *STREAMING_REQUIREMENTS], check=True)
-            marker.write_text("\n".join(STREAMING_REQUIREMENTS))
-    return python
+def streaming_venv():
+    """scripts/streaming_venv.py, the one builder of streaming's venv (shared with the tests)."""
+    spec = importlib.util.spec_from_file_location("streaming_venv", ROOT / "scripts" / "streaming_venv.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def real_texts(corpora: Path, limit_mb: float) -> list[str]:
@@ -151,6 +134,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=BUNDLED_TOKENIZER)
     parser.add_argument("--corpora", type=Path, default=CORPORA, help="the shared corpora folder")
     parser.add_argument("--skip-streaming", action="store_true", help="no MDS read-back (no streaming venv)")
+    parser.add_argument("--skip-e2e", action="store_true", help="no end-to-end Beam runs")
+    parser.add_argument("--e2e-repeats", type=int, default=2)
     args = parser.parse_args()
 
     texts = real_texts(args.corpora, args.mb)
@@ -283,10 +268,11 @@ def main() -> None:
 
     if not args.skip_streaming:
         script = work / "read_streaming.py"
-        script.write_text(STREAMING_READER)
+        venv = streaming_venv()
+        script.write_text(venv.TORCHVISION_STUB + STREAMING_READER)
         folder = everything / "mds" / "documents"
         answer = subprocess.run(
-            [str(streaming_python()), "-W", "ignore", str(script), str(folder), str(args.repeats)],
+            [str(venv.streaming_python()), "-W", "ignore", str(script), str(folder), str(args.repeats)],
             check=True,
             capture_output=True,
             text=True,
@@ -296,7 +282,115 @@ def main() -> None:
             print(f"  streaming {name}: {value['tokens'] / value['seconds']:,.0f}")
             figures[f"read_mds_{name}_tokens_per_s"] = value["tokens"] / value["seconds"]
 
+    figures["carry"] = carry_or_retokenise(encoded, floor_cpu / n_ids)
+
+    if not args.skip_e2e:
+        figures["end_to_end"] = end_to_end(texts, work, args.tokenizer, args.e2e_repeats)
+
     print("\n" + json.dumps({"floor_ids_per_cpu_s": floor_rate, "tokens": n_tokens, **figures}, default=float))
+
+
+def carry_or_retokenise(encoded: list, encode_cpu_per_id: float) -> dict[str, float]:
+    """CPU per token of one shuffle crossing for ids carried on a document (Beam's coder, both ways)."""
+    from apache_beam.coders.coders import FastPrimitivesCoder
+
+    coder = FastPrimitivesCoder()
+    as_lists = [{"id": s.id, "tokens": s.tokens.tolist()} for s in encoded]
+    as_bytes = [{"id": s.id, "tokens": s.tokens.tobytes()} for s in encoded]
+    n = sum(s.tokens.shape[0] for s in encoded)
+    out = {"encode_cpu_s_per_million_tokens": encode_cpu_per_id * 1e6}
+    print("\ncarry ids through a shuffle or re-tokenise (CPU-s per million tokens, one crossing, encode + decode)")
+    print(f"  re-tokenise (encode_batch_fast):   {encode_cpu_per_id * 1e6:8.3f}")
+    for name, values in (("list", as_lists), ("bytes", as_bytes)):
+        start = time.process_time()
+        for value in values:
+            coder.decode(coder.encode(value))
+        per_million = (time.process_time() - start) / n * 1e6
+        out[f"carry_{name}_cpu_s_per_million_tokens"] = per_million
+        print(f"  carry as {name:<5} (FastPrimitivesCoder): {per_million:8.3f}")
+    return out
+
+
+def end_to_end(texts: list[str], work: Path, tokenizer_path: str, repeats: int) -> dict:
+    """``run_pipeline`` over all texts and over the first half, with and without ``output.tokens``,
+    interleaved with the raw encode floor of the same texts: the token output's cost per run (fixed:
+    graph, side inputs, finalisation) and per token (marginal, between the two sizes), against the
+    floor's. Best CPU of ``repeats`` rounds each, every job in every round (the machine is shared)."""
+    from winnow.config import parse_config
+    from winnow.run.execute import run_pipeline
+
+    raw = load_tokenizer(tokenizer_path)._tokenizer
+    sizes = {"half": texts[: len(texts) // 2], "full": texts}
+    off = {"enabled": False}
+
+    def config(size: str, formats: list[str]):
+        source = work / f"e2e-{size}.jsonl"
+        if not source.exists():
+            with open(source, "w", encoding="utf-8") as out:
+                for i, text in enumerate(sizes[size]):
+                    out.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
+        return parse_config(
+            {
+                "inputs": [{"paths": [str(source)]}],
+                "output": {
+                    "dir": str(work / f"e2e-{size}-{'with' if formats else 'without'}"),
+                    "write_removed": False,
+                    "report": {"enabled": False},
+                    "tokens": {"formats": formats},
+                },
+                "runner": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+                "tokenizer": {"path": tokenizer_path},
+                **{name: off for name in ("extract", "normalize", "langid", "filter", "dedup")},
+            }
+        )
+
+    tokens = {
+        size: sum(len(e.ids) + 1 for g in batches(group) for e in raw.encode_batch_fast(g, add_special_tokens=False))
+        for size, group in sizes.items()
+    }
+    best: dict[tuple[str, str], tuple[float, float]] = {}
+    for _ in range(repeats):
+        for size, group in sizes.items():
+            start = time.process_time()
+            for g in batches(group):
+                raw.encode_batch_fast(g, add_special_tokens=False)
+            best[(size, "floor")] = min(best.get((size, "floor"), (1e18, 0.0)), (time.process_time() - start, 0.0))
+            for label, formats in (("without", []), ("with", list(FORMATS))):
+                cpu, wall = time.process_time(), time.perf_counter()
+                result = run_pipeline(config(size, formats), resume=False)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                if formats:
+                    written = result.manifest["tokens"]["datasets"]["megatron/documents"]["tokens"]
+                    assert written == tokens[size], (written, tokens[size])
+                best[(size, label)] = min(best.get((size, label), (1e18, 0.0)), (cpu, wall))
+    extra = {size: best[(size, "with")][0] - best[(size, "without")][0] for size in sizes}
+    extra_wall = {size: best[(size, "with")][1] - best[(size, "without")][1] for size in sizes}
+    floor = {size: best[(size, "floor")][0] for size in sizes}
+    marginal = (extra["full"] - extra["half"]) / (tokens["full"] - tokens["half"])
+    floor_marginal = (floor["full"] - floor["half"]) / (tokens["full"] - tokens["half"])
+    fixed = extra["full"] - marginal * tokens["full"]
+    print("\nend to end: winnow run (FnApiRunner, 1 in-process worker, no stages), all three formats")
+    for size in sizes:
+        print(
+            f"  {size:>4} ({tokens[size]:,} tokens): run {best[(size, 'without')][0]:.2f} CPU-s without tokens, "
+            f"{best[(size, 'with')][0]:.2f} with; token output adds {extra[size]:.2f} CPU-s "
+            f"({extra[size] / floor[size]:.2f}x the encode floor of {floor[size]:.2f}), {extra_wall[size]:.2f} s wall"
+        )
+    print(
+        f"  per token: {marginal * 1e6:.2f} CPU-s per million tokens, {marginal / floor_marginal:.2f}x the floor's "
+        f"{floor_marginal * 1e6:.2f}; fixed per run: {fixed:.2f} CPU-s"
+    )
+    return {
+        "tokens": tokens,
+        "floor_cpu_s": floor,
+        "without_cpu_s": {size: best[(size, "without")][0] for size in sizes},
+        "with_cpu_s": {size: best[(size, "with")][0] for size in sizes},
+        "extra_cpu_s": extra,
+        "extra_wall_s": extra_wall,
+        "marginal_cpu_s_per_million_tokens": marginal * 1e6,
+        "marginal_over_floor": marginal / floor_marginal,
+        "fixed_cpu_s": fixed,
+    }
 
 
 if __name__ == "__main__":

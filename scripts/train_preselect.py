@@ -6,10 +6,18 @@
 
 Reference domain (what the LM ladder learns and is benchmarked on): English Wikipedia articles
 (wikitext reduced to plain text), ABC news, and the NLTK inaugural and State of the Union
-addresses. Pool (what gets scored, labelled and classified): DCLM web pages (weborganizer-dclm),
-informal web lines (nltk webtext, grouped into short documents) and 4chan /pol/ threads.
-dclm-human-quality is never used here: it is the evaluation set of bench/preselect_eval.py.
-Everything is seeded; the same corpora give the same classifier bytes.
+addresses. Pool (what gets scored, labelled and classified): the *fit* split of the fixed
+fit / choose / report split (``winnow.core.evaluation.three_way_split``, by URL or id) of the
+DCLM web pages (weborganizer-dclm, as the default pipeline's score stage sees them: normalised,
+English, C4/Gopher/FineWeb-filtered; a page the filters remove keeps its raw text, it is still a
+pool document) and of the 499 dclm-human-quality documents, plus informal web lines (nltk webtext,
+grouped into short documents) and 4chan /pol/ threads. No label of any of them is read for
+training: PreSelect's labels come from the ladder.
+
+The ladder is chosen among ``CANDIDATE_LADDERS`` on the *choose* split (ROC-AUC of the classifier
+against WebOrganizer's format contrast and against the human good/bad labels, averaged);
+``bench/preselect_eval.py`` reports the shipped model on the *report* split. Everything is
+seeded; the same corpora give the same classifier bytes.
 """
 
 from __future__ import annotations
@@ -21,14 +29,29 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._quality_data import HIGH_FORMATS, LOW_FORMATS, human_documents, web_pages  # noqa: E402
+from winnow.core.evaluation import CHOOSE, FIT  # noqa: E402
 from winnow.core.hashing import uniform  # noqa: E402
-from winnow.stages.score.preselect import DEFAULT_LADDER, train_local  # noqa: E402
+from winnow.stages.score.preselect import (  # noqa: E402
+    choose_examples,
+    concordant_pairs,
+    parse_ladder,
+    positive_probability,
+    roc_auc,
+    train_fasttext,
+    train_ladder,
+    train_local,
+    write_label_file,
+)
 
 DEFAULT_CORPORA = Path(os.environ.get("WINNOW_CORPORA", "/work/shared/corpora"))
 MODEL_DIR = ROOT / "winnow" / "data" / "models" / "preselect"
@@ -37,6 +60,15 @@ SEED = 0
 # Web lines are one sentence each; grouped in runs of this many consecutive lines of one source
 # they become documents of a few hundred characters, closer to the size of the other pool docs.
 WEBTEXT_GROUP = 8
+# Ladders compared on the choose split, each listed from the weakest expected model to the strongest
+# (share of the reference text @ character n-gram order). "nested" is the earlier bundled ladder;
+# the others add lower-order models on all the text: more pairs, so S = 1 is rarer and the
+# positives are sharper.
+CANDIDATE_LADDERS = {
+    "nested": "0.25@5,0.5@5,0.75@5,1.0@5",
+    "orders+shares": "1.0@3,1.0@4,0.25@5,0.5@5,1.0@5",
+    "orders+shares+6": "1.0@3,1.0@4,0.25@5,0.5@5,1.0@5,1.0@6",
+}
 
 
 # --- wikitext → plain text ---------------------------------------------------------------------
@@ -111,9 +143,9 @@ def reference_docs(corpora: Path) -> list[tuple[str, str]]:
     return docs
 
 
-def pool_docs(corpora: Path) -> list[tuple[str, str]]:
-    """(id, text) of the pool: DCLM web pages, grouped webtext lines, 4chan threads."""
-    docs = [(f"dclm-{row['id']}", row["text"]) for row in _jsonl(corpora / "weborganizer-dclm" / "docs.jsonl.gz")]
+def chatter_docs(corpora: Path) -> list[tuple[str, str]]:
+    """(id, text) of informal web text: grouped webtext lines and 4chan threads."""
+    docs = []
     groups: dict[str, list[str]] = {}
     for row in _jsonl(corpora / "nltk-corpora" / "webtext_lines.jsonl.gz"):
         groups.setdefault(row["source"], []).append(row["text"])
@@ -123,6 +155,66 @@ def pool_docs(corpora: Path) -> list[tuple[str, str]]:
     for row in _jsonl(corpora / "olmo-test-fixtures" / "paloma_4chan_TOXIC.jsonl.gz"):
         docs.append((f"4chan-{row['id']}", row["text"]))
     return [(doc_id, text) for doc_id, text in docs if text and text.strip()]
+
+
+def pool_docs(corpora: Path) -> list[tuple[str, str]]:
+    """(id, text) of the pool: fit-split DCLM web pages and human-quality documents, plus chatter."""
+    docs = [(f"dclm-{p['id']}", p["view"] or p["text"]) for p in web_pages(corpora) if p["split"] == FIT]
+    docs += [(f"hq-{r['id']}", r["text"]) for r in human_documents(corpora) if r["split"] == FIT]
+    return [(i, t) for i, t in docs if t and t.strip()] + chatter_docs(corpora)
+
+
+def choose_set(corpora: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """Choose-split texts and targets: the format contrast (pipeline view) and the human labels."""
+    pages = [
+        p
+        for p in web_pages(corpora)
+        if p["split"] == CHOOSE and p["view"] and p["format"] in HIGH_FORMATS + LOW_FORMATS
+    ]
+    human = [r for r in human_documents(corpora) if r["split"] == CHOOSE]
+    return (
+        [p["view"] for p in pages],
+        np.array([p["format"] in HIGH_FORMATS for p in pages], dtype=int),
+        [r["text"] for r in human],
+        np.array([r["label"] for r in human], dtype=int),
+    )
+
+
+def choose_ladder(reference, pool, corpora: Path, max_chars: int, log: logging.Logger):
+    """Train every rung once, compare the candidate ladders on the choose split, return the winner."""
+    specs = {name: parse_ladder(spec) for name, spec in CANDIDATE_LADDERS.items()}
+    union = sorted({rung for rungs in specs.values() for rung in rungs}, key=lambda r: (r[1], r[0]))
+    full = train_ladder(
+        [i for i, _ in reference], [t for _, t in reference], seed=SEED, max_chars=max_chars, rungs=union
+    )
+    pool_ids, pool_texts = [i for i, _ in pool], [t for _, t in pool]
+    losses = full.losses(pool_texts)
+    web_texts, web_y, human_texts, human_y = choose_set(corpora)
+    results = {}
+    for name, rungs in specs.items():
+        picks = [union.index(r) for r in rungs]
+        ladder = full.subset(picks)
+        concordant = concordant_pairs(ladder.benchmark, losses[:, picks])
+        positives, negatives = choose_examples(pool_ids, concordant, len(picks), SEED)
+        chosen = np.concatenate([positives, negatives])
+        labels = [1] * len(positives) + [0] * len(negatives)
+        with tempfile.TemporaryDirectory(prefix="winnow-preselect-choose-") as tmp:
+            path = Path(tmp) / "train.txt"
+            write_label_file(path, [pool_ids[i] for i in chosen], [pool_texts[i] for i in chosen], labels, SEED)
+            model = train_fasttext(path, seed=SEED)
+        web = roc_auc(web_y, positive_probability(model, web_texts))
+        human = roc_auc(human_y, positive_probability(model, human_texts))
+        results[name] = {
+            "ladder": CANDIDATE_LADDERS[name],
+            "choose_format_auc": web,
+            "choose_human_auc": human,
+            "mean": (web + human) / 2,
+            "positives": len(positives),
+        }
+        log.info("candidate %s: choose format AUC %.4f, human AUC %.4f", name, web, human)
+    best = max(results, key=lambda name: results[name]["mean"])
+    picks = [union.index(r) for r in specs[best]]
+    return best, results, full.subset(picks), losses[:, picks]
 
 
 # --- tests/data/preselect ----------------------------------------------------------------------
@@ -145,7 +237,7 @@ def build_test_data(corpora: Path) -> None:
     # Reference: ~0.8M characters of Wikipedia, news and speeches; in-domain held-out docs apart.
     reference = ranked["wiki"][:80] + ranked["news"][:120] + ranked["sotu"][:8] + ranked["inaugural"][:10]
     in_domain = ranked["wiki"][80:120] + ranked["news"][120:170]
-    pool = pool_docs(corpora)
+    pool = chatter_docs(corpora)
     pool_ranked = sorted(pool, key=lambda d: uniform(d[0], "tests", SEED))
     webtext = [d for d in pool_ranked if d[0].startswith("webtext-")][:150]
     chan = [d for d in pool_ranked if d[0].startswith("4chan-")][:40]
@@ -162,29 +254,48 @@ def main() -> int:
     parser.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
     parser.add_argument("--only", choices=["model", "test-data"], default="model")
-    parser.add_argument("--order", type=int, default=5)
-    parser.add_argument("--ladder", default=",".join(str(f) for f in DEFAULT_LADDER))
     parser.add_argument("--max-chars", type=int, default=8000, help="BPC on the first N characters of a document.")
     parser.add_argument("--cutoff", type=int, default=40_000, help="Words + n-grams kept when quantizing.")
     parser.add_argument("--keep-bin", action="store_true", help="Also write the ~800 MB unquantized .bin.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    log = logging.getLogger("train_preselect")
     if args.only == "test-data":
         build_test_data(args.corpora)
         return 0
     reference, pool = reference_docs(args.corpora), pool_docs(args.corpora)
+    best, candidates, ladder, losses = choose_ladder(reference, pool, args.corpora, args.max_chars, log)
     report = train_local(
         reference,
         pool,
         args.out,
-        fractions=[float(f) for f in args.ladder.split(",")],
-        order=args.order,
         max_chars=args.max_chars,
         quantize_cutoff=args.cutoff,
         keep_bin=args.keep_bin,
         seed=SEED,
+        ladder=ladder,
+        pool_losses=losses,
     )
-    print(report.to_markdown())
+    # The choice among ladders and its choose-split figures go into the report next to the recipe.
+    saved = json.loads((args.out / "report.json").read_text(encoding="utf-8"))
+    saved["ladder_choice"] = {"chosen": best, "candidates": candidates, "split": "choose"}
+    (args.out / "report.json").write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    lines = [
+        "",
+        "## Ladder choice (choose split)",
+        "",
+        "| ladder | rungs | format AUC | human AUC | mean |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in candidates.items():
+        mark = " (chosen)" if name == best else ""
+        lines.append(
+            f"| {name}{mark} | {row['ladder']} | {row['choose_format_auc']:.4f} "
+            f"| {row['choose_human_auc']:.4f} | {row['mean']:.4f} |"
+        )
+    with open(args.out / "report.md", "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print(report.to_markdown() + "\n".join(lines))
     return 0
 
 

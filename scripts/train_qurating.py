@@ -1,17 +1,28 @@
 """Rebuild the bundled local QuRater (``winnow/data/models/qurating/``) from the shared corpora.
 
-No QuRating judgments exist offline, so this is the ``derived-pairs`` bootstrap of METHODS §1.4:
-per criterion, documents from sources that are clearly high on it are paired against documents
-from sources clearly low on it, and the Bradley–Terry head learns from those pairs. The pairings
-vary the *kind* of difference per criterion (e.g. polished fiction is high on writing style but
-low on facts and expertise), so the four heads do not collapse into one "formal vs informal" axis.
-Web pages (English HTML of trafilatura-eval and article-extraction-benchmark) give two more
-groups: their boilerplate (page lines outside the main content: menus, teasers, share and ad
-lines) is low on educational value and writing style, and the main text of pages whose URL says
-how-to / tutorial / guide / docs is high on educational value. No label of any evaluation set is read.
+No QuRating judgments exist offline, so this is the ``derived-pairs`` bootstrap of
+docs/qurating.md: per criterion, documents that are clearly high on it are paired against
+documents clearly low on it, and the Bradley–Terry head learns from those pairs. Two kinds of
+pointwise labels feed the pairs:
 
-Not used for training (evaluation only, see ``bench/raters_eval.py``): dataman-qurating-ratings,
-dclm-human-quality, and all of weborganizer-dclm.
+* **sources** (``PLAN``): whole corpora that are clearly high or low on a criterion. The pairings
+  vary the *kind* of difference per criterion (e.g. polished fiction is high on writing style but
+  low on facts and expertise), so the four heads do not collapse into one "formal vs informal"
+  axis. Web pages (English HTML of trafilatura-eval and article-extraction-benchmark) give two
+  groups: their boilerplate (menus, teasers, share and ad lines) is low on educational value and
+  writing style, and the main text of pages whose URL says how-to / tutorial / guide / docs is
+  high on educational value.
+* **web-page formats** (``FORMAT_PLAN``): WebOrganizer's format labels of the DCLM pages in the
+  *fit* split of the fixed fit / choose / report split (``winnow.core.evaluation``), mapped per
+  criterion to high / low by the criterion's definition (ours), on the text the default run's
+  score stage sees.
+* **human votes**: the good/bad labels of dclm-human-quality's *fit* split, as high / low on
+  educational value and writing style (``HUMAN_CRITERIA``).
+
+The variant (which format labels, whether the human votes are used, the L2 penalty) is chosen
+among ``VARIANTS`` on the *choose* split (educational value against the format contrast and the
+human labels); nothing of the *report* split is read. ``bench/raters_eval.py`` reports the
+shipped head on the report split.
 
     python scripts/train_qurating.py [--corpora /work/shared/corpora] [--out winnow/data/models/qurating]
 
@@ -26,15 +37,24 @@ import hashlib
 import json
 import lzma
 import re
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from winnow.cli.qurating import report_markdown
-from winnow.core.tokenizer import load_tokenizer
-from winnow.stages.score.qurating import (
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._quality_data import HIGH_FORMATS, LOW_FORMATS, human_documents, web_pages  # noqa: E402
+from winnow.cli.qurating import report_markdown  # noqa: E402
+from winnow.core.evaluation import CHOOSE, FIT  # noqa: E402
+from winnow.core.tokenizer import load_tokenizer  # noqa: E402
+from winnow.stages.score.preselect import roc_auc  # noqa: E402
+from winnow.stages.score.qurating import (  # noqa: E402
     CRITERIA,
     HashedNgrams,
+    LocalQuRater,
     derived_pair_groups,
     excerpt_records,
     make_featurizer,
@@ -83,6 +103,40 @@ PLAN: dict[str, dict[str, int]] = {
     # Instructional web pages (URL says how-to / tutorial / guide / docs / wiki / recipe): main text.
     "web_howto": {"educational_value": 1},
 }
+# WebOrganizer format → criterion → high (1) / low (0), ours, from each criterion's definition
+# (docs/qurating.md#criteria): formats that say nothing clear about a criterion are left out. The
+# educational-value row is the contrast the README's figures use (tutorials, knowledge articles and
+# academic writing teach; ads, link listings and cut-off pages do not).
+FORMAT_PLAN: dict[str, dict[int, tuple[str, ...]]] = {
+    "educational_value": {1: HIGH_FORMATS, 0: LOW_FORMATS},
+    "writing_style": {
+        1: ("Creative Writing", "Nonfiction Writing", "Academic Writing", "News Article", "Knowledge Article"),
+        0: ("Spam / Ads", "Content Listing", "Comment Section", "Product Page", "Structured Data"),
+    },
+    "facts_and_trivia": {
+        1: ("Knowledge Article", "News Article", "Academic Writing", "Nonfiction Writing"),
+        0: ("Personal Blog", "Comment Section", "Spam / Ads", "Creative Writing", "User Review"),
+    },
+    "required_expertise": {
+        1: ("Academic Writing", "Docs.", "Legal"),
+        0: ("Personal Blog", "Comment Section", "Creative Writing", "User Review", "About (Pers.)"),
+    },
+}
+# Compared on the choose split: which criteria take format labels, and the head's L2 penalty.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sources only": {"formats": (), "l2": 1e-4},
+    "sources + educational-value formats": {"formats": ("educational_value",), "l2": 3e-5},
+    "sources + educational-value formats + human labels": {
+        "formats": ("educational_value",),
+        "l2": 3e-5,
+        "human": True,
+    },
+    "sources + all format rows": {"formats": tuple(FORMAT_PLAN), "l2": 3e-5},
+    "sources + all format rows, L2 1e-4": {"formats": tuple(FORMAT_PLAN), "l2": 1e-4},
+}
+# Human good/bad votes (fit split of dclm-human-quality) as high / low on these criteria: a page
+# people judged good teaches more and is better written than one they judged bad (ours).
+HUMAN_CRITERIA = ("educational_value", "writing_style")
 ENGLISH_STOPWORDS = frozenset(
     {"the", "of", "and", "to", "in", "is", "that", "for", "it", "with", "as", "was", "on", "be", "are", "this"}
     | {"by", "you", "not", "or", "have", "from", "at"}
@@ -238,37 +292,118 @@ def pointwise_records(corpora: Path) -> list[dict[str, Any]]:
     return records
 
 
+def format_records(corpora: Path, criteria: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Fit-split DCLM pages whose format is high or low on one of ``criteria`` (pipeline view)."""
+    records = []
+    for page in web_pages(corpora):
+        if page["split"] != FIT or not page["view"]:
+            continue
+        labels = {c: v for c in criteria for v, formats in FORMAT_PLAN[c].items() if page["format"] in formats}
+        if labels:
+            records.append({"id": f"wo/{page['id']}", "text": page["view"], "source": "web_formats", "labels": labels})
+    return records
+
+
+def human_records(corpora: Path) -> list[dict[str, Any]]:
+    """Fit-split human-labelled pages, high (good) or low (bad) on ``HUMAN_CRITERIA``."""
+    return [
+        {
+            "id": f"hq/{r['id']}",
+            "text": r["text"],
+            "source": "human_labels",
+            "labels": dict.fromkeys(HUMAN_CRITERIA, int(r["label"])),
+        }
+        for r in human_documents(corpora)
+        if r["split"] == FIT
+    ]
+
+
+def choose_scores(head_file: Path, corpora: Path) -> dict[str, float]:
+    """Educational value on the choose split: ROC-AUC on the format contrast and on the human labels."""
+    pages = [
+        p
+        for p in web_pages(corpora)
+        if p["split"] == CHOOSE and p["view"] and p["format"] in HIGH_FORMATS + LOW_FORMATS
+    ]
+    human = [r for r in human_documents(corpora) if r["split"] == CHOOSE]
+    rater = LocalQuRater(head_file)
+    web = rater.score([p["view"] for p in pages])["educational_value_average"]
+    hum = rater.score([r["text"] for r in human])["educational_value_average"]
+    out = {
+        "choose_format_auc": roc_auc([p["format"] in HIGH_FORMATS for p in pages], web),
+        "choose_human_auc": roc_auc([r["label"] for r in human], hum),
+    }
+    out["mean"] = (out["choose_format_auc"] + out["choose_human_auc"]) / 2
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "winnow/data/models/qurating"
-    )
+    parser.add_argument("--out", type=Path, default=ROOT / "winnow/data/models/qurating")
     parser.add_argument(
         "--encoder", default="hashed", help="hashed (the bundled model), model2vec or minilm (for comparison)."
     )
     parser.add_argument("--ngram-max", type=int, default=2, help="Longest hashed word n-gram (hashed encoder).")
-    parser.add_argument("--max-pairs", type=int, default=1500, help="Derived pairs per criterion, at most.")
-    parser.add_argument("--l2", type=float, default=1e-4, help="L2 penalty of the head.")
+    parser.add_argument("--max-pairs", type=int, default=3000, help="Derived pairs per criterion, at most.")
     args = parser.parse_args()
 
     tokenizer = load_tokenizer()
-    records = excerpt_records(pointwise_records(args.corpora), tokenizer, SEED, per_doc=2)
-    groups = derived_pair_groups(records, CRITERIA, SEED, max_pairs=args.max_pairs)
+    sources = excerpt_records(pointwise_records(args.corpora), tokenizer, SEED, per_doc=2)
+    formats = excerpt_records(format_records(args.corpora, tuple(FORMAT_PLAN)), tokenizer, SEED, per_doc=2)
+    humans = excerpt_records(human_records(args.corpora), tokenizer, SEED, per_doc=2)
     featurizer = HashedNgrams(ngram_max=args.ngram_max) if args.encoder == "hashed" else make_featurizer(args.encoder)
-    head, report = train_qurater(groups, featurizer, seed=SEED, mode="derived-pairs", l2=args.l2)
-    sources: dict[str, int] = {}
+    trained: dict[str, tuple[Any, dict[str, Any], list[dict[str, Any]]]] = {}
+    choice: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="winnow-qurater-") as tmp:
+        for name, variant in VARIANTS.items():
+            records = sources + [
+                {**r, "labels": {c: v for c, v in r["labels"].items() if c in variant["formats"]}}
+                for r in formats
+                if any(c in variant["formats"] for c in r["labels"])
+            ]
+            if variant.get("human"):
+                records += humans
+            groups = derived_pair_groups(records, CRITERIA, SEED, max_pairs=args.max_pairs)
+            head, report = train_qurater(groups, featurizer, seed=SEED, mode="derived-pairs", l2=variant["l2"])
+            path = Path(tmp) / "head.npz"
+            head.save(path)
+            choice[name] = {
+                "formats": list(variant["formats"]),
+                "l2": variant["l2"],
+                **choose_scores(path, args.corpora),
+            }
+            trained[name] = (head, report, records)
+            print(f"{name}: {json.dumps(choice[name])}", flush=True)
+    best = max(choice, key=lambda name: choice[name]["mean"])
+    head, report, records = trained[best]
+    sources_count: dict[str, int] = {}
     for record in records:
-        sources[record["source"]] = sources.get(record["source"], 0) + 1
-    report["excerpts_per_source"] = dict(sorted(sources.items()))
+        sources_count[record["source"]] = sources_count.get(record["source"], 0) + 1
+    report["excerpts_per_source"] = dict(sorted(sources_count.items()))
     report["plan"] = PLAN
-    head.meta.update({"trained_by": "scripts/train_qurating.py", "seed": SEED})
+    report["format_plan"] = {c: {str(v): list(f) for v, f in FORMAT_PLAN[c].items()} for c in VARIANTS[best]["formats"]}
+    report["variant_choice"] = {"chosen": best, "split": "choose", "candidates": choice}
+    head.meta.update({"trained_by": "scripts/train_qurating.py", "seed": SEED, "variant": best})
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.out / f"qurater-{args.encoder}.npz"
     head.save(model)
     report["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
     (args.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (args.out / "report.md").write_text(report_markdown(report, model))
+    lines = [
+        "",
+        "## Variant choice (choose split, educational_value)",
+        "",
+        "| variant | L2 | format AUC | human AUC | mean |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in choice.items():
+        mark = " (chosen)" if name == best else ""
+        lines.append(
+            f"| {name}{mark} | {row['l2']:g} | {row['choose_format_auc']:.4f} "
+            f"| {row['choose_human_auc']:.4f} | {row['mean']:.4f} |"
+        )
+    (args.out / "report.md").write_text(report_markdown(report, model) + "\n".join(lines) + "\n")
     print(json.dumps({k: report[k] for k in ("train_groups", "train_pairs", "validation", "sha256")}, indent=1))
 
 

@@ -1,4 +1,8 @@
-"""Regenerate the README's config reference from the pydantic models."""
+"""Regenerate the config reference in docs/configuration.md from the pydantic models.
+
+The block between the two markers is rewritten; the text around it is kept. ``--check`` exits 1
+when the file is out of date instead of writing it.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,21 @@ from pathlib import Path
 
 from winnow.cli.reference import config_reference_markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
-def render(readme: str) -> str:
+def render(document: str) -> str:
     block = f"{START}\n{config_reference_markdown()}\n{END}"
-    return re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
+    return re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, document, flags=re.S)
 
 
 def main() -> int:
-    current = README.read_text(encoding="utf-8")
+    current = REFERENCE.read_text(encoding="utf-8")
     updated = render(current)
     if "--check" in sys.argv:
         return 0 if updated == current else 1
-    README.write_text(updated, encoding="utf-8")
+    REFERENCE.write_text(updated, encoding="utf-8")
     return 0
 
 

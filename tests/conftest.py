@@ -82,8 +82,9 @@ def local_pipeline() -> Any:
 
 
 def run_stage(transform: Any, docs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
-    """Run one stage transform on ``docs`` with the local runner; its three outputs (as JSON
-    round-tripped lists, through files so any runner mode works) and its committed counters."""
+    """Run one stage transform on ``docs`` with the local runner; its three outputs (and its
+    ``summary`` when it has one), as JSON round-tripped lists through files so any runner mode
+    works, and its committed counters."""
     import json
     import uuid
 
@@ -93,7 +94,8 @@ def run_stage(transform: Any, docs: list[dict[str, Any]], tmp_path: Path) -> dic
     out_dir = tmp_path / f"out-{uuid.uuid4().hex}"
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
     result = pipeline | beam.Create(docs, reshuffle=False) | transform
-    for name in ("kept", "removed", "rejected"):
+    names = [name for name in ("kept", "removed", "rejected", "summary") if name in result]
+    for name in names:
         _ = (
             result[name]
             | f"{name}/json" >> beam.Map(lambda d: json.dumps(d, default=repr, sort_keys=True))
@@ -103,7 +105,7 @@ def run_stage(transform: Any, docs: list[dict[str, Any]], tmp_path: Path) -> dic
     outcome.wait_until_finish()
     outputs: dict[str, Any] = {
         name: [json.loads(line) for path in out_dir.glob(f"{name}*") for line in path.read_text().splitlines()]
-        for name in ("kept", "removed", "rejected")
+        for name in names
     }
     outputs["counters"] = {c.key.metric.name: c.committed for c in outcome.metrics().query()["counters"]}
     return outputs

@@ -1,4 +1,4 @@
-"""The README is part of the product: its config reference and Quick start must be current."""
+"""The README and the docs are part of the product: the config reference and the Quick start must be current."""
 
 import importlib.util
 import re
@@ -7,12 +7,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_config_reference_in_readme_is_generated_from_the_models():
+def _update_readme_module():
     spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_config_reference_in_the_docs_is_generated_from_the_models():
+    module = _update_readme_module()
+    reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert module.START in reference and module.END in reference
+    assert module.render(reference) == reference, "run: python scripts/update_readme.py"
+
+
+def test_a_stale_config_reference_is_caught():
+    module = _update_readme_module()
+    reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    stale = reference.replace("| `seed` | int |", "| `seed` | str |", 1)
+    assert stale != reference
+    assert module.render(stale) != stale
+
+
+def test_the_readme_links_to_the_config_reference_instead_of_embedding_it():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert module.render(readme) == readme, "run: python scripts/update_readme.py"
+    assert "config-reference:start" not in readme
+    assert "docs/configuration.md" in readme
 
 
 def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one():

@@ -18,15 +18,21 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from winnow.core.config import InputSpec, Section, ShardingConfig, TokenizerConfig
+from winnow.core.tokens.config import TokenOutputConfig
+from winnow.stages.decontaminate.config import DecontaminateConfig
 from winnow.stages.dedup.config import DedupConfig
 from winnow.stages.extract.config import ExtractConfig
 from winnow.stages.filter.config import FilterConfig
+from winnow.stages.inject.config import InjectConfig
 from winnow.stages.langid.config import LangIdConfig
 from winnow.stages.mix.config import MixConfig
 from winnow.stages.normalize.config import NormalizeConfig
 from winnow.stages.order.config import OrderConfig
 from winnow.stages.pack.config import PackConfig
+from winnow.stages.pii.config import PiiConfig
+from winnow.stages.review.config import ReviewConfig
 from winnow.stages.score.config import ScoreConfig
+from winnow.stages.score.soft_labels import SoftLabelConfig
 from winnow.stages.select.config import SelectConfig
 from winnow.stages.tag.config import TagConfig
 
@@ -61,6 +67,14 @@ class OutputConfig(Section):
     shards: ShardingConfig = Field(default_factory=ShardingConfig, description="Shard sizing for kept documents.")
     write_removed: bool = Field(True, description="Write filtered and duplicate documents to `removed/`.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Run report and dataset card.")
+    tokens: TokenOutputConfig = Field(
+        default_factory=TokenOutputConfig, description="Training-ready token files (Megatron, MDS, Parquet)."
+    )
+    soft_labels: SoftLabelConfig = Field(
+        default_factory=SoftLabelConfig,
+        description="A small LM's top-k next-token distribution on the packed contexts of the token output, as "
+        "the Parquet table `soft_labels/` (SALT's distillation phase, docs/salt.md#soft-labels).",
+    )
 
 
 class RunnerConfig(Section):
@@ -90,11 +104,19 @@ class WinnowConfig(Section):
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Stage `normalize`.")
     langid: LangIdConfig = Field(default_factory=LangIdConfig, description="Stage `langid`.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Stage `filter`.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="Stage `pii`.")
+    review: ReviewConfig = Field(default_factory=ReviewConfig, description="Stage `review` (human review decisions).")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Stage `dedup`.")
+    decontaminate: DecontaminateConfig = Field(
+        default_factory=DecontaminateConfig, description="Stage `decontaminate`."
+    )
     score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage `score`.")
     tag: TagConfig = Field(default_factory=TagConfig, description="Stage `tag`.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Stage `select`.")
     mix: MixConfig = Field(default_factory=MixConfig, description="Stage `mix`.")
+    inject: InjectConfig = Field(
+        default_factory=InjectConfig, description="Stage `inject` (Copyright Traps; runs after `inject.after`)."
+    )
     order: OrderConfig = Field(default_factory=OrderConfig, description="Stage `order`.")
     pack: PackConfig = Field(default_factory=PackConfig, description="Stage `pack`.")
 
@@ -123,6 +145,13 @@ class WinnowConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _review_follows_decisions(self) -> WinnowConfig:
+        # Unset, `review` runs whenever there is a decisions sheet to apply.
+        if self.review.enabled is None:
+            self.review.enabled = self.review.decisions is not None
+        return self
+
+    @model_validator(mode="after")
     def _one_source_of_repeats(self) -> WinnowConfig:
         # Both stages write `epoch`; mix would see select's repeats as new documents and could
         # break its repetition cap, so only one of them may repeat documents in a run.
@@ -132,6 +161,26 @@ class WinnowConfig(Section):
             raise ValueError(
                 "pack.mode `dd` does not separate the phases of mix.schedule yet; use `concat` "
                 "(contexts never cross a phase) or run each phase's shard set through DD separately"
+            )
+        ingenious = self.select.enabled and self.select.rule == "ingenious"
+        if ingenious and self.mix.enabled:
+            raise ValueError(
+                "select.rule `ingenious` writes its rounds as phases and repeats documents across them; "
+                "mix would treat the repeats as new documents: disable mix"
+            )
+        if ingenious and self.pack.enabled and self.pack.mode == "dd":
+            raise ValueError("pack.mode `dd` does not separate INGENIOUS rounds (phases) yet; use `concat`")
+        return self
+
+    @model_validator(mode="after")
+    def _soft_labels_have_contexts(self) -> WinnowConfig:
+        # Soft labels belong to the exact contexts a trainer reads: those of the token output.
+        if self.output.soft_labels.enabled and not (
+            self.output.tokens.formats and self.pack.enabled and self.pack.mode == "concat"
+        ):
+            raise ValueError(
+                "output.soft_labels labels the packed contexts of the token output: it needs output.tokens.formats "
+                "and the pack stage in mode `concat`"
             )
         return self
 
@@ -174,7 +223,8 @@ def parse_config(data: Any, origin: str = "<dict>", base_dir: Path | None = None
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
     try:
-        config = WinnowConfig.model_validate(data)
+        # Sections that name files (mixture tables, review decisions) resolve and check them against base_dir.
+        config = WinnowConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, origin)) from None
     if base_dir is not None:
@@ -190,15 +240,49 @@ def _resolve(path: str, base_dir: Path) -> str:
 
 
 def load_config(path: str | Path) -> WinnowConfig:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file, or a bundled preset by name (``winnow presets``).
+
+    A preset's relative paths (its inputs, files it names) resolve against the working directory,
+    where the user's data is, not against the package folder the preset ships in.
+    """
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
+        preset = preset_path(str(path))
+        if preset is None:
+            known = ", ".join(list_presets()) or "none"
+            raise ConfigError(f"config file not found: {path} (bundled presets: {known})")
+        return _load_yaml(preset, origin=f"preset {preset.stem}", base_dir=Path.cwd())
+    return _load_yaml(path, origin=str(path), base_dir=path.resolve().parent)
+
+
+def _load_yaml(path: Path, origin: str, base_dir: Path) -> WinnowConfig:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    return parse_config(data, origin=str(path), base_dir=path.resolve().parent)
+        raise ConfigError(f"config {origin} is not valid YAML: {error}") from None
+    return parse_config(data, origin=origin, base_dir=base_dir)
+
+
+def presets_dir() -> Path:
+    """Bundled recipes: ``winnow/data/presets/<name>.yaml``."""
+    return Path(__file__).resolve().parent / "data" / "presets"
+
+
+def preset_path(name: str) -> Path | None:
+    """The bundled preset called ``name`` (a bare name, no folder or suffix), if there is one."""
+    if not name or "/" in name or "\\" in name or name.endswith((".yaml", ".yml")):
+        return None
+    candidate = presets_dir() / f"{name}.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def list_presets() -> dict[str, str]:
+    """{name: first comment line} of every bundled preset."""
+    found = {}
+    for path in sorted(presets_dir().glob("*.yaml")):
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        found[path.stem] = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+    return found
 
 
 def default_config_path() -> Path:

@@ -1,24 +1,20 @@
 """MDS token shards read back with MosaicML Streaming's own readers.
 
 ``mosaicml-streaming`` 0.13.0 needs numpy < 2.2, xxhash < 4 and transformers < 5, which clash with
-winnow's pins, so it lives in its own virtualenv (built once, cached under
-``~/.cache/winnow/venvs``; ``WINNOW_PEER_VENVS`` moves it) and runs in a subprocess. There,
-``LocalDataset`` and ``StreamingDataset(validate_hash="sha256")`` read our files, and streaming's
-own ``MDSWriter`` writes the same samples, whose shard must equal ours byte for byte.
+winnow's pins, so it runs in its own virtualenv (``scripts/streaming_venv.py``, through
+``tests/mds_reader.py``). There, ``LocalDataset`` and ``StreamingDataset(validate_hash="sha256")``
+read our files, and streaming's own ``MDSWriter`` writes the same samples, whose shard must equal
+ours byte for byte.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mds_reader import read_with_streaming
 
 from winnow.core.tokenizer import load_tokenizer
 from winnow.core.tokens import (
@@ -38,72 +34,6 @@ from winnow.stages.pack.packing import context_slices, decompose, prefix_offsets
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUNDLED = Path(__file__).resolve().parents[2] / "winnow" / "data" / "models" / "tokenizer" / "winnow-bpe-32k.json"
-
-# torch 2.13.0 is the CPU wheel winnow uses; torchvision/transformers/numpy: the newest streaming accepts.
-STREAMING_REQUIREMENTS = [
-    "mosaicml-streaming==0.13.0",
-    "numpy==2.1.3",
-    "torch==2.13.0",
-    "torchvision==0.28.0",
-    "transformers==4.57.6",
-]
-
-# Runs inside the streaming venv. torchvision's PyPI wheel is a CUDA build that cannot load next to
-# the CPU torch; streaming imports it only for its image datasets, so it is stubbed before import.
-READER = r"""
-import importlib.machinery, json, sys, types
-
-def stub_torchvision():
-    tv = types.ModuleType("torchvision")
-    tv.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
-    tv.__version__ = "0.28.0"
-    datasets = types.ModuleType("torchvision.datasets")
-    datasets.VisionDataset = datasets.CIFAR10 = object
-    transforms = types.ModuleType("torchvision.transforms")
-    functional = types.ModuleType("torchvision.transforms.functional")
-    functional.to_tensor = lambda x: x
-    tv.datasets, tv.transforms, transforms.functional = datasets, transforms, functional
-    sys.modules.update({"torchvision": tv, "torchvision.datasets": datasets, "torchvision.transforms": transforms,
-                        "torchvision.transforms.functional": functional})
-
-stub_torchvision()
-from streaming import LocalDataset, MDSWriter, StreamingDataset
-
-request = json.load(open(sys.argv[1]))
-out = {"read": {}, "streamed": {}}
-for folder in request["read"]:
-    local = LocalDataset(folder)
-    out["read"][folder] = [
-        {"id": s["id"], "tokens": s["tokens"].tolist(), "dtype": s["tokens"].dtype.name}
-        for s in (local[i] for i in range(len(local)))
-    ]
-    streamed = StreamingDataset(local=folder, shuffle=False, batch_size=1, validate_hash="sha256")
-    out["streamed"][folder] = [s["id"] for s in streamed]
-for job in request["write"]:
-    source = LocalDataset(job["from"])
-    with MDSWriter(columns={"id": "str", "tokens": "ndarray:" + job["dtype"]}, out=job["to"], hashes=["sha256"],
-                   size_limit=job["size_limit"]) as writer:
-        for i in range(len(source)):
-            writer.write(source[i])
-json.dump(out, open(sys.argv[2], "w"))
-"""
-
-
-def streaming_python() -> Path:
-    """The streaming venv's python, built once per machine (lock-protected)."""
-    base = Path(os.environ.get("WINNOW_PEER_VENVS", Path.home() / ".cache" / "winnow" / "venvs"))
-    root = base / "streaming-0.13.0"
-    python = root / "bin" / "python"
-    marker = root / ".installed"
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / "streaming-0.13.0.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists() or marker.read_text() != "\n".join(STREAMING_REQUIREMENTS):
-            print(f"building {root} with {STREAMING_REQUIREMENTS} (once)", file=sys.stderr)
-            venv.EnvBuilder(with_pip=True, clear=True).create(root)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", *STREAMING_REQUIREMENTS], check=True)
-            marker.write_text("\n".join(STREAMING_REQUIREMENTS))
-    return python
 
 
 def sample_docs() -> list[dict]:
@@ -203,29 +133,13 @@ def written(tmp_path_factory):
         "single": single / "mds" / "documents",
         **{f"dd{b}": root / "mds" / "dd" / f"bucket={b}" for b in buckets},
     }
-    request = tmp / "request.json"
-    request.write_text(
-        json.dumps(
-            {
-                "read": [str(f) for f in folders.values()],
-                "write": [
-                    {
-                        "from": str(folders["single"]),
-                        "to": str(tmp / "theirs"),
-                        "dtype": "uint16",
-                        "size_limit": 1 << 20,
-                    }
-                ],
-            }
-        )
-    )
-    script = tmp / "read_with_streaming.py"
-    script.write_text(READER)
-    answer = tmp / "answer.json"
-    subprocess.run(
-        [str(streaming_python()), "-W", "ignore", str(script), str(request), str(answer)], check=True, cwd=tmp
-    )
-    got = json.loads(answer.read_text())
+    request = {
+        "read": [str(f) for f in folders.values()],
+        "write": [
+            {"from": str(folders["single"]), "to": str(tmp / "theirs"), "dtype": "uint16", "size_limit": 1 << 20}
+        ],
+    }
+    got = read_with_streaming(request, tmp / "streaming")
     return {
         "tmp": tmp,
         "docs": docs,

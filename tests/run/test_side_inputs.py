@@ -28,6 +28,7 @@ from winnow.run.refresh import refresh_stages
 from winnow.run.registry import select_stages
 
 DEFAULT = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
+TRAPS = Path(__file__).resolve().parents[1] / "data" / "traps" / "word_traps.jsonl"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -47,6 +48,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "mix": {"enabled": False},
         "order": {"enabled": True, "method": "icp", "embedder": "model2vec"},
         "pack": {"mode": "dd"},
+    },
+    # INGENIOUS on k-means cells, and a review sheet with a source cap (pints-expository's pieces).
+    "ingenious_review": {
+        "select": {"enabled": True, "rule": "ingenious", "ingenious": {"partitions": {"strategy": "kmeans"}}},
+        "mix": {"enabled": False},
+        "review": {"decisions": str(Path(__file__).resolve().parents[1] / "data" / "pints" / "review_decisions.csv")},
+        "filter": {"by_source": {"default": {"c4": {"enabled": False}}, "web.jsonl.gz": {}}},
+    },
+    # SALT and Copyright Traps: causal_lm statistics, the band cut, traps planted after mix with the
+    # ledger written from the final outputs, and soft labels on the token output's contexts.
+    "salt_traps": {
+        "score": {"scorers": [{"name": "slm_stats", "backend": "causal_lm", "max_tokens": 256}]},
+        "select": {"enabled": True, "rule": "band"},
+        "inject": {
+            "enabled": True,
+            "doc_min_tokens": 1000,
+            "n_reps": [1, 10],
+            "traps": {"source": "file", "file": str(TRAPS)},
+        },
+        "output": {"soft_labels": {"enabled": True, "phases": ["final"]}},
     },
     "mix_quality_sort": {
         "select": {"enabled": True, "rule": "uniform", "weight": "tokens", "fraction": 0.5},

@@ -49,7 +49,7 @@ def counter(name: str) -> beam.metrics.metricbase.Counter:
 
 def side_copy(pcoll: beam.PCollection, label: str) -> beam.PCollection:
     """A copy of ``pcoll`` to read only as a side input, where ``pcoll`` is also a main input: Beam
-    2.77's FnApiRunner can commit such a side input empty (see winnow.transforms.cuts)."""
+    2.77's FnApiRunner can commit such a side input empty (see winnow.beam.cuts)."""
     return pcoll | label >> beam.Map(lambda item: item)
 
 
@@ -121,11 +121,21 @@ def chain(docs: beam.PCollection, steps: list[tuple[str, beam.PTransform]]) -> d
     }
 
 
+INPUT_NAME = "input_name"
+
+
+def input_name(doc: Document) -> str | None:
+    """The input a document was read from: its ``name`` (the first part of ``source``; for an unnamed
+    input, the first part of the file's path)."""
+    return str(doc.get("source") or "").split("/", 1)[0] or None
+
+
 def field_value(doc: Document, field: str) -> Any:
     """A column's value: top level, else in ``metadata`` (a dict or its JSON); None when absent.
 
     Grouping and filtering options (``balance_by``, ``where``, ``domain_field``) name fields that
-    may come from a stage or from the input's metadata."""
+    may come from a stage or from the input's metadata. ``input_name`` is derived when no column
+    of that name exists: the input's ``name``, so mixtures and budgets can be per source."""
     if doc.get(field) is not None:
         return doc[field]
     metadata = doc.get("metadata")
@@ -133,8 +143,11 @@ def field_value(doc: Document, field: str) -> Any:
         try:
             metadata = json.loads(metadata)
         except ValueError:
-            return None
-    return metadata.get(field) if isinstance(metadata, dict) else None
+            metadata = None
+    value = metadata.get(field) if isinstance(metadata, dict) else None
+    if value is None and field == INPUT_NAME:
+        return input_name(doc)
+    return value
 
 
 # --- the stage spec -----------------------------------------------------------------------------
@@ -155,7 +168,10 @@ class StageSpec:
     moves: the fixed columns of every stage in pipeline order, then the config-dependent ones, so
     runs with different scorers share a stable schema prefix. ``prepare(section)``, when given,
     is an explicit driver-side step run before the graph is built (e.g. fitting a RegMix
-    mixture from proxy runs); it returns keyword arguments for the transform.
+    mixture from proxy runs); it returns keyword arguments for the transform, and takes the run
+    settings named in ``prepare_needs`` (a subset of ``needs``). ``follows(section)``, when given,
+    names the stage this one runs right after, by config (``inject.after``); without it a stage
+    keeps its place in the registry.
     """
 
     name: str
@@ -164,14 +180,18 @@ class StageSpec:
     columns: Sequence[pa.Field] = ()
     config_columns: Callable[[Any], Sequence[pa.Field]] = _no_columns
     needs: tuple[str, ...] = ()
-    prepare: Callable[[Any], dict[str, Any]] | None = None
+    prepare: Callable[..., dict[str, Any]] | None = None
+    prepare_needs: tuple[str, ...] = ()
+    follows: Callable[[Any], str] | None = None
 
     def build(self, section: Any, **context: Any) -> beam.PTransform:
         """The stage's transform: the driver-side ``prepare`` step (if any), then the constructor."""
         unknown = set(self.needs) - set(context)
         if unknown:
             raise ValueError(f"stage {self.name} needs {sorted(unknown)} from the run")
-        prepared = self.prepare(section) if self.prepare is not None else {}
+        prepared = {}
+        if self.prepare is not None:
+            prepared = self.prepare(section, **{need: context[need] for need in self.prepare_needs})
         return self.transform(section, **{need: context[need] for need in self.needs}, **prepared)
 
 
@@ -217,18 +237,31 @@ class _DocumentStepDoFn(beam.DoFn):
             self._counters[name] = counter(name if ":" in name else f"{self.stage}:{name}")
         self._counters[name].inc(n)
 
+    def _buffer(self, name: str, n: int = 1) -> None:
+        # What a step counts during an attempt is held until the attempt succeeds, so a batch
+        # that fails and is retried one document at a time is not counted twice.
+        self._pending[name] = self._pending.get(name, 0) + n
+
+    def _attempt(self, docs: list[Document]) -> list[Outcome]:
+        self._pending: dict[str, int] = {}
+        outcomes = self.step(docs)
+        if len(outcomes) != len(docs):
+            raise ValueError(f"{self.stage} returned {len(outcomes)} outcomes for {len(docs)} documents")
+        for name, n in self._pending.items():
+            self._count(name, n)
+        return outcomes
+
     def setup(self) -> None:
-        self.step.setup(self._count)
+        self._pending = {}
+        self.step.setup(self._buffer)
 
     def process(self, batch: list[Document]) -> Iterator[Any]:
         try:
-            outcomes = self.step(batch)
-            if len(outcomes) != len(batch):
-                raise ValueError(f"{self.stage} returned {len(outcomes)} outcomes for {len(batch)} documents")
+            outcomes = self._attempt(batch)
         except Exception:  # find the document(s) at fault one at a time
             for doc in batch:
                 try:
-                    (outcome,) = self.step([doc])
+                    (outcome,) = self._attempt([doc])
                 except Exception as error:  # a document must never kill the job
                     self._count("rejected")
                     yield rejected(doc, self.stage, error)

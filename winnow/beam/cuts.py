@@ -1,5 +1,5 @@
-"""``BudgetCuts``: per group, the METHODS §0 budget cut of a keyed PCollection, with nothing global
-held in one process (used by ``select`` and ``mix``; the math is in winnow.scorers.selection).
+"""``BudgetCuts``: per group, the docs/budgets.md#the-budget-cut budget cut of a keyed PCollection, with nothing global
+held in one process (used by ``select`` and ``mix``; the math is in winnow.core.budget).
 
 Input ``(elements, starts)``: elements ``(group, (key bits, tiebreak, weight))``, one per document;
 starts ``(group, Narrowing.start(pool weight, budget))``, one per group. Output ``(group, CutPoint)``.
@@ -16,7 +16,7 @@ reader sorts before the real producer (the order depends on set iteration, so it
 run), the side input is committed from the reader and its consumers see it empty: a narrowing step
 saw no histogram and kept a whole tied region. So here every PCollection used as a side input is
 used only as one; the steps run over ``groups`` (main input) and read the states and histograms as
-side inputs. ``tests/pipeline/test_side_inputs.py`` checks the rule over whole pipelines.
+side inputs. ``tests/run/test_side_inputs.py`` checks the rule over whole pipelines.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from winnow.beam.contract import counter
 from winnow.core.config import ShardingConfig
-from winnow.core.schemas import metadata_json
+from winnow.core.schemas import identity_key, metadata_json
 
 SHARD_DIGITS = 5
 
@@ -93,13 +93,15 @@ def shard_count(total_rows: int, total_bytes: int, sharding: ShardingConfig) -> 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How a stage's extra output table is written: its schema, row order inside a shard, and an
-    optional column whose values become subdirectories (``<table>/<field>=<value>/``)."""
+    """How a stage's extra output table is written: its schema, row order inside a shard, an
+    optional column whose values become subdirectories (``<table>/<field>=<value>/``), and a cap on
+    rows per Parquet row group for tables of large rows (the run's ``row_group_rows`` otherwise)."""
 
     schema: pa.Schema
     sort_key: Callable[[dict[str, Any]], Any]
     partition_field: str | None = None
     shard_key: Callable[[dict[str, Any]], bytes] | None = None
+    row_group_rows: int | None = None
 
 
 _SAFE_VALUE = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -148,6 +150,36 @@ def _shard_plan(sizes: Iterable[tuple[str, tuple]], sharding: ShardingConfig) ->
         span = (high - low + 1) if low is not None and high is not None else 0
         plan[part] = (shard_count(rows, size, sharding), low or 0, span)
     return plan
+
+
+def shard_plan(keyed: beam.PCollection, sharding: ShardingConfig, ordered_by: str | None) -> beam.pvalue.AsSingleton:
+    """The plan of ``(partition, row)`` pairs as a side input: per partition (shard count, lowest
+    rank, rank span). Another writer that must follow a collection's shards (the token writer
+    keeps the data shards' order) computes the same plan from the same rows."""
+    return beam.pvalue.AsSingleton(
+        keyed
+        | "Size" >> beam.CombinePerKey(_PlanFn(ordered_by))
+        | "AllSizes" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(_shard_plan, sharding)
+    )
+
+
+def shard_index(
+    row: dict[str, Any],
+    planned: tuple[int, int, int],
+    shard_key: Callable[[dict[str, Any]], bytes],
+    ordered_by: str | None,
+) -> int:
+    """The shard of ``row`` in its partition's plan: its rank range when ordered, else its key's hash."""
+    count, low, span = planned
+    rank = row.get(ordered_by) if ordered_by else None
+    if rank is not None and span:
+        return min(count - 1, (rank - low) * count // span)
+    return xxhash.xxh64_intdigest(shard_key(row)) % count
+
+
+def id_shard_key(row: dict[str, Any]) -> bytes:
+    return str(row.get("id", "")).encode()
 
 
 class _WriteShard(beam.DoFn):
@@ -206,7 +238,7 @@ class WriteShards(beam.PTransform):
         self.schema = schema
         self.sharding = sharding
         self.sort_key = sort_key
-        self.shard_key = shard_key or (lambda row: str(row.get("id", "")).encode())
+        self.shard_key = shard_key or id_shard_key
         self.partition_field = partition_field
         self.ordered_by = ordered_by
 
@@ -214,23 +246,12 @@ class WriteShards(beam.PTransform):
         sharding = self.sharding
         field = self.partition_field
         keyed = records | "Partition" >> beam.Map(lambda r: (partition_dir(field, r.get(field) if field else None), r))
-        plan = beam.pvalue.AsSingleton(
-            keyed
-            | "Size" >> beam.CombinePerKey(_PlanFn(self.ordered_by))
-            | "AllSizes" >> beam.combiners.ToList()
-            | "Plan" >> beam.Map(_shard_plan, sharding)
-        )
+        plan = shard_plan(keyed, sharding, self.ordered_by)
         shard_key, ordered_by = self.shard_key, self.ordered_by
 
         def assign(item: tuple[str, dict[str, Any]], plan: dict) -> tuple[tuple[str, int], dict[str, Any]]:
             part, row = item
-            count, low, span = plan[part]
-            rank = row.get(ordered_by) if ordered_by else None
-            if rank is not None and span:
-                index = min(count - 1, (rank - low) * count // span)
-            else:
-                index = xxhash.xxh64_intdigest(shard_key(row)) % count
-            return ((part, index), row)
+            return ((part, shard_index(row, plan[part], shard_key, ordered_by)), row)
 
         return (
             keyed
@@ -242,7 +263,8 @@ class WriteShards(beam.PTransform):
 
 
 def document_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["id"], row.get("epoch") or 0, row.get("phase") or "", row.get("source") or "", row.get("text") or "")
+    # Ends on the whole identity so rows that share an id still have one order (docs/determinism.md).
+    return (row["id"], row.get("epoch") or 0, row.get("phase") or "", *identity_key(row)[1:])
 
 
 def ordered_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -252,7 +274,7 @@ def ordered_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def removed_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["id"], row["reason"], row.get("source") or "", row.get("text") or "")
+    return (row["id"], row["reason"], row.get("duplicate_of") or "", *identity_key(row)[1:])
 
 
 def rejected_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:

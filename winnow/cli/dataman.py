@@ -1,4 +1,4 @@
-"""``winnow dataman train``: DataMan's local mode (METHODS §2.5) from a labels file.
+"""``winnow dataman train``: DataMan's local mode (docs/dataman.md#the-model-and-its-contract) from a labels file.
 
 Mounted into the main CLI as ``app.add_typer(dataman_app, name="dataman")``.
 """
@@ -29,7 +29,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @dataman_app.callback()
 def _group() -> None:
-    """DataMan (METHODS §2): 14 quality ratings and 15 application domains per document."""
+    """DataMan (docs/dataman.md): 14 quality ratings and 15 application domains per document."""
 
 
 @dataman_app.command()
@@ -45,8 +45,8 @@ def train(
     ],
     out: Annotated[Path, typer.Option(help="Model file to write (.npz).")] = Path("dataman-local.npz"),
     encoder: Annotated[
-        str, typer.Option(help="Frozen embedding: model2vec (fast), minilm, or a local sentence-transformers dir.")
-    ] = "model2vec",
+        str, typer.Option(help="Frozen embedding: static (fast), minilm, or a local sentence-transformers dir.")
+    ] = "static",
     kind: Annotated[
         str, typer.Option(help="Rating heads: ordinal (5 classes) or regression (rounded by the 2.4 rule).")
     ] = "ordinal",

@@ -1,5 +1,5 @@
 """The ``winnow`` command line: run, refresh, config show/validate/reference, and model/mixture tools
-(preselect, qurating, dataman, tagger train; mix generate/regmix; order calibrate)."""
+(preselect, qurating, dataman, tagger train; mix generate/regmix; order calibrate; traps generate/losses/test)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,18 @@ from winnow.cli.order import order_app
 from winnow.cli.preselect import preselect_app
 from winnow.cli.qurating import qurating_app
 from winnow.cli.reference import config_reference_markdown
+from winnow.cli.review import review_app
 from winnow.cli.tagger import tagger_app
-from winnow.config import ConfigError, WinnowConfig, config_to_yaml, default_config_path, load_config
+from winnow.cli.traps import traps_app
+from winnow.config import (
+    ConfigError,
+    WinnowConfig,
+    config_to_yaml,
+    default_config_path,
+    list_presets,
+    load_config,
+    preset_path,
+)
 from winnow.core.config import InputSpec
 from winnow.run.dataflow import WorkerPathError, check_worker_paths, load_remote_config
 from winnow.run.execute import AccountingError, NothingStagedError, is_dry_run, pipeline_options, run_pipeline
@@ -42,6 +52,8 @@ app.add_typer(dataman_app, name="dataman")
 app.add_typer(tagger_app, name="tagger")
 app.add_typer(mix_app, name="mix")
 app.add_typer(order_app, name="order")
+app.add_typer(review_app, name="review")
+app.add_typer(traps_app, name="traps")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -65,7 +77,10 @@ def resolve_config(config_file: Path | str | None, inputs: list[str] | None, out
 
 
 ConfigOption = Annotated[
-    str | None, typer.Option("--config", "-c", help="YAML config, local or gs://… (default: bundled sample config).")
+    str | None,
+    typer.Option(
+        "--config", "-c", help="YAML config, local or gs://…, or a preset name (`winnow presets`; default: the sample)."
+    ),
 ]
 InputOption = Annotated[
     list[str] | None,
@@ -293,6 +308,13 @@ def _print_summary(manifest: dict[str, Any], output_dir: str) -> None:
         f"manifest: {output_dir}/manifest.json"
     )
     out.print("accounting: input == kept + filtered + duplicate + rejected [green]✓[/]")
+
+
+@app.command()
+def presets() -> None:
+    """List the bundled presets; run one with `winnow run --config <name>`."""
+    for name, description in list_presets().items():
+        out.print(f"[bold]{name}[/]  {description}  ({preset_path(name)})", highlight=False)
 
 
 @config_app.command("show")

@@ -1,4 +1,4 @@
-"""``winnow order calibrate``: choose θ_sem for an embedder on local documents (METHODS §4.5).
+"""``winnow order calibrate``: choose θ_sem for an embedder on local documents (docs/icp.md#semantic-dedup).
 
 Mounted into the main CLI as ``app.add_typer(order_app, name="order")``.
 """
@@ -23,7 +23,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @order_app.callback()
 def _group() -> None:
-    """In-Context Pretraining (METHODS §4): semantic-dedup threshold calibration."""
+    """In-Context Pretraining (docs/icp.md): semantic-dedup threshold calibration."""
 
 
 @order_app.command()
@@ -35,10 +35,12 @@ def calibrate(
     pairs: Annotated[
         Path | None, typer.Option(help="JSONL of known near-duplicate pairs (id_a, id_b) to measure recall.")
     ] = None,
-    max_random_rate: Annotated[float, typer.Option(help="METHODS rule: share of random pairs allowed ≥ θ.")] = 0.01,
+    max_random_rate: Annotated[
+        float, typer.Option(help="Random-pair rule (docs/icp.md#semantic-dedup): share of random pairs allowed ≥ θ.")
+    ] = 0.01,
     max_docs: Annotated[int, typer.Option(help="Embed at most this many docs (first by id).")] = 20_000,
 ) -> None:
-    """Print θ by METHODS' rule (lowest θ that ≤ max_random_rate of random pairs reach) and, for a
+    """Print θ by the random-pair rule (lowest θ that ≤ max_random_rate of random pairs reach) and, for a
     range of θ, how many documents semantic dedup would remove and the recall of known pairs.
     The rule ignores that kNN neighbours are far closer than random pairs; read the removed share."""
 

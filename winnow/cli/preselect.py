@@ -1,4 +1,4 @@
-"""``winnow preselect train``: PreSelect's local recipe (METHODS §3) from JSONL files.
+"""``winnow preselect train``: PreSelect's local recipe (docs/preselect.md) from JSONL files.
 
 Mounted into the main CLI as ``app.add_typer(preselect_app, name="preselect")``.
 """
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from winnow.stages.score.preselect import DEFAULT_LADDER, train_local
+from winnow.stages.score.preselect import DEFAULT_LADDER, parse_ladder, train_local
 
 preselect_app = typer.Typer(
     no_args_is_help=True, help="PreSelect: train a predictive-strength fastText classifier (local mode)."
@@ -26,7 +26,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @preselect_app.callback()
 def _group() -> None:
-    """PreSelect (METHODS §3): predictive-strength labels from an LM ladder, distilled into fastText."""
+    """PreSelect (docs/preselect.md): predictive-strength labels from an LM ladder, distilled into fastText."""
 
 
 def read_documents(paths: list[Path], text_field: str = "text", id_field: str = "id") -> list[tuple[str, str]]:
@@ -73,7 +73,11 @@ def train(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the classifier and report.")],
     ladder: Annotated[
-        str, typer.Option(help="Nested shares of the reference text, one LM each (≥ 4, increasing).")
+        str,
+        typer.Option(
+            help="One LM per entry (≥ 4): a nested share of the reference text, optionally @order "
+            "(e.g. 1.0@3,1.0@4,0.25,0.5,1.0), listed from the weakest expected model to the strongest."
+        ),
     ] = ",".join(str(f) for f in DEFAULT_LADDER),
     order: Annotated[int, typer.Option(help="Character n-gram order of the LMs.")] = 5,
     max_chars: Annotated[int, typer.Option(help="BPC on the first N characters of a document (0: all).")] = 8000,
@@ -96,7 +100,7 @@ def train(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        fractions = [float(f) for f in ladder.split(",") if f.strip()]
+        rungs = parse_ladder(ladder, order)
         reference_docs = read_documents(reference, text_field, id_field)
         pool_docs = read_documents(pool, text_field, id_field)
         if not reference_docs or not pool_docs:
@@ -105,8 +109,8 @@ def train(
             reference_docs,
             pool_docs,
             out,
-            fractions=fractions,
             order=order,
+            rungs=rungs,
             heldout_fraction=heldout,
             max_per_class=max_per_class or None,
             max_chars=max_chars or None,

@@ -1,4 +1,5 @@
-"""``winnow tagger train``: a local-mode WebOrganizer topic or format tagger from labelled JSONL (METHODS §6.1).
+"""``winnow tagger train``: a local-mode WebOrganizer topic or format tagger from labelled JSONL
+(docs/domains.md#weborganizer).
 
 Mounted into the main CLI as ``app.add_typer(tagger_app, name="tagger")``.
 """
@@ -23,7 +24,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @tagger_app.callback()
 def _group() -> None:
-    """WebOrganizer topic × format taggers (METHODS §6.1), trained locally from labelled JSONL."""
+    """WebOrganizer topic × format taggers (docs/domains.md#weborganizer), trained locally from labelled JSONL."""
 
 
 @tagger_app.command()

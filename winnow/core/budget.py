@@ -1,7 +1,8 @@
-"""Selection math shared by every scoring method (METHODS §0 and §1.6), Beam-free.
+"""Selection math shared by every scoring method (docs/budgets.md#the-budget-cut and docs/qurating.md#selection),
+Beam-free.
 
 * Deterministic randomness: ``uniform(doc_id, purpose, seed)`` is the counter-based draw of
-  METHODS §0, so a selection never depends on how Beam shards the work.
+  docs/budgets.md#the-budget-cut, so a selection never depends on how Beam shards the work.
 * Normalisation: ``MeanStd`` is a mergeable accumulator with exact sums, so the pool mean and
   standard deviation come from a combiner (not one process holding all scores) and do not depend
   on how Beam splits and merges the work.
@@ -24,9 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from winnow.core.hashing import gumbel, h64, uniform, uniforms
-
-__all__ = ["gumbel", "h64", "uniform", "uniforms"]  # re-exported while modules move to winnow.core
+from winnow.core.hashing import gumbel, uniform, uniforms
 
 
 def z_normalise(values: float | np.ndarray, mean: float, std: float) -> float | np.ndarray:
@@ -39,11 +38,28 @@ def z_normalise(values: float | np.ndarray, mean: float, std: float) -> float | 
 def selection_key(
     metric: float, doc_id: str, *, mean: float, std: float, temperature: float, seed: int, purpose: str = "select"
 ) -> float:
-    """QuRating's sampling key ``z / τ + G`` (METHODS §1.6); τ = 0 gives the plain z (top-k)."""
+    """QuRating's sampling key ``z / τ + G`` (docs/qurating.md#selection); τ = 0 gives the plain z (top-k)."""
     z = float(z_normalise(metric, mean, std))
     if temperature == 0:
         return z
-    return z / temperature + float(gumbel(uniform(doc_id, purpose, seed)))
+    return z / temperature + gumbel(uniform(doc_id, purpose, seed))
+
+
+def selection_keys(
+    metrics: np.ndarray,
+    doc_ids: Sequence[str],
+    *,
+    mean: float,
+    std: float,
+    temperature: float,
+    seed: int,
+    purpose: str = "select",
+) -> np.ndarray:
+    """``selection_key`` for many documents at once: the same bits as calling it one by one."""
+    z = z_normalise(np.asarray(metrics, dtype=np.float64), mean, std)
+    if temperature == 0:
+        return z
+    return z / temperature + gumbel(uniforms(doc_ids, purpose, seed))
 
 
 # --- the budget cut ------------------------------------------------------------------------
@@ -203,7 +219,8 @@ def histogram_cut(
 
 
 def group_budgets(totals: Mapping[str, float], budget: float) -> dict[str, float]:
-    """Per-group budgets ``B_d = ⌊T_d / T · B⌋`` (QuRating's domain-proportional mode, METHODS §1.7)."""
+    """Per-group budgets ``B_d = ⌊T_d / T · B⌋`` (QuRating's domain-proportional mode,
+    docs/qurating.md#domain-balancing)."""
     grand = sum(totals.values())
     if grand <= 0:
         return dict.fromkeys(totals, 0.0)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+
+from winnow.core.models import PACKAGE_PREFIX, PACKAGE_ROOT_PREFIX, package_file
+
+PACKAGE_PREFIXES = (PACKAGE_PREFIX, PACKAGE_ROOT_PREFIX)
 
 
 class Section(BaseModel):
@@ -70,7 +76,7 @@ class ShardingConfig(Section):
 
 
 class TokenizerConfig(Section):
-    """The tokenizer every token count and budget uses (METHODS §0); recorded in the manifest."""
+    """The tokenizer every token count and budget uses (docs/budgets.md#tokens); recorded in the manifest."""
 
     path: str = Field(
         "winnow:models/tokenizer/winnow-bpe-32k.json",
@@ -78,3 +84,26 @@ class TokenizerConfig(Section):
         "GPT-NeoX tokenizer the papers used. Never a hub name.",
     )
     eos_token: str = Field("<|endoftext|>", description="End-of-text token appended between packed documents.")
+
+
+def config_file_path(value: str, base_dir: Any = None) -> str:
+    """A file a config names, as the run will open it: remote (``gs://…``) and package (``winnow:…``)
+    paths unchanged, a relative path resolved against ``base_dir`` (the config file's folder, as for
+    inputs), else kept as given (relative to the working directory)."""
+    if "://" in value or value.startswith(PACKAGE_PREFIXES) or os.path.isabs(value) or base_dir is None:
+        return value
+    return str((Path(base_dir) / value).resolve())
+
+
+def local_config_file(path: str) -> Path | None:
+    """The local file behind a config path (package data included); None for a remote path."""
+    if "://" in path:
+        return None
+    if path.startswith(PACKAGE_PREFIXES):
+        return package_file(path) or Path(path)  # a missing package file reads as "not found"
+    return Path(path).expanduser()
+
+
+def context_base_dir(info: ValidationInfo) -> Any:
+    """The folder relative paths resolve against, when ``parse_config`` passed one in the validation context."""
+    return (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-# §6.1: the exact id orders of WebOrganizer's two taxonomies.
+# docs/domains.md#weborganizer: the exact id orders of WebOrganizer's two taxonomies.
 TOPICS: tuple[str, ...] = (
     "Adult",
     "Art & Design",
@@ -66,7 +66,8 @@ FORMATS: tuple[str, ...] = (
 
 TAXONOMIES: dict[str, tuple[str, ...]] = {"topic": TOPICS, "format": FORMATS}
 
-# §2.3: DataMan's 15 application domains, letter → name. The tag stage writes the letter (what
+# docs/dataman.md#criteria-and-domains: DataMan's 15 application domains, letter → name. The tag stage writes the
+# letter (what
 # the DataMan model emits and what ``application_domain`` holds), so both sources agree.
 DATAMAN_DOMAINS: dict[str, str] = {
     "A": "Medicine",
@@ -88,7 +89,8 @@ DATAMAN_DOMAINS: dict[str, str] = {
 
 _DOMAIN_LETTER = {name: letter for letter, name in DATAMAN_DOMAINS.items()}
 
-# §6.2 [ours, for reports only]: WebOrganizer topic → DataMan domain; topics not listed → Other.
+# docs/domains.md#dataman-domains [ours, for reports only]: WebOrganizer topic → DataMan domain; topics not listed →
+# Other.
 TOPIC_TO_DATAMAN: dict[str, str] = {
     "Health": "A",
     "Finance & Business": "B",
@@ -111,7 +113,7 @@ TOPIC_TO_DATAMAN: dict[str, str] = {
 
 
 def dataman_domain_of_topic(topic: str) -> str:
-    """The §6.2 DataMan letter for a WebOrganizer topic name ("O" = Other when none fits)."""
+    """The docs/domains.md#dataman-domains DataMan letter for a WebOrganizer topic name ("O" = Other when none fits)."""
     return TOPIC_TO_DATAMAN.get(topic, "O")
 
 

@@ -37,12 +37,19 @@ _SQRT_HALF = math.sqrt(0.5)
 GRID_BITS = 20  # floats in [-1, 1] become integers in [-2^20, 2^20] before an exact dot product
 
 
-def exp(x: np.ndarray | float) -> np.ndarray:
-    """e^x in float64, the same bits on every machine (within 2 ulp of the true value)."""
+def exp(x: np.ndarray | float) -> np.ndarray | float:
+    """e^x in float64, the same bits on every machine (within 2 ulp of the true value).
+
+    A Python float gets a Python float back, computed by the same operations in plain Python
+    (CPython never fuses a multiply and an add), so both paths give identical bits.
+    """
+    if isinstance(x, float | int):
+        return _exp_scalar(float(x))
     x = np.asarray(x, dtype=np.float64)
     out = np.empty_like(x)
     finite = np.isfinite(x)
-    out[~finite] = np.where(x[~finite] > 0, np.inf, 0.0)
+    rest = x[~finite]
+    out[~finite] = np.where(np.isnan(rest), np.nan, np.where(rest > 0, np.inf, 0.0))
     v = np.clip(x[finite], -745.2, 709.7)
     n = np.rint(v * _LOG2E)
     r = (v - n * _LN2_HI) - n * _LN2_LO
@@ -54,8 +61,13 @@ def exp(x: np.ndarray | float) -> np.ndarray:
     return out
 
 
-def log(x: np.ndarray | float) -> np.ndarray:
-    """ln x in float64 for x > 0 (−inf at 0, nan below), the same bits on every machine."""
+def log(x: np.ndarray | float) -> np.ndarray | float:
+    """ln x in float64 for x > 0 (−inf at 0, nan below), the same bits on every machine.
+
+    A Python float gets a Python float back (the same operations in plain Python, identical bits).
+    """
+    if isinstance(x, float | int):
+        return _log_scalar(float(x))
     x = np.asarray(x, dtype=np.float64)
     out = np.full_like(x, np.nan)
     out[x == 0] = -np.inf
@@ -72,6 +84,39 @@ def log(x: np.ndarray | float) -> np.ndarray:
         p = p * s2 + c
     out[ok] = (s * p + e * _LN2_LO) + e * _LN2_HI
     return out
+
+
+def _exp_scalar(x: float) -> float:
+    if math.isnan(x):
+        return x
+    if x > 709.7:
+        return math.inf
+    v = max(x, -745.2)
+    n = float(round(v * _LOG2E))  # round half to even, as np.rint
+    r = (v - n * _LN2_HI) - n * _LN2_LO
+    p = _EXP_TERMS[0]
+    for c in _EXP_TERMS[1:]:
+        p = p * r + c
+    return math.ldexp(p, int(n))
+
+
+def _log_scalar(x: float) -> float:
+    if math.isnan(x) or x < 0:
+        return math.nan
+    if x == 0:
+        return -math.inf
+    if math.isinf(x):
+        return math.inf
+    m, e = math.frexp(x)
+    if m < _SQRT_HALF:
+        m, e = m * 2.0, e - 1
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = _ATANH_TERMS[0]
+    for c in _ATANH_TERMS[1:]:
+        p = p * s2 + c
+    ef = float(e)
+    return (s * p + ef * _LN2_LO) + ef * _LN2_HI
 
 
 @lru_cache(maxsize=1)

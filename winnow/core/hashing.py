@@ -37,5 +37,6 @@ def uniforms(doc_ids: Iterable[str], purpose: str, seed: int) -> np.ndarray:
 
 def gumbel(u: float | np.ndarray) -> float | np.ndarray:
     """Standard Gumbel noise ``−log(−log u)``, with the machine-independent log of ``winnow.core.exact``."""
-    noise = -exact.log(-exact.log(u))
-    return float(noise) if np.ndim(noise) == 0 else noise
+    if isinstance(u, float):
+        return -exact.log(-exact.log(u))
+    return -exact.log(-exact.log(np.asarray(u, dtype=np.float64)))

@@ -33,6 +33,11 @@ REMOVED_FIELDS: list[pa.Field] = [
     pa.field("url", pa.string()),
     pa.field("source", pa.string(), nullable=False),
     pa.field("text", pa.string(), nullable=False),
+    # Evidence a stage measured for its decision: the text-level similarity of a near-duplicate to
+    # the document it duplicates, and stage-specific detail as a JSON object string (e.g. the eval
+    # items a decontaminated document matched). Null when the stage records none.
+    pa.field("similarity", pa.float64()),
+    pa.field("detail", pa.string()),
 ]
 
 REJECTED_FIELDS: list[pa.Field] = [
@@ -109,6 +114,20 @@ def rejected_record(
         "doc_id": doc_id,
         "raw": raw,
     }
+
+
+def identity_key(doc: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """A total order on documents for the last word in every tie: the id, then what tells two
+    documents apart when an input reuses an id (source, URL, metadata, text). Sorting by the id
+    alone would leave same-id documents in arrival order, which Beam does not fix."""
+    text = doc.get("text")
+    return (
+        str(doc.get("id")),
+        str(doc.get("source") or ""),
+        str(doc.get("url") or ""),
+        metadata_json(doc.get("metadata")) or "",
+        text if isinstance(text, str) else "",
+    )
 
 
 def metadata_json(metadata: Any) -> str | None:

@@ -111,7 +111,7 @@ def histogram_quantiles(counts: Sequence[int], low: float, high: float, qs: Sequ
 class ScoreSummary:
     """Count, exact mean/std, min, max and a fixed-bin histogram of one score column in one domain."""
 
-    moments: Any  # winnow.scorers.selection.MeanStd
+    moments: Any  # winnow.core.budget.MeanStd
     low: float
     high: float
     minimum: float

@@ -1,4 +1,5 @@
-"""Domain taggers: WebOrganizer topics × formats and DataMan domains (METHODS §6.1, §6.2), Beam-free.
+"""Domain taggers: WebOrganizer topics × formats and DataMan domains (docs/domains.md#weborganizer,
+docs/domains.md#dataman-domains), Beam-free.
 
 In ``core`` because two stages use them: ``tag`` writes the labels, and ``order`` can read the topic
 tagger's probabilities as part of its ICP embedding (``winnow.stages.order.ordering``).
@@ -21,7 +22,8 @@ Two modes, one output contract (24 probabilities in the taxonomy's id order, arg
   truncated to the model's maximum length, softmax over the 24 logits.
 
 The DataMan domain of a document comes from the DataMan scorer when it ran; otherwise from the
-§6.2 topic → domain mapping, which is ours and for reports only, so callers record which one was used.
+docs/domains.md#dataman-domains topic → domain mapping, which is ours and for reports only, so callers record which one
+was used.
 """
 
 from __future__ import annotations

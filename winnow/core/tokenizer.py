@@ -1,4 +1,4 @@
-"""The token counter every token budget uses (METHODS §0: budgets are in tokens).
+"""The token counter every token budget uses (docs/budgets.md#tokens: budgets are in tokens).
 
 winnow ships a byte-level BPE trained offline on permissively licensed text
 (``winnow:models/tokenizer/winnow-bpe-32k.json``, rebuilt by ``scripts/train_tokenizer.py``)

@@ -1,4 +1,4 @@
-"""The "Domains" section of ``report.html``: the ``tag`` stage's statistics (METHODS §6.5 #2).
+"""The "Domains" section of ``report.html``: the ``tag`` stage's statistics (docs/domains.md#per-domain-statistics).
 
 Input is the manifest's ``domains`` records (computed exactly over the whole corpus by Beam
 combiners, not re-read from shards): totals, one ``stats`` record per taxonomy value, one
@@ -50,8 +50,8 @@ def _totals(totals: dict[str, Any] | None, taggers: dict[str, Any] | None) -> st
     lines = [
         f"<p>{totals['documents']:,} documents, {totals['characters']:,} characters, {totals['tokens']:,} tokens.</p>",
         f"<p class='note'>DataMan domain source: {source_text}. <code>dataman</code> = the DataMan scorer's "
-        "prediction; <code>topic</code> = mapped from the WebOrganizer topic (METHODS §6.2, ours, for reports "
-        "only; not a model prediction).</p>",
+        "prediction; <code>topic</code> = mapped from the WebOrganizer topic (docs/domains.md#dataman-domains, "
+        "ours, for reports only; not a model prediction).</p>",
     ]
     if taggers:
         described = []

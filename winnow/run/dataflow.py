@@ -36,6 +36,8 @@ from winnow.run.registry import select_stages
 
 # Config keys whose string values are files or folders a worker opens.
 _PATH_KEYS = ("path", "model", "model_path", "model_dir", "index_dir", "tokenizer", "vocab")
+# Values of those keys that name a model winnow builds in, not a file (embedders, featurizers).
+_BUILT_IN_MODELS = frozenset({"static", "model2vec", "minilm", "hashed"})
 # Runners whose workers never see the submitting machine's disk.
 _ISOLATED_WORKERS = {"DataflowRunner"}
 
@@ -80,7 +82,7 @@ def worker_path_problems(config: WinnowConfig, state_dir: str | None = None) -> 
         problems.append(f"--state: {state_dir}")
     settings = config.model_dump(mode="json", exclude={"inputs", "output", "runner"})
     for key, value in _config_paths(settings):
-        if _is_local(value) and package_file(value) is None:
+        if _is_local(value) and value not in _BUILT_IN_MODELS and package_file(value) is None:
             problems.append(f"{key}: {value}")
     return problems
 

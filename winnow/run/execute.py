@@ -45,6 +45,7 @@ from winnow.run.registry import STAGES, select_stages
 
 STAGING = "_staging"
 OUTPUT_KINDS = ("data", "removed", "rejected")
+TOKENS = "tokens"
 MANIFEST = "manifest.json"
 REPORT = "report.html"
 CARD = "DATASET_CARD.md"
@@ -338,10 +339,13 @@ def finalize(
     sections = dict(summary.get("sections", {}))
     kinds = list(OUTPUT_KINDS) + sorted({entry["kind"] for entry in files} - set(OUTPUT_KINDS))
     wanted = {entry["file"] for entry in files}
-    for kind in kinds:
+    for kind in (k for k in kinds if k != TOKENS):
         for stale in _list_files(FileSystems.join(output_dir, kind)):
             if _relative(stale, kind) not in wanted:
                 FileSystems.delete([stale])
+    for relative in _list_tree(output_dir, TOKENS):  # token files nest deeper; swept even when none are wanted
+        if relative not in wanted:
+            FileSystems.delete([FileSystems.join(output_dir, relative)])
     for entry in files:
         source = FileSystems.join(staging, entry["file"])
         target = FileSystems.join(output_dir, entry["file"])
@@ -372,6 +376,7 @@ def finalize(
         "shards": {kind: [f for f in files if f["kind"] == kind] for kind in kinds},
         "counts": counts,
         "selection": sections.pop("selection", []),
+        **({"tokens": sections.pop(TOKENS)[0]} if TOKENS in sections else {}),
         **sections,
         "invariant": "input == kept + filtered + duplicate + rejected",
         "report": {"html": REPORT, "card": CARD} if report.enabled else None,
@@ -402,6 +407,19 @@ def _list_files(directory: str) -> list[str]:
     return sorted(set(found))
 
 
+def _list_tree(output_dir: str, kind: str) -> list[str]:
+    """Every file under ``<output_dir>/<kind>`` at any depth, as ``kind/…`` relative paths."""
+    directory = FileSystems.join(output_dir, kind)
+    if not FileSystems.exists(directory):
+        return []
+    try:
+        found = [m.path for m in FileSystems.match([FileSystems.join(directory, "**")])[0].metadata_list]
+    except Exception:  # an empty directory on some filesystems
+        return []
+    prefix = directory.rstrip("/") + "/"
+    return sorted(f"{kind}/{path[len(prefix) :]}" for path in found if path.startswith(prefix))
+
+
 def _relative(path: str, kind: str) -> str:
     """``kind/[partition/]file`` of an output file path."""
     parts = path.replace("\\", "/").split("/")
@@ -411,7 +429,7 @@ def _relative(path: str, kind: str) -> str:
 
 def _tokenizer_description(config: WinnowConfig, stage_names: list[str]) -> dict[str, str] | None:
     """Name and hash of the tokenizer behind ``n_tokens`` and token budgets, when a stage used it."""
-    if not {"score", "tag", "mix", "order"} & set(stage_names):
+    if not {"score", "tag", "mix", "order", "select", "review", "inject"} & set(stage_names):  # select/review: counts
         return None
 
     return load_tokenizer(config.tokenizer.path, config.tokenizer.eos_token).describe()

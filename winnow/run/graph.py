@@ -29,6 +29,7 @@ from winnow.config import WinnowConfig
 from winnow.core.schemas import document_schema, rejected_schema, removed_schema
 from winnow.run.progress import ProgressTap
 from winnow.run.registry import build_stage
+from winnow.run.tokens import WriteTokens
 
 SUMMARY_FILE = "_summary.json"
 
@@ -104,8 +105,11 @@ def build_pipeline(
     rejected_parts = [read[REJECTED]]
     stage_reports = []  # extra per-stage summaries (selection cut, domain stats, …) for the manifest
     tables = []  # extra per-stage output tables (contexts, dd pieces, …)
+    finishing = []  # stages with work over the run's final outputs (inject's trap ledger)
     for spec in stages:
         transform = build_stage(spec, config)
+        if hasattr(transform, "finish"):
+            finishing.append((spec.name, transform))
         outputs = docs | spec.name >> transform
         docs = outputs[KEPT] | f"Progress_{spec.name}" >> beam.ParDo(ProgressTap(spec.name, progress_dir))
         removed_parts.append(outputs[REMOVED])
@@ -130,16 +134,18 @@ def build_pipeline(
     sharding = config.output.shards
     stage_names = [spec.name for spec in stages]
     ordered = "order" in stage_names
+    schema = data_schema(config, stages)
     files = [
         kept
         | "WriteData"
         >> WriteShards(
             "data",
             FileSystems.join(staging_dir, "data"),
-            data_schema(config, stages),
+            schema,
             sharding,
             ordered_sort_key if ordered else document_sort_key,
-            partition_field="phase" if "mix" in stage_names else None,
+            # Training phases (mix.schedule, INGENIOUS rounds) are shard sets: data/phase=<name>/.
+            partition_field="phase" if "phase" in schema.names else None,
             ordered_by="order_rank" if ordered else None,
         ),
         rejected_all
@@ -154,6 +160,9 @@ def build_pipeline(
         ),
     ]
     for name, pcoll, table in tables:
+        table_sharding = sharding
+        if table.row_group_rows is not None and table.row_group_rows < sharding.row_group_rows:
+            table_sharding = sharding.model_copy(update={"row_group_rows": table.row_group_rows})
         files.append(
             pcoll
             | f"WriteTable_{name}"
@@ -161,7 +170,7 @@ def build_pipeline(
                 name,
                 FileSystems.join(staging_dir, name),
                 table.schema,
-                sharding,
+                table_sharding,
                 table.sort_key,
                 shard_key=table.shard_key,
                 partition_field=table.partition_field,
@@ -193,6 +202,21 @@ def build_pipeline(
         *[f | f"TagFiles{i}" >> beam.Map(lambda s: ("file", s)) for i, f in enumerate(files)],
         *stage_reports,
     ]
+    for name, transform in finishing:  # summary items ("file", "section") from the final kept and removed rows
+        final_outputs = {KEPT: kept, REMOVED: removed_all}
+        summary_items.append(final_outputs | f"Finish_{name}" >> transform.finish(staging_dir))
+    if config.output.tokens.formats:  # training-ready token files (docs/token-output.md)
+        token_inputs = {"kept": kept, **{name: pcoll for name, pcoll, _ in tables if name == "dd"}}
+        summary_items.append(
+            token_inputs
+            | "WriteTokens"
+            >> WriteTokens(
+                config,
+                stage_names,
+                FileSystems.join(staging_dir, "tokens"),
+                soft_labels_root=FileSystems.join(staging_dir, "soft_labels"),
+            )
+        )
     summary_path = FileSystems.join(staging_dir, SUMMARY_FILE)
     _ = (
         summary_items

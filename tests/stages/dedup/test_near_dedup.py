@@ -53,17 +53,21 @@ def check_accounting(docs: list[dict[str, Any]], out: dict[str, Any], indexed: f
     assert all(d["reason"] == "dedup:minhash" for d in out["removed"])
 
 
-def test_chain_a_b_c_is_one_cluster_with_one_keeper(tmp_path: Path) -> None:
-    """Fidelity test 4: A–B and B–C match, A–C does not; still one cluster of three."""
+def chain_a_b_c() -> tuple[str, str, str]:
+    """Three texts where A–B and B–C are verified LSH candidates and A–C is not a candidate."""
     for seed in range(50):
         base = words(random.Random(seed), 300)
         a, b, c = (" ".join(base[i : i + 250]) for i in (0, 25, 50))
         if edge(a, b) == (True, True) and edge(b, c) == (True, True) and not edge(a, c)[0]:
-            break
-    else:
-        pytest.fail("no seed gave the A–B–C precondition")
+            return a, b, c
+    pytest.fail("no seed gave the A–B–C precondition")
+
+
+def test_chain_a_b_c_is_one_cluster_with_one_keeper(tmp_path: Path) -> None:
+    """Fidelity test 4: A–B and B–C match, A–C does not; still one cluster of three (no text check)."""
+    a, b, c = chain_a_b_c()
     docs = [doc("c", c), doc("a", a), doc("b", b), doc("z", " ".join(words(random.Random(99), 200)))]
-    out = run(docs, tmp_path)
+    out = run(docs, tmp_path, verify_text=False)
     check_accounting(docs, out)
     kept = {d["id"]: d for d in out["kept"]}
     assert set(kept) == {"a", "z"}
@@ -73,6 +77,27 @@ def test_chain_a_b_c_is_one_cluster_with_one_keeper(tmp_path: Path) -> None:
         ("b", "a", 3),
         ("c", "a", 3),
     ]
+
+
+def test_text_check_against_the_keeper_stops_transitive_removal(tmp_path: Path) -> None:
+    """marin#6854: C reaches A's cluster only through B; checked against the keeper A it stays."""
+    a, b, c = chain_a_b_c()
+    docs = [doc("c", c), doc("a", a), doc("b", b)]
+    out = run(docs, tmp_path)
+    check_accounting(docs, out)
+    kept = {d["id"]: d for d in out["kept"]}
+    assert set(kept) == {"a", "c"}
+    assert (kept["c"]["cluster_id"], kept["c"]["cluster_size"]) == (None, 1)
+    (dup,) = out["removed"]
+    assert (dup["id"], dup["duplicate_of"]) == ("b", "a")
+    expected = mh.exact_jaccard(mh.shingles(b), mh.shingles(a))
+    assert dup["similarity"] == pytest.approx(expected) and dup["similarity"] >= (1 / 14) ** (1 / 8)
+    assert mh.exact_jaccard(mh.shingles(c), mh.shingles(a)) < (1 / 14) ** (1 / 8)
+    assert out["counters"]["dedup:minhash_text_verified"] == 1
+    assert out["counters"]["dedup:minhash_unverified"] == 1
+    # Containment with a low bar takes C as well: the measure and threshold are the user's.
+    loose = run(docs, tmp_path, text_similarity="containment", text_threshold=0.3)
+    assert sorted(d["id"] for d in loose["removed"]) == ["b", "c"]
 
 
 @pytest.mark.parametrize(("keep", "keeper"), [("lowest_id", "a"), ("longest", "c"), ("score:quality", "b")])
@@ -176,7 +201,8 @@ def test_verification_removes_lsh_false_positives(tmp_path: Path) -> None:
     else:
         pytest.fail("no seed gave an unverified LSH candidate")
     docs = [doc("a", a), doc("b", b)]
-    assert run(docs, tmp_path, verify=False)["removed"][0]["id"] == "b"
+    assert run(docs, tmp_path, verify=False, verify_text=False)["removed"][0]["id"] == "b"
+    assert run(docs, tmp_path, verify=False)["removed"] == []  # the text check alone catches it too
     verified = run(docs, tmp_path)
     assert verified["removed"] == []
     assert verified["counters"]["dedup:minhash_candidates"] == 1
@@ -245,3 +271,24 @@ def test_config_presets_and_validation() -> None:
     for bad in ({"keep": "newest"}, {"bands": 20}, {"unknown": 1}, {"bands": None, "rows": 4}):
         with pytest.raises(ValueError):
             MinHashConfig(**bad)
+
+
+def test_oversized_cluster_is_reported_and_never_collapsed_blindly(tmp_path: Path) -> None:
+    base = words(random.Random(12), 300)
+    docs = [doc(f"v{i:02d}", " ".join(base[:290] + [f"variant{i}"] * 3)) for i in range(30)]
+    docs.append(doc("other", " ".join(words(random.Random(13), 200))))
+    checked = run(docs, tmp_path, max_cluster_size=10)
+    check_accounting(docs, checked)
+    assert sorted(d["id"] for d in checked["kept"]) == ["other", "v00"]  # verified: they are near-copies
+    assert all(d["similarity"] >= (1 / 14) ** (1 / 8) for d in checked["removed"])
+    summary = {r["kind"]: r for r in checked["summary"]}
+    assert (summary["oversized_cluster"]["keeper"], summary["oversized_cluster"]["size"]) == ("v00", 30)
+    minhash = summary["minhash"]
+    assert (minhash["clusters"], minhash["oversized_clusters"], minhash["removed_text_verified"]) == (1, 1, 29)
+    assert checked["counters"]["dedup:minhash_oversized_clusters"] == 1
+
+    blind = run(docs, tmp_path, max_cluster_size=10, verify_text=False)
+    assert blind["removed"] == [] and len(blind["kept"]) == len(docs)  # kept whole, not collapsed
+    assert {r["kind"]: r for r in blind["summary"]}["minhash"]["oversized_kept_whole"] == 1
+    small = run(docs, tmp_path, verify_text=False)  # under the limit: collapsed as before
+    assert len(small["removed"]) == 29 and all(d.get("similarity") is None for d in small["removed"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -118,3 +119,103 @@ def test_broken_html_does_not_crash() -> None:
 def test_unknown_backend_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown extraction backend"):
         HtmlExtractor(backend="nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast backend's rules, each on a page built to need it (the thresholds themselves are measured
+# by bench/extraction_quality.py on trafilatura-eval and article-extraction-benchmark).
+
+_PARAGRAPH = (
+    "The council voted on Tuesday to extend the tram line to the northern districts, a plan that "
+    "has been debated for more than a decade and will cost an estimated four hundred million euros."
+)
+
+
+def _page(body: str) -> str:
+    return f"<html><head><title>t</title></head><body>{body}</body></html>"
+
+
+def _fast(html: str, **kwargs: object) -> str:
+    return HtmlExtractor(backend="fast", **kwargs).extract_html(html)
+
+
+def test_fast_takes_the_article_container_and_its_lead_paragraph() -> None:
+    lead = "Lead: the northern districts finally get their tram, after twelve years of planning and delays."
+    html = _page(
+        f"<div id='sidebar'><p>{_PARAGRAPH.replace('council', 'sidebar')}</p></div>"
+        f"<div class='header'><p class='intro'>{lead}</p></div>"
+        f"<div class='entry-content'><p>{_PARAGRAPH}</p><p>{_PARAGRAPH}</p></div>"
+    )
+    text = _fast(html)
+    assert lead in text and _PARAGRAPH in text
+    assert "sidebar voted" not in text
+
+
+def test_fast_without_a_marked_container_keeps_the_densest_region() -> None:
+    teaser = "the mayor opens a new bridge over the river in the old town this weekend, with a concert."
+    html = _page(
+        f"<div id='x1'><div><p><a href='/bridge'>Another story:</a> {teaser}</p></div></div>"
+        f"<div id='x2'><div><p>{_PARAGRAPH}</p><p>{_PARAGRAPH}</p><p>{_PARAGRAPH}</p>"
+        f"<p>{_PARAGRAPH}</p><p>{_PARAGRAPH}</p><p>{_PARAGRAPH}</p></div></div>"
+    )
+    text = _fast(html)
+    assert _PARAGRAPH in text and teaser not in text
+
+
+def test_fast_removes_comment_sections_however_long_unless_asked() -> None:
+    comment = "I think this tram line is a waste of money and nobody in our street will ever use it, sadly."
+    html = _page(f"<article><p>{_PARAGRAPH}</p><div id='comments'>{f'<p>{comment}</p>' * 8}</div></article>")
+    assert comment not in _fast(html)
+    assert comment in _fast(html, include_comments=True)
+
+
+def test_fast_drops_interface_text_in_bare_divs_but_not_on_div_only_pages() -> None:
+    article = f"<p>{_PARAGRAPH}</p><div>12 March 2024</div><p>{_PARAGRAPH}</p><div>Share this article</div>"
+    text = _fast(_page(f"<article>{article}</article>"))
+    assert _PARAGRAPH in text and "12 March 2024" not in text and "Share this article" not in text
+    steps = "".join(f"<div>Step {i}: stir the sauce.</div>" for i in range(5))
+    div_only = f"<article><div>{_PARAGRAPH}</div>{steps}<div>{_PARAGRAPH}</div></article>"
+    assert "Step 3: stir the sauce." in _fast(_page(div_only))
+
+
+def test_fast_drops_captions_menus_and_orphan_headings() -> None:
+    menu = "".join(f"<li><a href='/{i}'>Section {i}</a></li>" for i in range(6))
+    long_heading = (
+        "Why the tram line took twelve years to build: a long standfirst that the site's template sets in a heading"
+    )
+    html = _page(
+        f"<article><p>{_PARAGRAPH}</p><h2>{long_heading}</h2>"
+        f"<figure><img src='a.jpg'><figcaption>Photo: Jane Doe / Agency</figcaption></figure>"
+        f"<h3>More from the city</h3><ul>{menu}</ul></article>"
+    )
+    text = _fast(html)
+    assert long_heading in text and _PARAGRAPH in text
+    assert "Photo: Jane Doe" not in text and "Section 3" not in text and "More from the city" not in text
+
+
+def test_fast_keeps_line_structure() -> None:
+    html = _page(
+        f"<article><p>{_PARAGRAPH}<br>Second line</p><pre>a  =  1\n  b = 2</pre><ul><li>one item</li></ul></article>"
+    )
+    lines = _fast(html).split("\n")
+    assert _PARAGRAPH in lines and "Second line" in lines
+    assert "a  =  1" in lines and "  b = 2" in lines
+    assert "• one item" in lines
+
+
+def test_fast_reads_noscript_only_pages_and_skips_tables_when_asked() -> None:
+    html = _page(f"<div id='app'></div><noscript><div><p>{_PARAGRAPH}</p></div></noscript>")
+    assert _PARAGRAPH in _fast(html)
+    table = _page(f"<article><p>{_PARAGRAPH}</p><table><tr><td>Cell value 42</td></tr></table></article>")
+    assert "Cell value 42" in _fast(table)
+    assert "Cell value 42" not in _fast(table, include_tables=False)
+
+
+def test_fast_survives_deep_nesting_and_lone_surrogates() -> None:
+    deep = _page("<div><span>" * 2000 + _PARAGRAPH + "</div>" * 10)  # walked, past the depth limit
+    assert _PARAGRAPH in _fast(deep)
+    t0 = time.process_time()
+    deeper = _page("<div>x " * 60_000 + _PARAGRAPH)  # Lexbor would need seconds: resiliparse reads it
+    assert _PARAGRAPH in _fast(deeper)
+    assert time.process_time() - t0 < 2.0
+    assert _PARAGRAPH in _fast(_page(f"<p>{_PARAGRAPH}</p><p>bad \ud800 char</p>"))

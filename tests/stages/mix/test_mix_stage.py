@@ -24,7 +24,7 @@ from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import uniform
 from winnow.stages.mix.config import MixConfig
 from winnow.stages.mix.mixing import MixtureGeneration, generate_mixtures, total_variation
-from winnow.stages.mix.stage import NOT_SELECTED, SPEC, SUMMARY, Mix, fit_regmix_targets
+from winnow.stages.mix.stage import NOT_SELECTED, SUMMARY, Mix, prepare_mix
 
 UPSAMPLED = ("Science & Tech.", "Software Dev.", "Education & Jobs")
 
@@ -51,9 +51,9 @@ def pool() -> list[dict[str, Any]]:
 
 
 def run_mix(config: MixConfig, docs: list[dict[str, Any]], seed: int = 0, tokenizer: Any = None) -> dict[str, Any]:
-    """The stage's four outputs and its counters."""
+    """The stage's four outputs and its counters; the driver-side ``prepare_mix`` step runs first, as in a run."""
     pipeline = local_pipeline()
-    stage = SPEC.build(config, seed=seed, tokenizer=tokenizer)  # as a run builds it: RegMix fitted first
+    stage = Mix(config, seed=seed, tokenizer=tokenizer, **prepare_mix(config))
     result = pipeline | beam.Create(docs, reshuffle=False) | stage
     outputs = {name: collect(result[name], f"mix_{name}") for name in (KEPT, REMOVED, REJECTED, SUMMARY)}
     outcome = pipeline.run()
@@ -319,9 +319,9 @@ def test_regmix_target_is_fitted_on_the_driver_and_realised(pool, tmp_path) -> N
         writer.writerows([*row, loss] for row, loss in zip(mixtures.tolist(), losses, strict=True))
     regmix = {"runs_csv": str(tmp_path / "runs.csv"), "prior": str(tmp_path / "prior.json"), "targets": ["loss"]}
     config = MixConfig(enabled=True, fraction=0.5, weights={"regmix": {**regmix, "samples": 20_000}})
-    with pytest.raises(ValueError, match="not fitted"):  # a constructor builds; it does not train
-        Mix(config)
-    stage = Mix(config, **fit_regmix_targets(config))
+    with pytest.raises(ValueError, match="not fitted"):
+        Mix(config)  # fitting is the prepare step's job, never the constructor's
+    stage = Mix(config, **prepare_mix(config))
     (fit,) = stage.fitted.values()
     assert total_variation(fit.mixture, optimum) < total_variation(topic_weights(pool, 1.0), optimum)
     out = run_mix(config, pool)

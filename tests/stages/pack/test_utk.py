@@ -34,6 +34,7 @@ KNOTS = {"<|knot_1e|>": 101, "<|knot_2s|>": 102, "<|knot_2e|>": 103, "<|knot_3s|
 BACKTRACE = {"<D>": 201, "</D>": 202, "<S>": 203, "<s>": 204, "</S>": 205}
 D_OPEN, D_CLOSE, S_OPEN, S_SEP, S_CLOSE = 201, 202, 203, 204, 205
 EOS = 0
+L = 255  # the pack stage's context_tokens: contexts of L + 1 tokens
 
 
 def encode(texts):
@@ -42,7 +43,7 @@ def encode(texts):
 
 
 def make_config(**overrides) -> UtkConfig:
-    values = {"context_tokens": 255, "special_ids": {**KNOTS, **BACKTRACE}, **overrides}
+    values = {"special_ids": {**KNOTS, **BACKTRACE}, **overrides}
     return UtkConfig(**values)
 
 
@@ -60,7 +61,7 @@ def random_docs(seed: int, count: int, low: int = 1, high: int = 120) -> list[tu
 
 def test_worked_example_from_the_released_function():
     """seed 47, idx 5, knots 101–104, π = always 3: A's last chunk and C's pinned last chunk fall off."""
-    config = make_config(context_tokens=28, rng="reference", backtrace=False, preserve_partial_order=False)
+    config = make_config(rng="reference", backtrace=False, preserve_partial_order=False)
     a, b, c = [*range(10, 20), EOS], [*range(30, 39), EOS], list(range(50, 58))
     rng = np.random.Generator(np.random.MT19937(47 * 100000 + 5))
     out = untie_reference_sample(
@@ -88,7 +89,6 @@ def test_token_parity_with_the_released_dataset_on_200_packed_samples():
     for case in cases:
         names = [f"<|k{j}|>" for j in range(len(case["knots"]))]
         config = UtkConfig(
-            context_tokens=len(case["tokens"]) - 1,
             probability=case["probability"],
             chunks={n: w for n, w in enumerate(case["law"], start=1)},
             knot_tokens=names,
@@ -136,7 +136,7 @@ def test_conservation_through_the_chunk_table(split, preserve):
     config = make_config(backtrace=False, probability=1.0, split=split, preserve_partial_order=preserve)
     docs = random_docs(1, 400)
     by_id = {doc_id: np.append(ids, EOS) for _, doc_id, ids in docs}
-    contexts, totals = pack_bundle(docs, config, special_for(config), encode, seed=7, bundle="b")
+    contexts, totals = pack_bundle(docs, config, special_for(config), encode, seed=7, context_tokens=L, bundle="b")
     checked_docs = 0
     for context in contexts:
         restored, known = restore_plain(context)
@@ -152,17 +152,17 @@ def test_conservation_through_the_chunk_table(split, preserve):
     assert checked_docs > 100
     assert totals.truncated_tokens > 0
     assert totals.kept_tokens + totals.truncated_tokens == totals.stream_tokens
-    assert utk_summary(totals, config, special_for(config), seed=7)["accounting"]["closes"]
+    assert utk_summary(totals, config, special_for(config), seed=7, context_tokens=L)["accounting"]["closes"]
 
 
 def test_defer_loses_nothing_across_the_bundle():
     config = make_config(probability=1.0, overflow="defer", chunks={2: 0.5, 3: 0.5})
     docs = random_docs(2, 300)
     by_id = {doc_id: np.append(ids, EOS) for _, doc_id, ids in docs}
-    contexts, totals = pack_bundle(docs, config, special_for(config), encode, seed=3, bundle="b")
+    contexts, totals = pack_bundle(docs, config, special_for(config), encode, seed=3, context_tokens=L, bundle="b")
     seen: Counter = Counter()
     for context in contexts:
-        assert len(context.tokens) <= config.context_tokens + 1
+        assert len(context.tokens) <= L + 1
         for chunk in context.chunks:
             kept = context.tokens[chunk.dst_start : chunk.dst_start + chunk.kept_tokens]
             doc = by_id[chunk.doc_id]
@@ -172,16 +172,16 @@ def test_defer_loses_nothing_across_the_bundle():
     assert seen == expected  # every stream token trained exactly once
     assert totals.truncated_tokens == 0 and totals.deferred_tokens > 0
     assert totals.kept_tokens == totals.stream_tokens
-    assert all(len(c.tokens) == config.context_tokens + 1 for c in contexts[: -totals.tail_plain_contexts - 1])
-    assert utk_summary(totals, config, special_for(config), seed=3)["accounting"]["closes"]
+    assert all(len(c.tokens) == L + 1 for c in contexts[: -totals.tail_plain_contexts - 1])
+    assert utk_summary(totals, config, special_for(config), seed=3, context_tokens=L)["accounting"]["closes"]
 
 
 def test_defer_keeps_a_context_plain_when_insertions_leave_no_room():
     """Tiny contexts of one-token documents: knots and IDs could displace everything; the packer then
     emits the context plain instead of carrying forever."""
-    config = make_config(context_tokens=8, probability=1.0, overflow="defer", chunks={2: 1.0}, id_chars=20)
+    config = make_config(probability=1.0, overflow="defer", chunks={2: 1.0}, id_chars=20)
     docs = [(i, f"d{i}", [300 + i] * 3) for i in range(30)]
-    _, totals = pack_bundle(docs, config, special_for(config), encode, seed=0)
+    _, totals = pack_bundle(docs, config, special_for(config), encode, seed=0, context_tokens=8)
     assert totals.no_room_contexts > 0
     assert totals.kept_tokens == totals.stream_tokens
 
@@ -190,7 +190,7 @@ def test_defer_keeps_a_context_plain_when_insertions_leave_no_room():
 
 
 def test_knot_layout_and_equal_cuts():
-    config = make_config(probability=1.0, chunks={3: 1.0}, backtrace=False, context_tokens=200)
+    config = make_config(probability=1.0, chunks={3: 1.0}, backtrace=False)
     special = special_for(config)
     ten = Segment("ten", 0, np.arange(300, 310))
     one = Segment("one", 0, np.array([500, 501]))  # shorter than n: not split
@@ -220,7 +220,7 @@ def test_knot_layout_and_equal_cuts():
 def test_the_last_chunk_of_the_last_document_stays_last(rng):
     config = make_config(probability=1.0, chunks={2: 0.5, 3: 0.5}, preserve_partial_order=False, rng=rng)
     docs = random_docs(4, 200, low=5)
-    contexts, _ = pack_bundle(docs, config, special_for(config), encode, seed=11, bundle="b")
+    contexts, _ = pack_bundle(docs, config, special_for(config), encode, seed=11, context_tokens=L, bundle="b")
     for context in contexts:
         last_segment = max(c.segment for c in context.chunks)
         final = max((c for c in context.chunks if c.segment == last_segment), key=lambda c: c.chunk_index)
@@ -232,7 +232,8 @@ def test_the_last_chunk_of_the_last_document_stays_last(rng):
 
 def test_partial_order_keeps_each_documents_chunks_in_order():
     config = make_config(probability=1.0, chunks={2: 0.3, 3: 0.7}, preserve_partial_order=True, split="uniform")
-    contexts, _ = pack_bundle(random_docs(5, 300, low=5), config, special_for(config), encode, seed=2, bundle="b")
+    docs = random_docs(5, 300, low=5)
+    contexts, _ = pack_bundle(docs, config, special_for(config), encode, seed=2, context_tokens=L, bundle="b")
     split_docs = 0
     for context in contexts:
         by_segment: dict[int, list] = {}
@@ -253,9 +254,7 @@ def binomial_interval(p: float, n: int, z: float = 2.5758) -> tuple[float, float
 def in_order_share(rng_mode: str, contexts: int) -> tuple[float, int]:
     """Share of 3-chunk documents (the last document of each context excluded: its last chunk is pinned)
     whose chunks appear in their original order when nothing preserves it."""
-    config = make_config(
-        context_tokens=35, probability=1.0, chunks={3: 1.0}, preserve_partial_order=False, backtrace=False, rng=rng_mode
-    )
+    config = make_config(probability=1.0, chunks={3: 1.0}, preserve_partial_order=False, backtrace=False, rng=rng_mode)
     special = special_for(config)
     rng = np.random.default_rng(17)
     in_order = total = 0
@@ -342,9 +341,10 @@ def test_loss_mask_on_a_hand_built_context():
 
 
 def test_summaries_follow_the_last_appearing_chunk_and_list_ids_in_order():
-    config = make_config(probability=1.0, chunks={2: 0.5, 3: 0.5}, context_tokens=511, preserve_partial_order=False)
+    config = make_config(probability=1.0, chunks={2: 0.5, 3: 0.5}, preserve_partial_order=False)
     special = special_for(config)
-    contexts, _ = pack_bundle(random_docs(6, 200, low=5), config, special, encode, seed=9, bundle="b")
+    docs = random_docs(6, 200, low=5)
+    contexts, _ = pack_bundle(docs, config, special, encode, seed=9, context_tokens=511, bundle="b")
     checked = 0
     for context in contexts:
         by_segment: dict[int, list] = {}
@@ -380,7 +380,7 @@ def test_summaries_follow_the_last_appearing_chunk_and_list_ids_in_order():
 
 def test_share_of_augmented_contexts_and_chunk_counts_follow_the_config():
     law = {1: 0.2, 2: 0.3, 3: 0.5}
-    config = make_config(probability=0.3, chunks=law, backtrace=False, context_tokens=59)
+    config = make_config(probability=0.3, chunks=law, backtrace=False)
     special = special_for(config)
     applied, counts = 0, Counter()
     rng = np.random.default_rng(3)
@@ -418,11 +418,11 @@ def rows(contexts, emit="materialize"):
 def test_same_bundle_in_any_input_order_gives_identical_contexts(overflow):
     config = make_config(overflow=overflow)
     docs = random_docs(8, 150)
-    first, _ = pack_bundle(docs, config, special_for(config), encode, seed=4, bundle="phase=a")
+    first, _ = pack_bundle(docs, config, special_for(config), encode, seed=4, context_tokens=L, bundle="phase=a")
     shuffled = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))]
-    second, _ = pack_bundle(shuffled, config, special_for(config), encode, seed=4, bundle="phase=a")
+    second, _ = pack_bundle(shuffled, config, special_for(config), encode, seed=4, context_tokens=L, bundle="phase=a")
     assert rows(first) == rows(second)
-    other_seed, _ = pack_bundle(docs, config, special_for(config), encode, seed=5, bundle="phase=a")
+    other_seed, _ = pack_bundle(docs, config, special_for(config), encode, seed=5, context_tokens=L, bundle="phase=a")
     assert rows(first) != rows(other_seed)
 
 
@@ -430,11 +430,11 @@ def test_same_bundle_in_any_input_order_gives_identical_contexts(overflow):
 def test_fixed_windows_from_blocked_prefix_sums_equal_the_streaming_packer(rank_block):
     """overflow: truncate at scale: offsets from per-block prefix sums, one window of L + 1 tokens per
     context, each untied on its own, whatever the block size (the Beam layout), equal the packer."""
-    config = make_config(context_tokens=127)
+    config = make_config()
     special = special_for(config)
     docs = random_docs(9, 120)
-    streamed, _ = pack_bundle(docs, config, special, encode, seed=6, bundle="p")
-    size = config.context_tokens + 1
+    streamed, _ = pack_bundle(docs, config, special, encode, seed=6, context_tokens=127, bundle="p")
+    size = 127 + 1
     lengths = [len(ids) + 1 for _, _, ids in docs]
     blocks = [lengths[i : i + rank_block] for i in range(0, len(lengths), rank_block)]
     block_base = prefix_offsets([sum(b) for b in blocks])
@@ -467,7 +467,7 @@ def test_plan_reapplied_equals_materialize():
     materialised tokens; so does ``apply_plan`` from the recorded insertions."""
     config = make_config(probability=0.7, chunks={1: 0.1, 2: 0.4, 3: 0.5})
     special = special_for(config)
-    contexts, _ = pack_bundle(random_docs(10, 200), config, special, encode, seed=8, bundle="b")
+    contexts, _ = pack_bundle(random_docs(10, 200), config, special, encode, seed=8, context_tokens=L, bundle="b")
     knots = list(KNOTS.values())
     for context in contexts:
         plan, done = context.row("plan", seed=8), context.row("materialize", seed=8)
@@ -533,7 +533,9 @@ def test_special_tokens_from_the_bundled_tokenizer_are_fresh_ids_past_the_vocabu
 @pytest.mark.parametrize("emit", ["materialize", "plan"])
 def test_rows_fit_the_contexts_schema(emit):
     config = make_config(emit=emit)
-    contexts, _ = pack_bundle(random_docs(12, 40), config, special_for(config), encode, seed=0, bundle="b")
+    contexts, _ = pack_bundle(
+        random_docs(12, 40), config, special_for(config), encode, seed=0, context_tokens=L, bundle="b"
+    )
     table = pa.Table.from_pylist([c.row(emit, seed=0) for c in contexts], schema=UTK_CONTEXTS_SCHEMA)
     assert table.num_rows == len(contexts)
     assert table.column("loss_mask").null_count == (len(contexts) if emit == "plan" else 0)
@@ -545,12 +547,13 @@ def test_totals_merge_like_one_pass_and_the_summary_counts_everything():
     docs = random_docs(13, 200)
     parts = []
     for bundle, block in (("a", docs[:100]), ("b", docs[100:])):
-        _, totals = pack_bundle(block, config, special, encode, seed=1, bundle=bundle)
+        _, totals = pack_bundle(block, config, special, encode, seed=1, context_tokens=L, bundle=bundle)
         parts.append(totals)
     whole = parts[0].merge(parts[1])
     assert whole == parts[1].merge(parts[0])
-    summary = utk_summary(whole, config, special, seed=1)
+    summary = utk_summary(whole, config, special, seed=1, context_tokens=L)
     assert summary["contexts"] == summary["contexts_with_utk"] + summary["contexts_without_utk"]
+    assert summary["augmented_share"] == summary["contexts_with_utk"] / summary["contexts"]
     assert summary["accounting"]["closes"]
     assert summary["knot_tokens"] + summary["backtrace_tokens"] == summary["truncated_tokens"]
     assert sum(summary["chunk_histogram"].values()) == whole.segments
@@ -560,7 +563,15 @@ def test_totals_merge_like_one_pass_and_the_summary_counts_everything():
 def test_packer_counts_through_the_callback():
     config = make_config()
     seen: Counter = Counter()
-    packer = UtkPacker(config, special_for(config), encode, 0, bundle="b", count=lambda name, n: seen.update({name: n}))
+    packer = UtkPacker(
+        config,
+        special_for(config),
+        encode,
+        0,
+        context_tokens=L,
+        bundle="b",
+        count=lambda name, n: seen.update({name: n}),
+    )
     contexts = []
     for _, doc_id, ids in random_docs(14, 60):
         contexts += packer.add(doc_id, ids)

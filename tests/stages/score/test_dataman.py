@@ -272,6 +272,28 @@ def test_bundled_model_in_the_score_stage(tmp_path):
     assert [by_id[d["id"]]["overall_score"] for d in docs] == direct["overall_score"].tolist()
 
 
+def test_bundled_model_has_its_own_head_per_criterion_and_ranks_unseen_human_labels():
+    """Every criterion has its own head now, and the overall rating (its expected value) orders the
+    report split of the human-labelled pages (the bundled model trains on their fit split only)."""
+    from sklearn.metrics import roc_auc_score
+
+    from winnow.core.evaluation import REPORT, three_way_split
+
+    scorer = build_scorer({"name": "dataman", "backend": "dataman", "path": "winnow:models/dataman/dataman-local.npz"})
+    assert scorer.model.fallback == {} and set(scorer.model.heads) == set(CRITERIA)
+    with gzip.open(DATA / "text" / "quality_labels.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    unseen = [r for r, split in zip(rows, three_way_split([r["id"] for r in rows]), strict=True) if split == REPORT]
+    truncated, _ = scorer.truncate([r["text"] for r in unseen])
+    x = scorer.encoder.encode(truncated)
+    overall = scorer.model.head_for("overall_score").predict_value(x)
+    assert roc_auc_score([r["label"] for r in unseen], overall) > 0.7
+    # Distinct heads give distinct ratings: creativity does not copy the overall rating.
+    assert not np.array_equal(
+        scorer.model.heads["creativity"].predict(x), scorer.model.heads["overall_score"].predict(x)
+    )
+
+
 def test_train_cli_writes_model_and_report(tmp_path):
     from typer.testing import CliRunner
 

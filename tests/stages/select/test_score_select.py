@@ -134,7 +134,8 @@ def test_fasttext_scores_match_the_core_and_do_not_depend_on_batching(docs, fast
     assert results[1] == results[7] == results[256]
     by_id = results[1]
     assert [by_id[d["id"]] for d in sample] == [float(v) for v in expected["preselect_score"]]
-    assert all(isinstance(v, float) and 0 <= v <= 1 for v in by_id.values())
+    assert all(isinstance(v, float) for v in by_id.values())  # the stage writes floats, not numpy scalars
+    assert min(by_id.values()) < 0.5 < max(by_id.values())  # news and web lines land on both sides
 
 
 def test_scoring_is_deterministic_across_runs(docs, fasttext_model):

@@ -54,6 +54,7 @@ __all__ = [
     "finalize",
     "id_bound",
     "load_tokenizer",
+    "megatron_prefixes",
     "read_index",
     "resolve_dtype",
     "write_dataset",
@@ -259,3 +260,12 @@ def finalize(
         dataset_files=dataset_files,
         storage_dtypes=storage,
     )
+
+
+def megatron_prefixes(section: dict[str, Any], dataset: str) -> list[str]:
+    """The part prefixes of one Megatron dataset (``contexts/phase=base``, say), in part order, relative
+    to the ``tokens/`` root: what ``--data-path`` (or a ``--data-args-path`` file) lists, one per part."""
+    entry = section["datasets"].get(f"megatron/{dataset}")
+    if entry is None:
+        raise KeyError(f"no megatron dataset {dataset!r}; the run wrote {sorted(section['datasets'])}")
+    return sorted(f["path"][: -len(".bin")] for f in entry["files"] if f["path"].endswith(".bin"))

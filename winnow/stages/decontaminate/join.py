@@ -115,14 +115,18 @@ def decide(
     if not counted:
         return Decision(matches=())
     if action == "drop":
-        per_benchmark: Counter[str] = Counter()
-        for match in counted:
-            per_benchmark[match.benchmark] += match.ngrams
-        top = min(per_benchmark, key=lambda name: (-per_benchmark[name], name))
-        return Decision(matches=counted, drop_reason=f"decontaminate:{top}")
+        return Decision(matches=counted, drop_reason=f"decontaminate:{top_benchmark(counted)}")
     spans = [span for match in counted for span in match.spans]
     cut, removed = cut_spans(text, spans, cut_margin)
     return Decision(matches=counted, text=cut, chars_cut=removed)
+
+
+def top_benchmark(matches: Sequence[ItemMatch]) -> str:
+    """The benchmark with the most matched n-grams (ties: the first name): the one a removal names."""
+    per_benchmark: Counter[str] = Counter()
+    for match in matches:
+        per_benchmark[match.benchmark] += match.ngrams
+    return min(per_benchmark, key=lambda name: (-per_benchmark[name], name))
 
 
 def removed_record_fields(decision: Decision) -> dict[str, object]:
@@ -175,9 +179,9 @@ class DecontaminationTally:
     def expected_false_hits(self, distinct_eval_ngrams: int) -> float:
         return expected_false_hits(self.ngrams_checked, distinct_eval_ngrams)
 
-    def manifest(self, summaries: dict[str, BenchmarkSummary]) -> dict[str, dict[str, int]]:
-        """Per benchmark: items, n-grams, documents removed or cut, items that matched."""
-        section: dict[str, dict[str, int]] = {}
+    def manifest(self, summaries: dict[str, BenchmarkSummary]) -> dict[str, dict[str, object]]:
+        """Per benchmark: items, n-grams, documents removed or cut, items that matched (count and ids)."""
+        section: dict[str, dict[str, object]] = {}
         for benchmark in sorted(summaries):
             summary = summaries[benchmark]
             section[benchmark] = {
@@ -187,5 +191,6 @@ class DecontaminationTally:
                 "docs_removed": self.docs_removed.get(benchmark, 0),
                 "docs_cut": self.docs_cut.get(benchmark, 0),
                 "items_matched": len(self.items_matched.get(benchmark, ())),
+                "matched_item_ids": sorted(self.items_matched.get(benchmark, ())),
             }
         return section

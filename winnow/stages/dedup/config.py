@@ -1,4 +1,4 @@
-"""Configuration of MinHash near-duplicate removal (METHODS §7.2).
+"""Configuration of MinHash near-duplicate removal (docs/dedup.md#in-winnow).
 
 A preset fills every setting the user leaves out; a setting given explicitly always wins.
 ``threshold`` without ``bands``/``rows`` derives them as datasketch's ``MinHashLSH`` does.
@@ -115,6 +115,34 @@ class MinHashConfig(Section):
         description="Documents with fewer words than this are not deduplicated (a document with fewer "
         "words than `ngram` has no shingle and is never a near-duplicate anyway).",
     )
+    verify_text: bool = Field(
+        True,
+        description="Remove a document only when its text-level similarity (`text_similarity`) with the kept "
+        "document of its cluster reaches `text_threshold`; others stay, counted in `dedup:minhash_unverified`. "
+        "Clusters are transitive (A~B, B~C joins A and C), so without this a chain of near-duplicates can "
+        "remove documents that share little with the one kept (marin#6854). Matches to an earlier run's "
+        "`index_dir` are not verified: the index holds bands, not text.",
+    )
+    text_similarity: Literal["jaccard", "containment"] = Field(
+        "jaccard",
+        description="`jaccard`: |A∩B| / |A∪B| of the two documents' shingle sets (the same shingles as the "
+        "signatures, exact, not estimated); `containment`: |A∩B| / |A|, the share of the removed document's "
+        "shingles found in the kept one (a short excerpt of a long page counts as a duplicate).",
+    )
+    text_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Minimum text-level similarity for a removal; null uses the verification threshold "
+        "(`verify_threshold`, else `threshold`, else the S-curve midpoint).",
+    )
+    max_cluster_size: int = Field(
+        1000,
+        ge=2,
+        description="Clusters with more documents are listed in the manifest's `dedup` section (largest first) "
+        "and counted in `dedup:minhash_oversized_clusters`. They are verified like any cluster; with "
+        "`verify_text: false` they are kept whole instead of collapsed onto one document.",
+    )
     batch_size: int = Field(512, ge=1, description="Documents per vectorised signature batch.")
     shards: int = Field(
         8,
@@ -157,6 +185,9 @@ class MinHashConfig(Section):
         assert self.threshold is not None
         return optimal_bands(self.threshold, self.num_perm, self.fp_weight, self.fn_weight)
 
+    def effective_text_threshold(self) -> float:
+        return self.text_threshold if self.text_threshold is not None else self.effective_verify_threshold()
+
     def effective_verify_threshold(self) -> float:
         if self.verify_threshold is not None:
             return self.verify_threshold
@@ -179,11 +210,39 @@ class ExactDedupConfig(Section):
     )
 
 
+class ParagraphDedupConfig(Section):
+    """Cross-document paragraph (line) dedup, C4/Dolma style: a repeated line keeps one copy."""
+
+    enabled: bool = Field(
+        False,
+        description="Run paragraph dedup after MinHash. Off by default: it rewrites documents based on the "
+        "rest of the corpus (a page's text depends on which other pages were read) and costs one shuffle "
+        "record per line; docs/release-safety.md has the measured share removed.",
+    )
+    min_chars: int = Field(
+        50,
+        ge=1,
+        description="Lines shorter than this (after whitespace folding) are never keyed or removed "
+        '("Home", "Share", "Read more" repeat across unrelated pages).',
+    )
+    max_removed_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A document that loses more than this share of its characters is removed as "
+        "`dedup:paragraph`, a duplicate of the document holding most of its removed text (`[ours]`).",
+    )
+
+
 class DedupConfig(Section):
-    """Deduplication: exact first, then MinHash near-duplicates."""
+    """Deduplication: exact first, then MinHash near-duplicates, then (when enabled) repeated paragraphs."""
 
     enabled: bool = Field(True, description="Run this stage.")
     exact: ExactDedupConfig = Field(default_factory=ExactDedupConfig, description="Exact-hash dedup.")
     minhash: MinHashConfig = Field(
-        default_factory=MinHashConfig, description="MinHash LSH near-duplicate removal (METHODS.md §7)."
+        default_factory=MinHashConfig,
+        description="MinHash LSH near-duplicate removal (docs/dedup.md#minhash-near-duplicates).",
+    )
+    paragraph: ParagraphDedupConfig = Field(
+        default_factory=ParagraphDedupConfig, description="Cross-document repeated-paragraph removal."
     )

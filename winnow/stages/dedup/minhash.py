@@ -1,4 +1,4 @@
-"""MinHash signatures and LSH banding for near-duplicate detection (METHODS §7), Beam-free.
+"""MinHash signatures and LSH banding for near-duplicate detection (docs/dedup.md#minhash-near-duplicates), Beam-free.
 
 The pieces, in the order a document meets them:
 
@@ -125,7 +125,7 @@ def simplify_text(text: str) -> str:
     """datatrove's ``simplify_text`` with its default settings, as a string.
 
     Matching text is normalised this hard so that case, punctuation, digit values,
-    whitespace and accents cannot hide a duplicate (METHODS §7.1).
+    whitespace and accents cannot hide a duplicate (docs/dedup.md#minhash-near-duplicates).
     """
     text = _NUMBERS.sub("0", text.lower())
     text = _SEPARATORS.sub(" ", text).strip()
@@ -630,6 +630,23 @@ def exact_jaccard(a: Iterable[Hashable], b: Iterable[Hashable]) -> float:
     set_a, set_b = set(a), set(b)
     union = len(set_a | set_b)
     return len(set_a & set_b) / union if union else 0.0
+
+
+def shingle_set(hasher: ShingleHasher, text: str) -> np.ndarray:
+    """The distinct shingle hashes of one text, sorted: the set MinHash estimates Jaccard over."""
+    values, _ = hasher.hash_batch([text])
+    return np.unique(values)
+
+
+def set_similarity(member: np.ndarray, keeper: np.ndarray, measure: str = "jaccard") -> tuple[int, int]:
+    """(shared shingles, denominator) of two sorted distinct hash arrays; similarity = shared / denominator.
+
+    ``jaccard``: the union; ``containment``: the member's own set (how much of it the keeper holds).
+    Integers, so a threshold test never depends on float rounding.
+    """
+    shared = len(np.intersect1d(member, keeper, assume_unique=True))
+    denominator = len(member) if measure == "containment" else len(member) + len(keeper) - shared
+    return shared, denominator
 
 
 def candidate_probability(similarity: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:

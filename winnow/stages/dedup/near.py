@@ -1,6 +1,6 @@
 """Stage ``dedup`` (near duplicates): MinHash LSH, verification, components, keeper, index.
 
-The layout follows METHODS §7.2; what is ours is that everything between the signatures and
+The layout follows docs/dedup.md#in-winnow; what is ours is that everything between the signatures and
 the final per-document join moves as numpy batches keyed by a shard number. A Beam element
 costs about 10 µs on the local runner, so 14 band records per document would cost more than
 the signatures themselves; with batches a step costs a few elements per shard instead.
@@ -19,19 +19,33 @@ the signatures themselves; with batches a step costs a few elements per shard in
    label = the component's smallest node. Unconverged nodes: ``dedup:components_unconverged``.
 5. ``Keeper``: per component, the smallest (rank, priority, xxh64(id), id) is kept; rank 0
    are index entries (already kept in an earlier run), so a match to the index always loses.
+   A component above ``max_cluster_size`` is reported (manifest ``dedup`` section).
 6. ``Route``: documents joined with their decision by id: kept (with ``cluster_id`` = own id
-   and ``cluster_size`` for clusters; ``None`` and 1 for singletons) or removed with
-   ``duplicate_of`` = the keeper's id.
+   and ``cluster_size`` for clusters; ``None`` and 1 for singletons) or, without text
+   verification, removed with ``duplicate_of`` = the keeper's id.
+7. ``VerifyAgainstKeeper`` (``verify_text``, default on): components are transitive, so a
+   chain A~B~C can put C with A although they share little (marin#6854: whole sources wiped).
+   A member is therefore removed only when the exact similarity of its shingle set with the
+   keeper's reaches ``text_threshold``. The keeper's set (sorted distinct shingle hashes) is
+   sent once to each member: ``(keeper, set)`` and ``(keeper, member)`` grouped by keeper, then
+   ``(member, set)`` joined with the member's document by id. A member that fails stays, as a
+   singleton (``dedup:minhash_unverified``). A removed document carries ``similarity`` (the
+   measured value) and ``duplicate_of``; ``cluster_size`` counts the component's candidates.
+   Members whose keeper is an index entry are removed on band evidence (no text to compare).
 
 Memory: besides Beam's own grouping, a step holds one shard's share: about 14·N / shards band
 entries (17 bytes each), N / shards signatures (8·num_perm bytes) or E / shards edges. Raise
-``shards`` with the corpus. A hot bucket costs its members' entries, never pairs.
+``shards`` with the corpus. A hot bucket costs its members' entries, never pairs. Text
+verification moves each cluster member's document once more and a copy of its keeper's shingle
+set (8 bytes per distinct shingle) to it: memory per element is two documents' shingles, and
+the shuffle grows with the number of candidates, not with the corpus.
 
 Nodes are xxh64 of document ids (a collision merges two ids, about N²/2^65 for N ids).
 Ids must be unique within a run. Metrics (namespace ``winnow``): ``dedup:minhash`` (removed),
 ``dedup:minhash_no_shingles``, ``dedup:minhash_hot_buckets``, ``dedup:minhash_candidates``,
 ``dedup:minhash_verified``, ``dedup:minhash_index_matches``, ``dedup:minhash_clusters``,
-``dedup:components_unconverged``.
+``dedup:components_unconverged``, ``dedup:minhash_text_verified`` (removals that passed the text
+check), ``dedup:minhash_unverified`` (members kept), ``dedup:minhash_oversized_clusters``.
 """
 
 from __future__ import annotations
@@ -51,16 +65,20 @@ from apache_beam.io.filesystems import FileSystems
 from winnow.beam.components import HashedComponents, split_by_shard
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, counter, rejected, removed
 from winnow.stages.dedup.config import MinHashConfig
-from winnow.stages.dedup.minhash import MinHasher, ShingleHasher, band_hashes
+from winnow.stages.dedup.minhash import MinHasher, ShingleHasher, band_hashes, set_similarity, shingle_set
 
 STAGE = "dedup"
 REASON = "dedup:minhash"
 _BANDS_FIELD = "_minhash_bands"
 _DOCS, _BAND_TAG, _SIG_TAG, _MEMBER_TAG, _INDEX_TAG = "docs", "bands", "sigs", "members", "index"
+_FANOUT, _KEEPER_SET, _PENDING, _OUTCOME, _OVERSIZED = "fanout", "keeper_set", "pending", "outcome", "oversized"
+SECTION = "dedup"
+OVERSIZED_LISTED = 100  # largest oversized clusters named in the manifest
 _INDEX_META = "_meta.json"
 # The final join is a plain GroupByKey over (id, (tag, value)) rather than CoGroupByKey: it saves
 # three per-document Beam steps (tag, tag, merge), which is a tenth of the stage's CPU.
 _DOC, _DECISION = 0, 1
+_SET, _MEMBER, _KEEPER = 0, 1, 2
 
 # Keeper keys: (rank, priority, xxh64(id), id); rank 0 = index entry, 1 = document of this run.
 KeeperKey = tuple[int, float, int, str]
@@ -307,12 +325,21 @@ class LabelMembers(beam.DoFn):
 
 
 class ChooseKeepers(beam.DoFn):
-    """One label shard → (doc id, (_DECISION, (keeper id, cluster size))) per document of this run."""
+    """One label shard → (doc id, (_DECISION, (keeper id, cluster size, verify))) per document of this run.
+
+    ``verify``: the member must pass the text check against the keeper (``verify_text`` and a keeper
+    of this run). With text verification on, each member is also announced to its keeper (``_FANOUT``).
+    """
+
+    def __init__(self, verify_text: bool = False, max_cluster_size: int | None = None) -> None:
+        self.verify_text = verify_text
+        self.max_cluster_size = max_cluster_size
 
     def setup(self) -> None:
         self.clusters = counter("dedup:minhash_clusters")
+        self.oversized = counter("dedup:minhash_oversized_clusters")
 
-    def process(self, element: tuple[int, Iterable[tuple[Any, ...]]]) -> Iterator[tuple[str, tuple[int, Any]]]:
+    def process(self, element: tuple[int, Iterable[tuple[Any, ...]]]) -> Iterator[Any]:
         labels, keys = _concat(element[1], 2)
         components: dict[int, list[KeeperKey]] = {}
         for label, key in zip(labels.tolist(), keys, strict=True):
@@ -324,21 +351,42 @@ class ChooseKeepers(beam.DoFn):
             if size < 2:
                 continue
             self.clusters.inc()
-            for doc_id in sorted({key[3] for key in members if key[0] == 1}):
-                yield doc_id, (_DECISION, (keeper, size))
+            yield beam.pvalue.TaggedOutput(_OUTCOME, "clusters")
+            run_ids = sorted({key[3] for key in members if key[0] == 1})
+            if self.max_cluster_size is not None and size > self.max_cluster_size:
+                self.oversized.inc()
+                yield beam.pvalue.TaggedOutput(_OUTCOME, "oversized_clusters")
+                yield beam.pvalue.TaggedOutput(_OVERSIZED, (size, keeper))
+                if not self.verify_text:  # never collapsed blindly: every member stays
+                    yield beam.pvalue.TaggedOutput(_OUTCOME, "oversized_kept_whole")
+                    continue
+            verify = self.verify_text and keeper in run_ids
+            for doc_id in run_ids:
+                yield doc_id, (_DECISION, (keeper, size, verify))
+                if verify and doc_id != keeper:
+                    yield beam.pvalue.TaggedOutput(_FANOUT, (keeper, (_MEMBER, doc_id)))
 
 
 class Route(beam.DoFn):
-    """Per document: kept with its cluster fields, or removed as a duplicate of its keeper."""
+    """Per document: kept with its cluster fields, removed as a duplicate of its keeper, or (text
+    verification) held for the check against its keeper, whose shingle set it then sends out."""
+
+    def __init__(self, config: MinHashConfig | None = None) -> None:
+        self.config = config or MinHashConfig()
 
     def setup(self) -> None:
+        c = self.config
         self.duplicates = counter(REASON)
+        self.hasher = ShingleHasher(c.ngram, c.shingle, c.hash)
 
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]]) -> Iterator[Any]:
         doc_id, tagged = element
         decision = next((value for tag, value in tagged if tag == _DECISION), None)
         for tag, doc in tagged:
             if tag != _DOC:
+                continue
+            if decision is not None and decision[0] != doc_id and decision[2]:
+                yield beam.pvalue.TaggedOutput(_PENDING, (doc_id, (_DOC, (doc, decision[1]))))
                 continue
             bands = doc.get(_BANDS_FIELD)
             if bands is not None:
@@ -347,13 +395,124 @@ class Route(beam.DoFn):
                 cluster_id, size = (None, 1) if decision is None else (doc_id, decision[1])
                 if bands is not None:
                     yield beam.pvalue.TaggedOutput(_INDEX_TAG, (doc_id, bands))
+                if decision is not None and decision[2]:
+                    keeper_set = shingle_set(self.hasher, doc["text"])
+                    yield beam.pvalue.TaggedOutput(_KEEPER_SET, (doc_id, (_SET, keeper_set)))
                 yield {**doc, "cluster_id": cluster_id, "cluster_size": size}
             else:
                 self.duplicates.inc()
+                yield beam.pvalue.TaggedOutput(_OUTCOME, "removed_without_text_check")
                 out = removed(doc, REASON, duplicate_of=decision[0])
                 out.value["cluster_id"] = decision[0]
                 out.value["cluster_size"] = decision[1]
                 yield out
+
+
+def fan_out_keeper_sets(element: tuple[str, Iterable[tuple[int, Any]]]) -> Iterator[tuple[str, tuple[int, Any]]]:
+    """(keeper, [set, members…]) → (member, (_KEEPER, (keeper, set))) for each member."""
+    keeper, tagged = element
+    keeper_set = next((value for tag, value in tagged if tag == _SET), None)
+    # Without the keeper's text its members get nothing and are kept: never removed without evidence.
+    if keeper_set is not None:
+        for tag, value in tagged:
+            if tag == _MEMBER:
+                yield value, (_KEEPER, (keeper, keeper_set))
+
+
+class VerifyAgainstKeeper(beam.DoFn):
+    """A held member with its keeper's shingle set: removed if similar enough, else kept alone."""
+
+    def __init__(self, config: MinHashConfig) -> None:
+        self.config = config
+        self.threshold = config.effective_text_threshold()
+        self.measure = config.text_similarity
+
+    def setup(self) -> None:
+        c = self.config
+        self.hasher = ShingleHasher(c.ngram, c.shingle, c.hash)
+        self.duplicates = counter(REASON)
+        self.verified = counter("dedup:minhash_text_verified")
+        self.unverified = counter("dedup:minhash_unverified")
+
+    def process(self, element: tuple[str, Iterable[tuple[int, Any]]]) -> Iterator[Any]:
+        doc_id, tagged = element
+        keeper = next((value for tag, value in tagged if tag == _KEEPER), None)
+        for tag, value in tagged:
+            if tag != _DOC:
+                continue
+            doc, size = value
+            bands = doc.get(_BANDS_FIELD)
+            if bands is not None:
+                doc = {k: v for k, v in doc.items() if k != _BANDS_FIELD}
+            similarity = None
+            passed = False
+            if keeper is not None:
+                shared, denominator = set_similarity(shingle_set(self.hasher, doc["text"]), keeper[1], self.measure)
+                similarity = shared / denominator if denominator else 0.0
+                # Integers: a pair exactly at the threshold is not lost to float rounding.
+                passed = denominator > 0 and shared >= math.ceil(self.threshold * denominator - 1e-9)
+            if passed:
+                self.duplicates.inc()
+                self.verified.inc()
+                yield beam.pvalue.TaggedOutput(_OUTCOME, "removed_text_verified")
+                out = removed(doc, REASON, duplicate_of=keeper[0])
+                out.value["cluster_id"] = keeper[0]
+                out.value["cluster_size"] = size
+                out.value["similarity"] = similarity
+                out.value["detail"] = json.dumps({"measure": self.measure, "threshold": self.threshold})
+                yield out
+                continue
+            self.unverified.inc()
+            yield beam.pvalue.TaggedOutput(_OUTCOME, "kept_below_text_threshold")
+            if bands is not None:
+                yield beam.pvalue.TaggedOutput(_INDEX_TAG, (doc_id, bands))
+            yield {**doc, "cluster_id": None, "cluster_size": 1}
+
+
+class OutcomeTally(beam.CombineFn):
+    """Counts of the cluster outcomes, as one manifest record."""
+
+    def __init__(self, config: MinHashConfig) -> None:
+        self.config = config
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, acc: dict[str, int], outcome: str) -> dict[str, int]:
+        acc[outcome] = acc.get(outcome, 0) + 1
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for acc in accs:
+            for key, value in acc.items():
+                merged[key] = merged.get(key, 0) + value
+        return merged
+
+    def extract_output(self, acc: dict[str, int]) -> dict[str, Any]:
+        c = self.config
+        keys = (
+            "clusters",
+            "removed_text_verified",
+            "kept_below_text_threshold",
+            "removed_without_text_check",
+            "oversized_clusters",
+            "oversized_kept_whole",
+        )
+        return {
+            "section": SECTION,
+            "kind": "minhash",
+            "verify_text": c.verify_text,
+            "text_similarity": c.text_similarity,
+            "text_threshold": c.effective_text_threshold(),
+            "max_cluster_size": c.max_cluster_size,
+            **{key: acc.get(key, 0) for key in keys},
+        }
+
+
+def _oversized_records(largest: list[tuple[int, str]]) -> Iterator[dict[str, Any]]:
+    for size, keeper in sorted(largest, key=lambda item: (-item[0], item[1])):
+        yield {"section": SECTION, "kind": "oversized_cluster", "keeper": keeper, "size": size}
 
 
 # --- incremental index ---------------------------------------------------------------------
@@ -539,24 +698,60 @@ class MinHashDedup(beam.PTransform):
             | "JoinMembers" >> beam.CoGroupByKey()
             | "LabelMembers" >> beam.ParDo(LabelMembers(c.shards))
             | "GroupComponents" >> beam.GroupByKey()
-            | "ChooseKeepers" >> beam.ParDo(ChooseKeepers())
+            | "ChooseKeepers"
+            >> beam.ParDo(ChooseKeepers(c.verify_text, c.max_cluster_size)).with_outputs(
+                _FANOUT, _OUTCOME, _OVERSIZED, main="decisions"
+            )
         )
         routed = (
-            (signed[_DOCS], decisions)
+            (signed[_DOCS], decisions["decisions"])
             | "DocsAndDecisions" >> beam.Flatten()
             | "JoinDecisions" >> beam.GroupByKey()
-            | "Route" >> beam.ParDo(Route()).with_outputs(REMOVED, _INDEX_TAG, main=KEPT)
+            | "Route"
+            >> beam.ParDo(Route(c)).with_outputs(REMOVED, _INDEX_TAG, _KEEPER_SET, _PENDING, _OUTCOME, main=KEPT)
         )
+        kept_parts, removed_parts = [signed[KEPT], routed[KEPT]], [routed[REMOVED]]
+        index_rows, outcomes = [routed[_INDEX_TAG]], [decisions[_OUTCOME], routed[_OUTCOME]]
+        if c.verify_text:
+            keeper_sets = (
+                (routed[_KEEPER_SET], decisions[_FANOUT])
+                | "SetsAndMembers" >> beam.Flatten()
+                | "GroupByKeeper" >> beam.GroupByKey()
+                | "FanOutSets" >> beam.FlatMap(fan_out_keeper_sets)
+            )
+            verified = (
+                (routed[_PENDING], keeper_sets)
+                | "MembersAndSets" >> beam.Flatten()
+                | "GroupByMember" >> beam.GroupByKey()
+                | "VerifyText"
+                >> beam.ParDo(VerifyAgainstKeeper(c)).with_outputs(REMOVED, _INDEX_TAG, _OUTCOME, main=KEPT)
+            )
+            kept_parts.append(verified[KEPT])
+            removed_parts.append(verified[REMOVED])
+            index_rows.append(verified[_INDEX_TAG])
+            outcomes.append(verified[_OUTCOME])
+        summary = [
+            outcomes | "AllOutcomes" >> beam.Flatten() | "TallyOutcomes" >> beam.CombineGlobally(OutcomeTally(c)),
+            decisions[_OVERSIZED]
+            | "LargestClusters" >> beam.combiners.Top.Largest(OVERSIZED_LISTED)
+            | "OversizedRecords" >> beam.FlatMap(_oversized_records),
+        ]
         if c.index_dir:
             _ = (
-                routed[_INDEX_TAG]
+                (index_rows | "AllIndexRows" >> beam.Flatten() if len(index_rows) > 1 else index_rows[0])
                 | "BatchIndexRows" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
                 | "IndexRows" >> beam.FlatMap(_index_rows, bands, c.shards)
                 | "GroupIndexRows" >> beam.GroupByKey()
                 | "WriteIndex" >> beam.ParDo(WriteIndexPart(c.index_dir))
             )
-        kept = (signed[KEPT], routed[KEPT]) | "AllKept" >> beam.Flatten()
-        return {KEPT: kept, REMOVED: routed[REMOVED], REJECTED: signed[REJECTED]}
+        kept = kept_parts | "AllKept" >> beam.Flatten()
+        removed_all = removed_parts[0] if len(removed_parts) == 1 else removed_parts | "AllRemoved" >> beam.Flatten()
+        return {
+            KEPT: kept,
+            REMOVED: removed_all,
+            REJECTED: signed[REJECTED],
+            "summary": summary | "Summary" >> beam.Flatten(),
+        }
 
 
 def _count_candidates(element: tuple[int, tuple[np.ndarray, np.ndarray]]) -> tuple[int, tuple[np.ndarray, np.ndarray]]:

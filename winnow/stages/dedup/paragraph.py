@@ -75,8 +75,13 @@ def paragraph_records(
 
 
 def duplicates_for_key(occurrences: Iterable[tuple[str, str, int]]) -> Iterator[tuple[str, tuple[int, str]]]:
-    """For one paragraph hash: (doc id, (line index, keeper doc id)) for every copy to remove."""
-    occurrences = list(occurrences)
+    """For one paragraph hash: (doc id, (line index, keeper doc id)) for every copy to remove.
+
+    A re-iterable input (a list, Beam's grouped values) is read twice and never copied, so a line
+    repeated on millions of pages costs no memory here; a one-shot iterator is copied first.
+    """
+    if iter(occurrences) is occurrences:
+        occurrences = list(occurrences)
     keeper_order, keeper_doc = min((order, doc_id) for order, doc_id, _ in occurrences)
     for order, doc_id, index in occurrences:
         if (order, doc_id) != (keeper_order, keeper_doc):

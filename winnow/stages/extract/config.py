@@ -39,9 +39,10 @@ class ExtractConfig(Section):
     )
     fast_container: bool = Field(
         True,
-        description="For backend `fast`: extract only from the page's article container when it marks one "
-        "(itemprop=articleBody, entry-content, <article>...). Measured on trafilatura-eval: less boilerplate "
-        "(0.14 vs 0.17 of must-not-contain snippets) for some lost lead text (0.92 vs 0.94 of must-contain).",
+        description="For backend `fast`: extract from the page's article container when it marks one "
+        "(itemprop=articleBody, entry-content, <article>...), narrowed to its densest inner element, plus the "
+        "lead paragraphs just before it (docs/extraction.md). Off: the smallest element holding most of the "
+        "paragraph text.",
     )
     trafilatura_fast: bool = Field(
         False, description="For backend `trafilatura`: skip its fallback extractors (faster, lower recall)."

@@ -1,13 +1,15 @@
-"""Config sections of the cleaning stages: ``extract``, ``langid`` and ``filter``.
+"""Config section of the ``filter`` stage (heuristic rules, URL blocklists, drop or annotate).
 
 Defaults follow the published pipelines they come from: FineWeb's heuristic filters
 (datatrove's C4 / Gopher / FineWeb thresholds, C4's terminal-punctuation rule off as in
-FineWeb) and DCLM's language rule (fastText lid.176, English with score >= 0.65).
+FineWeb). No blocklist is bundled: UT1's lists are downloaded by the user.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from winnow.core.config import Section
 
@@ -109,13 +111,96 @@ class FineWebFilterConfig(Section):
     new_line_ratio: float | None = Field(0.3, description="Max newlines per word (list-like pages); null disables.")
 
 
+class UrlBlocklistConfig(Section):
+    """URL blocklists (UT1-style list files) and how a document's URL is matched against them."""
+
+    files: list[str] = Field(
+        min_length=1,
+        description="List files (UT1 `domains`/`urls` layout: one entry per line, `#` comments, `.gz` read), "
+        "relative to the working directory. A missing, unreadable or empty file stops the run before it starts. "
+        "The rule is `url_blocklist_<list>`, the list being the UT1 category folder (`adult/domains` → `adult`) "
+        "or the file name.",
+    )
+    match: Literal["domain", "url", "substring"] = Field(
+        "domain",
+        description="`domain`: the URL's host or a parent of it down to its registered domain is listed "
+        "(Public Suffix List from tldextract's bundled snapshot, never downloaded); `url`: the normalised URL "
+        "or a path prefix of it is listed; `substring`: an entry occurs in the lower-cased URL.",
+    )
+    include_psl_private_domains: bool = Field(
+        False,
+        description="Treat PSL private suffixes (`blogspot.com`) as public suffixes, so `x.blogspot.com` is its "
+        "own registered domain.",
+    )
+
+
 class FilterConfig(Section):
-    """Heuristic quality filters, applied in order C4 → Gopher quality → Gopher repetition → FineWeb."""
+    """Heuristic quality filters, applied in order URL blocklist → C4 → Gopher quality → Gopher
+    repetition → FineWeb."""
 
     enabled: bool = Field(True, description="Run this stage.")
+    mode: Literal["drop", "annotate"] = Field(
+        "drop",
+        description="`drop`: a document goes at the first rule that fires (`filter:<rule>`); `annotate`: every "
+        "rule is evaluated, no document is dropped, and the names of the rules that fired are written to "
+        "`filter_flags` (empty list: drop mode would have kept it, with the same text).",
+    )
+    url_blocklist: UrlBlocklistConfig | None = Field(
+        None, description="URL blocklists checked before the text rules; null: none."
+    )
     c4: C4FilterConfig = Field(default_factory=C4FilterConfig, description="C4 rules.")
     gopher_quality: GopherQualityConfig = Field(default_factory=GopherQualityConfig, description="Gopher quality.")
     gopher_repetition: GopherRepetitionConfig = Field(
         default_factory=GopherRepetitionConfig, description="Gopher repetition."
     )
     fineweb: FineWebFilterConfig = Field(default_factory=FineWebFilterConfig, description="FineWeb rules.")
+    by_source: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-source profiles: {key: overrides of the rule sections above}, e.g. "
+        "`{default: {c4: {enabled: false}}, web: {}}`. A key is an input `name`, a leading path or a glob of "
+        "the `source` column; the first matching key (in this order) applies, `default` to sources no other "
+        "key names; without a match the sections above apply unchanged. Overrides merge into the sections.",
+    )
+    license_allow: list[str] | None = Field(
+        None,
+        description="Licence gate: keep only documents whose `license_field` is one of these (case-insensitive); "
+        "others are removed as `filter:license_not_allowed`, those without one as `filter:license_missing`. "
+        "Null: no gate.",
+    )
+    license_field: str = Field("license", description="Field (top level or in `metadata`) declaring the licence.")
+
+    @model_validator(mode="after")
+    def _profiles_are_valid(self) -> FilterConfig:
+        for name in self.by_source:
+            self.profile(name)
+        return self
+
+    def profile(self, name: str) -> FilterConfig:
+        """The rule sections a ``by_source`` profile runs: the sections above with its overrides merged in."""
+        overrides = self.by_source[name]
+        fixed = sorted(set(overrides) & PER_RUN_KEYS)
+        if fixed:
+            raise ValueError(f"by_source.{name}: {', '.join(fixed)} cannot differ between sources")
+        merged = _merged(self, overrides)
+        merged["by_source"] = {}
+        try:
+            return FilterConfig.model_validate(merged)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+            raise ValueError(f"by_source.{name}.{where}: {message}") from None
+
+
+# Settings that apply to the whole run, never to one source's profile.
+PER_RUN_KEYS = frozenset({"enabled", "mode", "url_blocklist", "by_source", "license_allow", "license_field"})
+
+
+def _merged(model: BaseModel, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``model`` as a dict with ``overrides`` merged in: nested sections merge key by key, any other
+    value (numbers, lists, the n-gram tables) is replaced whole."""
+    out = model.model_dump()
+    for key, value in overrides.items():
+        current = getattr(model, key, None)
+        out[key] = _merged(current, value) if isinstance(current, BaseModel) and isinstance(value, dict) else value
+    return out

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from winnow.stages.filter.blocklist import UrlBlocklist
+
 # ---------------------------------------------------------------------------------------------
 # Character classes
 
@@ -713,12 +715,16 @@ def fineweb_quality(
 
 @dataclass
 class FilterResult:
-    """What the chain decided for one document."""
+    """What the chain decided for one document.
+
+    ``flags`` (annotate mode) names every rule that fired, in chain order; ``drop`` is then None.
+    """
 
     text: str
     drop: Drop | None = None
     lines_removed: int = 0
     chars_removed: int = 0
+    flags: tuple[str, ...] = ()
 
     @property
     def kept(self) -> bool:
@@ -729,48 +735,110 @@ class FilterResult:
         return None if self.drop is None else f"filter:{self.drop.rule}"
 
 
+def blocklist_rule(list_name: str) -> str:
+    """``url_blocklist_<list>``: the list name folded to ``[a-z0-9_]`` so the reason stays one token."""
+    return "url_blocklist_" + (re.sub(r"[^a-z0-9_]+", "_", list_name.lower()).strip("_") or "list")
+
+
+def load_url_blocklist(config: Any) -> UrlBlocklist | None:
+    """The configured URL blocklists, read and checked (``BlocklistError`` names a bad file); None when unset."""
+    settings = getattr(config, "url_blocklist", None)
+    if settings is None:
+        return None
+    return UrlBlocklist.from_files(
+        settings.files, settings.match, include_psl_private_domains=settings.include_psl_private_domains
+    )
+
+
+# A C4 page rule that fired, and the option that turns it off so annotate mode can look past it.
+_C4_PAGE_RULES = {
+    "c4_lorem_ipsum": ("lorem_ipsum", False),
+    "c4_curly_bracket": ("curly_bracket", False),
+    "c4_min_sentences": ("min_sentences", 0),
+    "c4_badwords": ("badwords", None),
+}
+
+
 class FilterChain:
     """The enabled rule groups, in order, configured once from ``FilterConfig``.
 
-    Order: C4 lines (rewrites the text) → Gopher quality → Gopher repetition → FineWeb.
-    The first rule that fires decides the reason; later rules are not evaluated.
+    Order: URL blocklist → C4 lines (rewrites the text) → Gopher quality → Gopher repetition →
+    FineWeb. In ``drop`` mode the first rule that fires decides the reason and later rules are not
+    evaluated. In ``annotate`` mode every rule is evaluated on the text drop mode would judge it
+    by, and the result lists every rule that fired (``flags``) and drops nothing; the first flag is
+    the rule drop mode would report, and a document without flags has the text drop mode keeps.
     """
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, blocklist: UrlBlocklist | None = None):
         self.config = config
         c4 = config.c4
         self._badwords: re.Pattern[str] | None = None
         if c4.enabled and c4.badwords_file:
             with open(c4.badwords_file, encoding="utf-8") as fh:
                 self._badwords = compile_badwords(fh, no_spaces=c4.badwords_no_spaces)
+        self.blocklist = blocklist if blocklist is not None else load_url_blocklist(config)
+        self.annotate = getattr(config, "mode", "drop") == "annotate"
 
-    def __call__(self, text: str) -> FilterResult:
-        cfg = self.config
+    def _c4_options(self) -> dict[str, Any]:
+        c = self.config.c4
+        return {
+            "remove_citations": c.remove_citations,
+            "terminal_punctuation": c.terminal_punctuation,
+            "min_words_per_line": c.min_words_per_line,
+            "max_word_length": c.max_word_length,
+            "lorem_ipsum": c.lorem_ipsum,
+            "javascript": c.javascript,
+            "curly_bracket": c.curly_bracket,
+            "policy": c.policy,
+            "min_sentences": c.min_sentences,
+            "badwords": self._badwords,
+            "keep_paragraphs": c.keep_paragraphs,
+        }
+
+    def _blocked(self, url: str | None) -> Drop | None:
+        if self.blocklist is None:
+            return None
+        hit = self.blocklist.match(url)
+        return None if hit is None else Drop(blocklist_rule(hit.list_name))
+
+    def __call__(self, text: str, url: str | None = None) -> FilterResult:
+        if self.annotate:
+            return self._annotate(text, url)
+        blocked = self._blocked(url)
+        if blocked is not None:
+            return FilterResult(text, blocked)
         lines_removed = chars_removed = 0
         if not text.strip():
             return FilterResult(text, Drop("empty"))
-        if cfg.c4.enabled:
-            c = cfg.c4
-            res = c4_filter_lines(
-                text,
-                remove_citations=c.remove_citations,
-                terminal_punctuation=c.terminal_punctuation,
-                min_words_per_line=c.min_words_per_line,
-                max_word_length=c.max_word_length,
-                lorem_ipsum=c.lorem_ipsum,
-                javascript=c.javascript,
-                curly_bracket=c.curly_bracket,
-                policy=c.policy,
-                min_sentences=c.min_sentences,
-                badwords=self._badwords,
-                keep_paragraphs=c.keep_paragraphs,
-            )
+        if self.config.c4.enabled:
+            res = c4_filter_lines(text, **self._c4_options())
             if res.drop is not None:
                 return FilterResult(text, res.drop)
             text, lines_removed, chars_removed = res.text, res.lines_removed, res.chars_removed
         stats = DocStats(text)
         drop = self.check(stats)
         return FilterResult(text, drop, lines_removed, chars_removed)
+
+    def _annotate(self, text: str, url: str | None) -> FilterResult:
+        flags: list[str] = []
+        blocked = self._blocked(url)
+        if blocked is not None:
+            flags.append(blocked.rule)
+        if not text.strip():
+            return FilterResult(text, None, flags=(*flags, "empty"))
+        lines_removed = chars_removed = 0
+        if self.config.c4.enabled:
+            options = self._c4_options()
+            while (res := c4_filter_lines(text, **options)).drop is not None:
+                flags.append(res.drop.rule)
+                option, off = _C4_PAGE_RULES[res.drop.rule]
+                options[option] = off
+            if res.text.strip():  # a page the line rules empty keeps its text: it is flagged anyway
+                text, lines_removed, chars_removed = res.text, res.lines_removed, res.chars_removed
+        for drop in self.check_all(DocStats(text)):
+            if drop.rule not in flags:
+                flags.append(drop.rule)
+        return FilterResult(text, None, lines_removed, chars_removed, tuple(flags))
 
     def check(self, s: DocStats) -> Drop | None:
         """The document-level rules (everything but C4's line filter) on ``s``."""
@@ -815,3 +883,47 @@ class FilterChain:
             if drop:
                 return drop
         return None
+
+    def check_all(self, s: DocStats) -> list[Drop]:
+        """Every document-level rule that fires on ``s``, in the order ``check`` tries them.
+
+        The grouped rule functions stop at their first hit, so each rule runs alone (the others'
+        thresholds off); a rule on an empty text reports ``empty`` (reported once by the caller).
+        """
+        cfg = self.config
+        found: list[Drop | None] = []
+        if cfg.gopher_quality.enabled:
+            g = cfg.gopher_quality
+            found += [
+                gopher_word_count(s, g.min_doc_words, g.max_doc_words),
+                gopher_mean_word_length(s, g.min_avg_word_length, g.max_avg_word_length),
+                gopher_symbol_word_ratio(s, g.max_symbol_word_ratio),
+                gopher_bullet_lines(s, g.max_bullet_lines_ratio),
+                gopher_ellipsis_lines(s, g.max_ellipsis_lines_ratio),
+                gopher_alpha_words(s, g.min_alpha_words_ratio),
+                gopher_stop_words(s, g.min_stop_words, frozenset(g.stop_words)),
+            ]
+        if cfg.gopher_repetition.enabled:
+            r = cfg.gopher_repetition
+            # gopher_repetition's own order: paragraphs, lines, top n-grams, duplicated n-grams.
+            found += [
+                gopher_repetition(s, None, r.dup_para_frac, None, None, [], []),
+                gopher_repetition(s, None, None, None, r.dup_para_char_frac, [], []),
+                gopher_repetition(s, r.dup_line_frac, None, None, None, [], []),
+                gopher_repetition(s, None, None, r.dup_line_char_frac, None, [], []),
+            ]
+            found += [
+                gopher_repetition(s, None, None, None, None, [(int(n), float(t))], []) for n, t in r.top_ngrams.items()
+            ]
+            found += [
+                gopher_repetition(s, None, None, None, None, [], [(int(n), float(t))]) for n, t in r.dup_ngrams.items()
+            ]
+        if cfg.fineweb.enabled:
+            f = cfg.fineweb
+            found += [
+                fineweb_quality(s, f.line_punct_thr, f.line_punct_exclude_zero, None, f.short_line_length, None, None),
+                fineweb_quality(s, None, False, f.short_line_thr, f.short_line_length, None, None),
+                fineweb_quality(s, None, False, None, f.short_line_length, f.char_dup_ratio, None),
+                fineweb_quality(s, None, False, None, f.short_line_length, None, f.new_line_ratio),
+            ]
+        return [drop for drop in found if drop is not None]

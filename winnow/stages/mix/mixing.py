@@ -1,8 +1,9 @@
-"""Domain mixtures, Beam-free (METHODS §6.1 mixture construction, §6.3 RegMix, §6.4 schedule).
+"""Domain mixtures, Beam-free (docs/mixing.md#target-mixtures mixture construction, docs/mixing.md#regmix RegMix,
+docs/mixing.md#phases schedule).
 
 * Targets: a manual mixture, the independence product of per-taxonomy mixtures
   (``w(t, f) = w_t(t) · w_f(f)``, each cell capped by ``prior(t, f) / selection_fraction`` and
-  renormalised, §6.1), or a RegMix fit.
+  renormalised, docs/mixing.md#target-mixtures), or a RegMix fit.
 * Planning: a domain's demand across all phases is met by whole epochs of the domain plus a
   remainder taken in key order, never more than ``max_epochs`` copies of any document; what the
   cap leaves unmet is reported, not hidden (``DomainPlan``).
@@ -14,6 +15,11 @@ Proxy-run CSV (``read_runs``): one row per proxy run, one numeric column per dom
 run's mixture weight (the columns named in the prior), and one or more target columns (e.g.
 ``pile_cc_loss``; lower is better). Other columns are ignored. ``winnow mix generate`` writes the
 mixtures to train with exactly those domain columns.
+
+Mixture file (``weights.manual_file``, ``read_mixture_file``): a paper's per-source table pasted in
+as CSV/TSV (a domain column ``domain``/``source``/``key`` or else the first column, and a weight
+column ``weight``/``share``/``tokens``; token counts are weights in proportion; ``#`` lines are
+comments), or a JSON/YAML mapping ``{domain: weight}``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 DOMAIN_SEPARATOR = "|"
 WEIGHT_QUANTUM = 2e-4  # RegMix: weights below it are zeroed, the rest rounded to its multiples
@@ -44,6 +51,57 @@ def normalise(weights: Mapping[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError("mixture weights sum to zero")
     return {domain: w / total for domain, w in weights.items()}
+
+
+MIXTURE_KEY_COLUMNS = ("domain", "source", "key")
+MIXTURE_WEIGHT_COLUMNS = ("weight", "share", "tokens")
+
+
+def parse_mixture_table(text: str, name: str) -> dict[str, float]:
+    """``{domain: weight}`` from a mixture file's text (format by ``name``'s extension); errors name the row."""
+    if name.lower().endswith((".json", ".yaml", ".yml")):
+        data = yaml.safe_load(text)  # JSON is YAML
+        if not isinstance(data, dict) or not data:
+            raise ValueError(f"{name}: expected a non-empty mapping {{domain: weight}}")
+        rows = [(str(key), value, f"key {key!r}") for key, value in data.items()]
+    else:
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not lines:
+            raise ValueError(f"{name}: no rows")
+        delimiter = "\t" if "\t" in lines[0] else ","
+        reader = csv.reader(lines, delimiter=delimiter)
+        header = [column.strip().lower() for column in next(reader)]
+        key_column = next((header.index(c) for c in MIXTURE_KEY_COLUMNS if c in header), 0)
+        weight_column = next((header.index(c) for c in MIXTURE_WEIGHT_COLUMNS if c in header), None)
+        if weight_column is None:
+            raise ValueError(f"{name}: the header needs a weight column ({', '.join(MIXTURE_WEIGHT_COLUMNS)})")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            if len(row) <= max(key_column, weight_column):
+                raise ValueError(f"{name} row {number}: expected {len(header)} columns, got {len(row)}")
+            rows.append((row[key_column].strip(), row[weight_column].strip(), f"row {number}"))
+    weights: dict[str, float] = {}
+    for domain, raw, where in rows:
+        if not domain:
+            raise ValueError(f"{name} {where}: empty domain")
+        if domain in weights:
+            raise ValueError(f"{name} {where}: domain {domain!r} listed twice")
+        try:
+            weight = float(str(raw).replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{name} {where}: weight {raw!r} is not a number") from None
+        if weight < 0 or not math.isfinite(weight):
+            raise ValueError(f"{name} {where}: weight {raw!r} must be finite and non-negative")
+        weights[domain] = weight
+    if math.fsum(weights.values()) <= 0:
+        raise ValueError(f"{name}: the weights sum to zero")
+    return weights
+
+
+def read_mixture_file(path: str | Path) -> dict[str, float]:
+    """A local mixture file (see the module docstring)."""
+    path = Path(path)
+    return parse_mixture_table(path.read_text(encoding="utf-8"), path.name)
 
 
 def cap_and_renormalise(weights: Mapping[str, float], caps: Mapping[str, float]) -> dict[str, float]:
@@ -76,7 +134,7 @@ def independence_product(
     selection_fraction: float | None = None,
 ) -> dict[str, float]:
     """``w(c) = Π_i w_i(c_i)`` over all cells (keys joined by ``|``), capped by
-    ``prior(c) / selection_fraction`` and renormalised when a prior is given (METHODS §6.1)."""
+    ``prior(c) / selection_fraction`` and renormalised when a prior is given (docs/mixing.md#target-mixtures)."""
     marginals = [normalise(f) for f in factors]
     cells: dict[str, float] = {}
     for combo in itertools.product(*(sorted(m.items()) for m in marginals)):
@@ -183,7 +241,7 @@ def round_to_quantum(weights: np.ndarray, quantum: float = WEIGHT_QUANTUM) -> np
 
 @dataclass(frozen=True)
 class MixtureGeneration:
-    """The rules of proxy-mixture generation. ``regmix()``: RegMix's (METHODS §6.3 step 2);
+    """The rules of proxy-mixture generation. ``regmix()``: RegMix's (docs/mixing.md#regmix step 2);
     ``weborganizer()``: WebOrganizer's variant."""
 
     count: int = 512
@@ -337,7 +395,7 @@ def regmix(
     heldout_fraction: float = 0.1,
     seed: int = 42,
 ) -> RegMixFit:
-    """RegMix (METHODS §6.3 steps 4–5): per target, fit on a shuffled 90% and report Spearman on
+    """RegMix (docs/mixing.md#regmix steps 4–5): per target, fit on a shuffled 90% and report Spearman on
     the held-out 10%, refit on all runs, predict ``samples`` draws from ``Dir(q)`` and average the
     ``top`` lowest-predicted; per-target mixtures are averaged."""
     q = np.array([prior.get(d, 0.0) for d in domains], dtype=np.float64)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from winnow.core.hashing import h64
-from winnow.stages.mix.mixing import read_runs  # moves with the mix stage
+from winnow.stages.mix.mixing import read_runs
 from winnow.stages.mix.skillit_config import SkillitConfig
 
 Checkpoint = Mapping[str, float]  # evaluation skill → loss at one checkpoint
@@ -114,6 +114,20 @@ def load_graph(path: str | Path, skills: Sequence[str] | None = None) -> SkillGr
         rows = [r for r in csv.reader(handle) if r]
     header, body = rows[0], rows[1:]
     return SkillGraph(tuple(r[0] for r in body), tuple(header[1:]), np.array([[float(v) for v in r[1:]] for r in body]))
+
+
+def save_graph(graph: SkillGraph, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+    """Write a graph ``load_graph`` reads back: JSON ``{train, eval, matrix, …extra}`` or CSV (by suffix)."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["skill", *graph.eval])
+            for name, row in zip(graph.train, graph.matrix.tolist(), strict=True):
+                writer.writerow([name, *(repr(float(v)) for v in row)])
+        return
+    payload = {**graph.to_json(), **(extra or {})}
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -371,11 +385,14 @@ def read_loss_table(
 
 
 def plan_phases(mixtures: Sequence[RoundMixture], prefix: str = "skillit") -> list[dict[str, Any]]:
-    """T equal phases in the ``mix.schedule`` layout: phase t covers [t/T, (t+1)/T) with p_t as its manual mixture."""
+    """T equal phases in the ``mix.schedule`` layout: phase t covers [t/T, (t+1)/T) with p_t as its manual mixture.
+
+    Names carry the round zero-padded (``skillit-07`` when T > 10): winnow orders phases by name."""
     total = len(mixtures)
+    width = len(str(max(total - 1, 0)))
     return [
         {
-            "name": f"{prefix}-{m.round}",
+            "name": f"{prefix}-{m.round:0{width}d}",
             "start_fraction": m.round / total,
             "end_fraction": (m.round + 1) / total,
             "weights": {"manual": dict(m.weights)},
@@ -384,9 +401,34 @@ def plan_phases(mixtures: Sequence[RoundMixture], prefix: str = "skillit") -> li
     ]
 
 
+def run_skills(path: str | Path, loss_column: str = "loss_{skill}") -> list[str]:
+    """The skills of a proxy-run CSV: the weight columns that have a loss column (``loss_column``) too."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    columns = set(header)
+    skills = [c for c in header if loss_column.format(skill=c) in columns and loss_column.format(skill=c) != c]
+    if not skills:
+        raise ValueError(f"{path}: no column has a matching {loss_column!r} column; name the skills explicitly")
+    return skills
+
+
+def plan_skills(config: SkillitConfig) -> list[str]:
+    """The training skills of a plan before any data is read: ``skills``, else the names a CSV or JSON
+    ``graph`` carries, else the weight columns of ``graph_runs``."""
+    if config.skills is not None:
+        return list(config.skills)
+    if config.graph is not None and not str(config.graph).endswith(".npy"):
+        return list(load_graph(config.graph).train)
+    if config.graph_runs is not None:
+        return run_skills(config.graph_runs, config.loss_column)
+    raise ValueError("mix.skillit.skills: needed with a .npy graph or no graph (nothing else names the skills)")
+
+
 def skillit_plan(config: SkillitConfig, skills: Sequence[str]) -> dict[str, Any]:
     """``mode: plan`` end to end: the graph, the proxy's loss table, every round's mixture, the phases."""
     graph = graph_for(config, skills)
+    if config.skills is not None and set(config.skills) != set(graph.train):
+        raise ValueError(f"mix.skillit.skills {list(config.skills)} differ from the graph's skills {list(graph.train)}")
     eval_skills = list(config.targets or graph.eval)
     checkpoints = read_loss_table(config.losses, eval_skills, config.loss_column) if config.losses else []
     mixtures = skillit_mixtures(graph, checkpoints, config)
@@ -514,7 +556,7 @@ def skillit_step(
     if not 0 <= round_index < config.rounds:
         raise ValueError(f"round {round_index} is outside 0..{config.rounds - 1}")
     if config.tokens_per_round is None:
-        raise ValueError("step mode needs `tokens_per_round`")
+        raise ValueError("mix.skillit.tokens_per_round: step mode needs the tokens drawn per round")
     mixtures = skillit_mixtures(graph, checkpoints[:round_index], config, rounds=round_index + 1)
     rounds = draw_rounds(catalogue, mixtures, config.tokens_per_round, max_epochs=config.max_epochs, seed=seed)
     mixture, drawn = mixtures[-1], rounds[-1]

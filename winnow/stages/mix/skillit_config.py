@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from winnow.core.config import Section  # moves to winnow.core.config
+from winnow.core.config import Section
 
 
 class SkillitConfig(Section):
@@ -18,7 +18,9 @@ class SkillitConfig(Section):
         "`mix.schedule` phases; step: the trainer posts each round's losses and gets the next mixture and shards.",
     )
     skills: list[str] | None = Field(
-        None, description="Training skills, in graph row order (default: the graph's own names, else sorted)."
+        None,
+        description="Training skills, in graph row order. Default: the names a CSV or JSON `graph` carries, or the "
+        "weight columns of `graph_runs` that have a loss column; needed with a .npy graph or no graph.",
     )
     targets: list[str] | None = Field(
         None,
@@ -54,7 +56,10 @@ class SkillitConfig(Section):
     window: int = Field(3, ge=0, description="Checkpoints (not rounds) summed into each update (reference: 3).")
     rounds: int = Field(6, ge=1, description="T: rounds of the run (LEGO: 6,000 steps / 1,000 per round).")
     tokens_per_round: int | None = Field(
-        None, gt=0, description="Tokens drawn per round in step mode (the budget over T)."
+        None,
+        gt=0,
+        description="Tokens per round: drawn per step in step mode; in plan mode, when `mix.budget` is not set, "
+        "the run's budget is rounds × this.",
     )
     normalize_loss: bool = Field(False, description="Divide losses by a baseline checkpoint's (relative loss).")
     eta_schedule: bool = Field(False, description="η_t = η / (ΣL_latest / ΣL_baseline).")
@@ -86,7 +91,9 @@ class SkillitConfig(Section):
     )
     max_epochs: int = Field(4, ge=1, description="step: most copies of one shard across all rounds.")
     phase_prefix: str = Field(
-        "skillit", pattern=r"^[A-Za-z0-9_.\-]+$", description="plan: phases are named <prefix>-<round>."
+        "skillit",
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="plan: phases are named <prefix>-<round>, the round zero-padded so names sort in round order.",
     )
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
-"""Stage ``mix``: sample the pool to a target domain mixture, per training phase (METHODS §6.1, §6.3, §6.4).
+"""Stage ``mix``: sample the pool to a target domain mixture, per training phase (docs/mixing.md#target-mixtures,
+docs/mixing.md#regmix, docs/mixing.md#phases).
 
-The math (targets, epoch planning, RegMix) is in ``winnow.scorers.mixing``; this module moves the
+The math (targets, epoch planning, RegMix) is in ``winnow.stages.mix.mixing``; this module moves the
 data. Steps, each a combiner or a keyed transform (no step holds a domain in one place):
 
 1. Every document gets its domain (``domain_field``: one tag, or ``topic|format`` cells) and token
@@ -11,8 +12,9 @@ data. Steps, each a combiner or a keyed transform (no step holds a domain in one
    most ``max_epochs`` copies per document, the rest reported as unmet.
 3. Key order inside a domain: a quality key (``top_k`` on the score, or z over the whole pool,
    ``z/τ + Gumbel``) or a seeded hash permutation; each domain cell seeds its draws with
-   ``seed + H64(domain) mod 2^24`` (§6.1). The remainder is the §0 budget cut, found with the
-   same ``BudgetCuts`` transform as ``select`` (``winnow.transforms.cuts``).
+   ``seed + H64(domain) mod 2^24`` (docs/mixing.md#target-mixtures). The remainder is the
+   docs/budgets.md#the-budget-cut budget cut, found with the
+   same ``BudgetCuts`` transform as ``select`` (``winnow.beam.cuts``).
 4. Copies (``epoch`` 0, 1, …) are split between phases by a second cut per domain: copies are
    ranked by a per-copy hash and phase ``p`` takes the copies between the cumulative demands of
    the phases before it and its own (scaled to the tokens delivered, so the cut's overshoot or
@@ -23,6 +25,12 @@ data. Steps, each a combiner or a keyed transform (no step holds a domain in one
 Documents with no copy go to ``removed`` as ``mix:not_selected``. ``summary`` holds the
 ``mixture`` manifest section: the prior ``{domain, tokens, documents, weight}``, and per phase and
 domain the pool, target weight, planned, realised and unmet tokens and epochs used.
+
+Two mixtures are computed on the driver before the graph is built, in the stage's ``prepare``
+step (``prepare_mix``): RegMix targets are fitted from proxy runs, and a Skill-it! plan
+(``mix.skillit``, ``mode: plan``; docs/skill-it.md) turns a skills graph and a proxy's losses into
+``T`` equal phases that replace ``schedule``; its rounds (p_t, η_t, the losses used) and graph go
+to the ``mixture`` section as ``skillit`` records.
 """
 
 from __future__ import annotations
@@ -33,8 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
 
 from winnow.beam.combiners import MeanStdFn
 from winnow.beam.contract import (
@@ -51,7 +61,7 @@ from winnow.beam.contract import (
 )
 from winnow.beam.cuts import BudgetCuts
 from winnow.core.budget import CutPoint, Narrowing, order_bits, selection_key
-from winnow.core.config import TokenizerConfig
+from winnow.core.config import TokenizerConfig, local_config_file
 from winnow.core.hashing import h64, uniform
 from winnow.core.tokenizer import load_tokenizer
 from winnow.stages.mix.config import MixConfig, MixtureSpec, RegMixTarget
@@ -62,11 +72,13 @@ from winnow.stages.mix.mixing import (
     independence_product,
     marginal,
     normalise,
+    parse_mixture_table,
     phase_boundaries,
     plan_domain,
     prior_records,
     regmix_from_files,
 )
+from winnow.stages.mix.skillit import SkillGraph, plan_skills, skillit_plan
 
 STAGE = "mix"
 SUMMARY = "summary"
@@ -111,7 +123,7 @@ def doc_metric(doc: Document, config: MixConfig) -> float:
 
 
 def cell_seed(domain: str, seed: int) -> int:
-    """Each domain cell's own seed, ``seed + H64(domain) mod 2^24`` (WebOrganizer, METHODS §6.1)."""
+    """Each domain cell's own seed, ``seed + H64(domain) mod 2^24`` (WebOrganizer, docs/mixing.md#target-mixtures)."""
     return seed + h64(domain, "mix:cell", 0) % (1 << 24)
 
 
@@ -166,17 +178,23 @@ def resolve_mixture(
     pool_tokens: Mapping[str, int],
     phase_budget: float,
     fitted: Mapping[str, RegMixFit],
+    files: Mapping[str, dict[str, float]] | None = None,
 ) -> dict[str, float]:
-    """A phase's target mixture over domain cells, given the pool (for the product's cell caps)."""
+    """A phase's target mixture over domain cells, given the pool (for the product's cell caps);
+    ``files`` holds the mixture files' weights, read on the driver (``manual_file_weights``)."""
     if spec.manual is not None:
         return normalise(spec.manual)
+    if spec.manual_file is not None:
+        if files is None or spec.manual_file not in files:
+            raise ValueError(f"mixture file {spec.manual_file} was not read before the plan")
+        return normalise(files[spec.manual_file])
     if spec.scale is not None:
         return normalise({d: tokens * spec.scale.get(d, 1.0) for d, tokens in pool_tokens.items()})
     if spec.regmix is not None:
         return dict(fitted[_regmix_key(spec.regmix)].mixture)
     assert spec.product is not None
     factors = [
-        resolve_mixture(spec.product[name], [name], marginal(pool_tokens, i), phase_budget, fitted)
+        resolve_mixture(spec.product[name], [name], marginal(pool_tokens, i), phase_budget, fitted, files)
         for i, name in enumerate(fields)
     ]
     pool_total = sum(pool_tokens.values())
@@ -198,7 +216,10 @@ def _regmix_targets(spec: MixtureSpec) -> Iterator[RegMixTarget]:
 
 
 def build_plan(
-    totals: list[tuple[str, tuple[int, int]]], config: MixConfig, fitted: Mapping[str, RegMixFit]
+    totals: list[tuple[str, tuple[int, int]]],
+    config: MixConfig,
+    fitted: Mapping[str, RegMixFit],
+    files: Mapping[str, dict[str, float]] | None = None,
 ) -> MixPlan:
     pool_tokens = {domain: tokens for domain, (tokens, _) in totals}
     pool_documents = {domain: docs for domain, (_, docs) in totals}
@@ -213,7 +234,7 @@ def build_plan(
         phases = [(None, 0.0, 1.0, config.weights)]
     budgets = [budget * (end - start) for _, start, end, _ in phases]
     weights = [
-        resolve_mixture(spec, config.fields, pool_tokens, phase_budget, fitted)
+        resolve_mixture(spec, config.fields, pool_tokens, phase_budget, fitted, files)
         for (_, _, _, spec), phase_budget in zip(phases, budgets, strict=True)
     ]
     plan = MixPlan([p[0] for p in phases], budgets, weights, pool_tokens, pool_documents)
@@ -404,6 +425,28 @@ def _mixture_specs(config: MixConfig) -> list[MixtureSpec]:
     return [p.weights for p in config.schedule] if config.schedule else [config.weights] if config.weights else []
 
 
+def _manual_files(spec: MixtureSpec) -> Iterator[str]:
+    if spec.manual_file is not None:
+        yield spec.manual_file
+    for factor in (spec.product or {}).values():
+        yield from _manual_files(factor)
+
+
+def read_config_file(path: str) -> str:
+    """A config-named file's text, local, package data or on any Beam filesystem."""
+    local = local_config_file(path)
+    if local is not None:
+        return local.read_text(encoding="utf-8")
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def manual_file_weights(config: MixConfig) -> dict[str, dict[str, float]]:
+    """Every ``manual_file`` of the config, read on the driver: {path: {domain: weight}}."""
+    paths = sorted({path for spec in _mixture_specs(config) for path in _manual_files(spec)})
+    return {path: parse_mixture_table(read_config_file(path), path) for path in paths}
+
+
 def regmix_keys(config: MixConfig) -> list[str]:
     """The distinct RegMix targets of the config (its weights or every phase's), by key."""
     specs = _mixture_specs(config)
@@ -432,8 +475,67 @@ def fit_regmix_targets(config: MixConfig) -> dict[str, dict[str, RegMixFit]]:
     return {"fitted": fitted}
 
 
+def plan_skillit(config: MixConfig) -> dict[str, Any]:
+    """``mix.skillit`` with ``mode: plan``: the skills graph and the proxy's loss table → every round's
+    mixture → ``T`` equal ``mix.schedule`` phases, plus the budget when ``tokens_per_round`` sets it."""
+    skillit = config.skillit
+    assert skillit is not None
+    if skillit.mode != "plan":
+        raise ValueError(
+            "mix.skillit.mode: `step` runs between training rounds (`winnow mix skillit-step`), not in a run"
+        )
+    try:
+        plan = skillit_plan(skillit, plan_skills(skillit))
+    except (OSError, ValueError, KeyError) as error:
+        message = str(error)
+        raise ValueError(message if message.startswith("mix.skillit") else f"mix.skillit: {message}") from error
+    budget = config.budget
+    if budget is None and skillit.tokens_per_round is not None:
+        budget = skillit.tokens_per_round * skillit.rounds
+    return {**plan, "budget": budget}
+
+
+def prepare_mix(config: MixConfig) -> dict[str, Any]:
+    """The stage's explicit driver-side step before the graph (``StageSpec.prepare``): a Skill-it plan
+    (``{"skillit_plan": …}``) or the fitted RegMix targets (``{"fitted": …}``), as transform arguments."""
+    if config.skillit is not None:
+        return {"skillit_plan": plan_skillit(config)}
+    return {**fit_regmix_targets(config), "files": manual_file_weights(config)}
+
+
+def planned_config(config: MixConfig, plan: dict[str, Any]) -> MixConfig:
+    """The section the stage runs: the plan's phases as ``schedule`` (validated like a user's schedule)."""
+    data = config.model_dump(exclude={"skillit", "schedule", "weights", "budget"})
+    return MixConfig.model_validate({**data, "schedule": plan["schedule"], "budget": plan["budget"]})
+
+
+def skillit_records(config: MixConfig, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``mixture`` section's Skill-it records: the settings and graph, then one per round."""
+    skillit = config.skillit
+    assert skillit is not None
+    graph = plan["graph"]
+    density = SkillGraph(tuple(graph["train"]), tuple(graph["eval"]), np.array(graph["matrix"])).density()
+    records: list[dict[str, Any]] = [
+        {
+            "section": SECTION,
+            "kind": "skillit",
+            "mode": skillit.mode,
+            "rounds": skillit.rounds,
+            "eta": skillit.eta,
+            "window": skillit.window,
+            "graph": graph,
+            "graph_density": density,
+            "losses": skillit.losses,
+        }
+    ]
+    for phase, mixture in zip(plan["schedule"], plan["rounds"], strict=True):
+        records.append({"section": SECTION, "kind": "skillit_round", "phase": phase["name"], **mixture})
+    return records
+
+
 class Mix(beam.PTransform):
-    """Stage ``mix`` (see the module docstring); RegMix targets come fitted (``fit_regmix_targets``)."""
+    """Stage ``mix`` (see the module docstring); RegMix targets come fitted and a Skill-it plan computed
+    by ``prepare_mix``, the driver-side step the run calls before building the graph."""
 
     def __init__(
         self,
@@ -441,12 +543,22 @@ class Mix(beam.PTransform):
         seed: int = 0,
         tokenizer: TokenizerConfig | None = None,
         fitted: dict[str, RegMixFit] | None = None,
+        skillit_plan: dict[str, Any] | None = None,
+        files: dict[str, dict[str, float]] | None = None,
     ):
         super().__init__()
+        self.skillit_records: list[dict[str, Any]] = []
+        if config.skillit is not None:
+            if skillit_plan is None:
+                raise ValueError("mix.skillit plan not computed (run prepare_mix first)")
+            self.skillit_records = skillit_records(config, skillit_plan)
+            config = planned_config(config, skillit_plan)
         self.config = config
         self.seed = seed
         self.tokenizer = tokenizer
         self.fitted = dict(fitted or {})
+        # Mixture files are read here, on the driver, once: workers get the weights, not the paths.
+        self.files = dict(files) if files is not None else manual_file_weights(config)
         missing = [key for key in regmix_keys(config) if key not in self.fitted]
         if missing:
             raise ValueError(f"RegMix target(s) not fitted (run fit_regmix_targets first): {missing}")
@@ -463,7 +575,8 @@ class Mix(beam.PTransform):
             | "DomainTokens" >> beam.Map(lambda doc: (doc_domain(doc, fields), (doc_tokens(doc, tokens_field), 1)))
             | "SumDomains" >> beam.CombinePerKey(_pair_sum)
         )
-        plan = totals | "AllDomains" >> beam.combiners.ToList() | "Plan" >> beam.Map(build_plan, config, fitted)
+        files = self.files
+        plan = totals | "AllDomains" >> beam.combiners.ToList() | "Plan" >> beam.Map(build_plan, config, fitted, files)
         plan_side = pvalue.AsSingleton(side_copy(plan, "PlanSide"))
         stats = None
         if config.quality is not None and config.quality.rule == "gumbel_top_k":
@@ -505,6 +618,9 @@ class Mix(beam.PTransform):
             | "AllPhaseDomains" >> beam.combiners.ToList()
             | "Summary" >> beam.FlatMap(summary_records, plan_side, fits)
         )
+        if self.skillit_records:
+            planned = docs.pipeline | "SkillitRecords" >> beam.Create(self.skillit_records)
+            summary = (summary, planned) | "WithSkillit" >> beam.Flatten()
         return {KEPT: kept, REMOVED: copies[REMOVED], REJECTED: prepared[REJECTED], SUMMARY: summary}
 
 
@@ -516,5 +632,5 @@ SPEC = StageSpec(
     # training-schedule phase.
     columns=(pa.field("epoch", pa.int32()), pa.field("phase", pa.string())),
     needs=("seed", "tokenizer"),
-    prepare=fit_regmix_targets,
+    prepare=prepare_mix,
 )

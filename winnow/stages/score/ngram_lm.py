@@ -1,6 +1,6 @@
 """Character n-gram language model with interpolated modified Kneser–Ney smoothing, Beam-free.
 
-PreSelect's local mode (METHODS §3.4) needs a ladder of language models of known, ordered
+PreSelect's local mode (docs/preselect.md#local-mode) needs a ladder of language models of known, ordered
 ability and each model's bits per character on every document. Character models suit that:
 every model sees the same characters and there are no out-of-vocabulary words whose handling
 would differ between models trained on different amounts of text.
@@ -289,7 +289,8 @@ class KneserNeyLM:
         return out
 
     def bpc(self, texts: Sequence[str]) -> np.ndarray:
-        """Bits per character of each text (METHODS §3.2's normalised loss); NaN for empty text."""
+        """Bits per character of each text (docs/preselect.md#predictive-strength's normalised loss); NaN for empty
+        text."""
         lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
         bits = self.total_bits(texts)
         with np.errstate(invalid="ignore", divide="ignore"):

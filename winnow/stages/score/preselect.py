@@ -1,20 +1,22 @@
-"""PreSelect — predictive data selection (METHODS §3), Beam-free.
+"""PreSelect — predictive data selection (docs/preselect.md), Beam-free.
 
 Reference mode: a user-supplied PreSelect fastText classifier scores documents
 (``FastTextScorer`` with column ``preselect_score``). Local mode, the full recipe:
 
-1. a ladder of ≥ 4 character n-gram LMs (``ngram_lm.KneserNeyLM``) trained on nested subsets
-   of a reference corpus; each model's "benchmark score" is minus its bits per character on
-   held-out reference text, so the ladder's abilities are measured, not assumed;
+1. a ladder of ≥ 4 character n-gram LMs (``ngram_lm.KneserNeyLM``), each trained on a nested
+   share of a reference corpus at its own n-gram order (``Rung``); each model's "benchmark
+   score" is minus its bits per character on held-out reference text, so the ladder's abilities
+   are measured, not assumed;
 2. every pool document's BPC under every model, and its predictive strength S(d): the fraction
-   of model pairs whose ranking by benchmark agrees with their ranking by loss on d (§3.2);
-3. positives = documents with S = 1, the same number of negatives from the lowest S upward (§3.3);
+   of model pairs whose ranking by benchmark agrees with their ranking by loss on d;
+3. positives = documents with S = 1, the same number of negatives from the lowest S upward;
 4. a fastText classifier with the paper's hyperparameters (epoch 3, lr 0.1, wordNgrams 2, every
    other setting at fastText's default) on ``__label__1 / __label__0`` lines;
 5. its held-out ROC-AUC, the top and bottom contribution words, and the S histogram, in a report.
 
 Ties between documents of equal S at the negative boundary, the choice among surplus positives,
-the nested subsets and the train/held-out splits all use the counter-based hash of METHODS §0.
+the nested subsets and the train/held-out splits all use the counter-based hash
+(docs/determinism.md).
 """
 
 from __future__ import annotations
@@ -39,15 +41,29 @@ log = logging.getLogger(__name__)
 
 POSITIVE = "__label__1"
 NEGATIVE = "__label__0"
-# §3.3: the paper's fastText hyperparameters. Everything else stays at fastText's defaults
+# The paper's fastText hyperparameters (docs/preselect.md#classifier). Everything else stays at fastText's defaults
 # (dim 100, minCount 1, softmax loss, 2M buckets); one thread so training is deterministic.
 FASTTEXT_PARAMS: dict[str, Any] = {"epoch": 3, "lr": 0.1, "wordNgrams": 2}
-# Nested shares of the reference corpus. Evenly spaced abilities keep S(d) from saturating: with
-# 1/5/25/100% almost every web document improves monotonically (93% had S = 1 on the shared pool),
-# so the positives were nearly a random sample; with 25/50/75/100% the share is 63%.
+# Nested shares of the reference corpus (all at the default order) when no ladder is given.
+# Evenly spaced abilities keep S(d) from saturating: with 1/5/25/100% almost every web document
+# improves monotonically (93% had S = 1 on the shared pool), so the positives were nearly a
+# random sample; with 25/50/75/100% the share is 63%.
 DEFAULT_LADDER = (0.25, 0.5, 0.75, 1.0)
 # Reports list contribution words seen at least this often in training (see contribution_words).
 CONTRIBUTION_MIN_COUNT = 10
+
+
+def parse_ladder(spec: str | Sequence[float | str], order: int = 5) -> list[tuple[float, int]]:
+    """Rungs ``(share, order)`` from ``"1.0@3,1.0@4,0.25,0.5,1.0"`` (``share@order``; order defaults to ``order``)."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    rungs = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        share, _, rung_order = text.partition("@")
+        rungs.append((float(share), int(rung_order) if rung_order else int(order)))
+    return rungs
 
 
 def fasttext_line(text: str) -> str:
@@ -55,7 +71,7 @@ def fasttext_line(text: str) -> str:
     return text.replace("\n", " ")
 
 
-# --- §3.2 predictive strength --------------------------------------------------------------
+# --- predictive strength --------------------------------------------------------------
 
 
 def pair_count(n_models: int) -> int:
@@ -79,11 +95,11 @@ def concordant_pairs(benchmark: Sequence[float], losses: np.ndarray) -> np.ndarr
 
 
 def predictive_strength(benchmark: Sequence[float], losses: np.ndarray) -> np.ndarray:
-    """S(d) = concordant pairs / Z ∈ [0, 1] (METHODS §3.2)."""
+    """S(d) = concordant pairs / Z ∈ [0, 1] (docs/preselect.md#predictive-strength)."""
     return concordant_pairs(benchmark, losses) / pair_count(len(benchmark))
 
 
-# --- §3.3 positives, negatives, label file ---------------------------------------------------
+# --- positives, negatives, label file ---------------------------------------------------
 
 
 def choose_examples(
@@ -130,7 +146,7 @@ def write_label_file(
 
 
 def train_fasttext(label_file: str | Path, seed: int = 0, **overrides: Any) -> Any:
-    """fastText supervised training with §3.3's hyperparameters (overrides only for experiments)."""
+    """fastText supervised training with the paper's hyperparameters (overrides only for experiments)."""
     import fasttext  # lazy: fastText only when its model is used
 
     params = {**FASTTEXT_PARAMS, "thread": 1, "seed": seed, "verbose": 0, **overrides}
@@ -138,7 +154,7 @@ def train_fasttext(label_file: str | Path, seed: int = 0, **overrides: Any) -> A
 
 
 def positive_probability(model: Any, texts: Sequence[str], label: str = POSITIVE) -> np.ndarray:
-    """fastText probability of ``label`` for each text (§3.4's document score)."""
+    """fastText probability of ``label`` for each text (the document score, docs/preselect.md#scoring-and-selection)."""
     labels, probs = model.predict([fasttext_line(t) for t in texts], k=-1)
     out = np.zeros(len(texts), dtype=np.float64)
     for row, (names, values) in enumerate(zip(labels, probs, strict=True)):
@@ -151,7 +167,7 @@ def positive_probability(model: Any, texts: Sequence[str], label: str = POSITIVE
 def contribution_words(
     model: Any, k: int = 20, min_count: int = 1
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """Top and bottom words by (E_w · W_out)[label1] − (E_w · W_out)[label0] (§3.3 inspection).
+    """Top and bottom words by (E_w · W_out)[label1] − (E_w · W_out)[label0] (the paper's inspection).
 
     ``min_count`` skips words seen fewer times in training: on small training sets a rare word's
     vector is still mostly its random initialisation, and such words crowd the lists.
@@ -188,12 +204,13 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 @dataclass
 class Rung:
-    """One model of the ladder: the share of reference text it saw and its measured ability."""
+    """One model of the ladder: the share of reference text it saw, its order and its measured ability."""
 
     fraction: float
     train_chars: int
     train_docs: int
     heldout_bpc: float
+    order: int = 5
 
     @property
     def benchmark(self) -> float:
@@ -208,12 +225,16 @@ class Ladder:
     rungs: list[Rung]
     max_chars: int | None = None
 
+    def subset(self, picks: Sequence[int]) -> Ladder:
+        """The ladder of the models at ``picks`` (in that order): candidate ladders share their models."""
+        return Ladder([self.models[i] for i in picks], [self.rungs[i] for i in picks], self.max_chars)
+
     @property
     def benchmark(self) -> list[float]:
         return [r.benchmark for r in self.rungs]
 
     def is_ordered(self) -> bool:
-        """True when more training text gave strictly better held-out loss at every step."""
+        """True when every rung has strictly better held-out loss than the rung before it."""
         values = self.benchmark
         return all(a < b for a, b in itertools.pairwise(values))
 
@@ -232,15 +253,26 @@ def train_ladder(
     heldout_fraction: float = 0.1,
     seed: int = 0,
     max_chars: int | None = None,
+    rungs: Sequence[tuple[float, int]] | None = None,
 ) -> Ladder:
     """Train n-gram LMs on nested subsets (by character share) of a reference corpus.
 
-    A hash-chosen ``heldout_fraction`` of the documents is the benchmark: each model's ability
-    is its bits per character there. Subsets are prefixes of one hash order, so they are nested.
+    ``rungs`` lists ``(share, order)`` per model (list them from the weakest expected model to the
+    strongest, so that ``Ladder.is_ordered`` checks the expectation); without it every share of
+    ``fractions`` gets ``order``. Models of several orders on the same text are a ladder too: a
+    higher order is more able wherever there is enough text, and the benchmark measures it
+    [ours; the paper's ladder is six Llama models]. A hash-chosen ``heldout_fraction`` of the
+    documents is the benchmark: each model's ability is its bits per character there. Subsets are
+    prefixes of one hash order, so they are nested.
     """
-    if len(fractions) < 4:
+    specs = [(float(f), int(o)) for f, o in rungs] if rungs is not None else [(float(f), int(order)) for f in fractions]
+    if len(specs) < 4:
         raise ValueError("PreSelect's local mode needs a ladder of at least 4 models")
-    if list(fractions) != sorted(fractions) or len(set(fractions)) != len(fractions):
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"ladder rungs must differ: {specs}")
+    if any(not 0 < f <= 1 or o < 1 for f, o in specs):
+        raise ValueError(f"ladder shares must be in (0, 1] and orders ≥ 1: {specs}")
+    if rungs is None and [f for f, _ in specs] != sorted(f for f, _ in specs):
         raise ValueError(f"ladder fractions must increase strictly: {list(fractions)}")
     heldout = [i for i in range(len(texts)) if uniform(doc_ids[i], "preselect:benchmark", seed) < heldout_fraction]
     held = set(heldout)
@@ -252,16 +284,23 @@ def train_ladder(
         raise ValueError("reference corpus too small to split into training and benchmark text")
     cumulative = np.cumsum([len(texts[i]) for i in train])
     benchmark_texts = [texts[i] for i in heldout]
-    models, rungs = [], []
-    for fraction in fractions:
+    models, measured = [], []
+    for fraction, rung_order in specs:
         n_docs = max(1, int(np.searchsorted(cumulative, fraction * cumulative[-1] - 1e-9) + 1))
         subset = [texts[i] for i in train[:n_docs]]
-        model = KneserNeyLM.train(subset, order=order)
+        model = KneserNeyLM.train(subset, order=rung_order)
         bpc = heldout_bpc(model, benchmark_texts)
         models.append(model)
-        rungs.append(Rung(float(fraction), int(cumulative[n_docs - 1]), n_docs, bpc))
-        log.info("ladder rung %.3f: %d docs, %d chars, held-out BPC %.4f", fraction, n_docs, rungs[-1].train_chars, bpc)
-    return Ladder(models, rungs, max_chars)
+        measured.append(Rung(fraction, int(cumulative[n_docs - 1]), n_docs, bpc, rung_order))
+        log.info(
+            "ladder rung %.3f @ order %d: %d docs, %d chars, held-out BPC %.4f",
+            fraction,
+            rung_order,
+            n_docs,
+            measured[-1].train_chars,
+            bpc,
+        )
+    return Ladder(models, measured, max_chars)
 
 
 # --- the whole local recipe ------------------------------------------------------------------
@@ -275,7 +314,7 @@ class PreSelectReport:
     seed: int = 0
     ladder: list[dict[str, Any]] = field(default_factory=list)
     ladder_ordered: bool = True
-    lm_order: int = 5
+    lm_order: int = 5  # the highest order of the ladder
     reference_docs: int = 0
     benchmark_docs: int = 0
     pool_docs: int = 0
@@ -303,18 +342,18 @@ class PreSelectReport:
             "",
             f"Reference documents: {self.reference_docs} (benchmark: {self.benchmark_docs}); pool: {self.pool_docs}.",
             "",
-            "| rung | share of reference | docs | characters | held-out BPC |",
-            "|---|---|---|---|---|",
+            "| rung | share of reference | order | docs | characters | held-out BPC |",
+            "|---|---|---|---|---|---|",
         ]
         for i, rung in enumerate(self.ladder):
             lines.append(
-                f"| {i} | {rung['fraction']:.0%} | {rung['train_docs']} | {rung['train_chars']:,} "
-                f"| {rung['heldout_bpc']:.4f} |"
+                f"| {i} | {rung['fraction']:.0%} | {rung.get('order', self.lm_order)} | {rung['train_docs']} "
+                f"| {rung['train_chars']:,} | {rung['heldout_bpc']:.4f} |"
             )
         lines += [
             "",
-            f"Ladder strictly ordered by ability: {self.ladder_ordered} (character {self.lm_order}-gram LMs, "
-            "interpolated modified Kneser–Ney).",
+            f"Ladder strictly ordered by ability: {self.ladder_ordered} (character n-gram LMs, interpolated "
+            "modified Kneser–Ney).",
             "",
             f"S histogram (concordant pairs → documents), mean S = {self.mean_s:.3f}:",
             "",
@@ -354,6 +393,7 @@ def train_local(
     *,
     fractions: Sequence[float] = DEFAULT_LADDER,
     order: int = 5,
+    rungs: Sequence[tuple[float, int]] | None = None,
     heldout_fraction: float = 0.1,
     benchmark_fraction: float = 0.1,
     max_per_class: int | None = None,
@@ -362,6 +402,8 @@ def train_local(
     quantize_cutoff: int = 40_000,
     keep_bin: bool = False,
     seed: int = 0,
+    ladder: Ladder | None = None,
+    pool_losses: np.ndarray | None = None,
 ) -> PreSelectReport:
     """Run PreSelect's local recipe on (id, text) pairs; writes the classifier and its report.
 
@@ -370,19 +412,23 @@ def train_local(
     ``report.json``, ``report.md``. The .bin is kept when ``keep_bin`` or when not quantizing
     (with fastText's default 2M hash buckets it is ~800 MB). ``max_chars`` bounds the text each
     LM scores per document; ``heldout_fraction`` of the labelled examples is kept out of training
-    for the report's ROC-AUC.
+    for the report's ROC-AUC. A caller that compared several ladders passes the chosen ``ladder``
+    (trained on ``reference``) and its ``pool_losses`` instead of having them computed again.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref_ids = [doc_id for doc_id, _ in reference]
     ref_texts = [text for _, text in reference]
-    ladder = train_ladder(ref_ids, ref_texts, fractions, order, benchmark_fraction, seed, max_chars)
+    if ladder is None:
+        ladder = train_ladder(ref_ids, ref_texts, fractions, order, benchmark_fraction, seed, max_chars, rungs)
     if not ladder.is_ordered():
         log.warning("ladder abilities are not strictly ordered: %s", ladder.benchmark)
 
     pool_ids = [doc_id for doc_id, _ in pool]
     pool_texts = [text for _, text in pool]
-    losses = ladder.losses(pool_texts)
+    losses = ladder.losses(pool_texts) if pool_losses is None else np.asarray(pool_losses, dtype=np.float64)
+    if losses.shape != (len(pool_texts), len(ladder.models)):
+        raise ValueError(f"pool losses have shape {losses.shape}, expected ({len(pool_texts)}, {len(ladder.models)})")
     valid = np.all(np.isfinite(losses), axis=1)  # empty documents have no BPC
     concordant = np.where(valid, concordant_pairs(ladder.benchmark, np.nan_to_num(losses)), 0)
     n_models = len(ladder.models)
@@ -409,7 +455,7 @@ def train_local(
             files["preselect.bin"] = (out / "preselect.bin").stat().st_size
         auc_q = None
         if quantize:
-            # No retraining: the pruned, product-quantized model is the §3.3 classifier, compressed.
+            # No retraining: the pruned, product-quantized model is the same classifier, compressed.
             model.quantize(qnorm=True, retrain=False, cutoff=quantize_cutoff, thread=1)
             model.save_model(str(out / "preselect.ftz"))
             files["preselect.ftz"] = (out / "preselect.ftz").stat().st_size
@@ -420,7 +466,7 @@ def train_local(
         seed=seed,
         ladder=[asdict(r) for r in ladder.rungs],
         ladder_ordered=ladder.is_ordered(),
-        lm_order=order,
+        lm_order=max(r.order for r in ladder.rungs),
         reference_docs=len(reference),
         benchmark_docs=sum(1 for i in ref_ids if uniform(i, "preselect:benchmark", seed) < benchmark_fraction),
         pool_docs=len(pool),

@@ -1,14 +1,14 @@
-"""QuRating (METHODS §1): pairwise judgments → Bradley–Terry rater → chunked document ratings. Beam-free.
+"""QuRating (docs/qurating.md): pairwise judgments → Bradley–Terry rater → chunked document ratings. Beam-free.
 
-* Judgments (§1.3): groups of k texts with, per criterion, a k×k matrix whose entry (a, b) is
+* Judgments (docs/qurating.md#judgments): groups of k texts with, per criterion, a k×k matrix whose entry (a, b) is
   P(text_b ≻ text_a); −100 marks the diagonal and missing votes. ``read_judgments`` reads it.
-* Training (§1.4): the confidence filter keeps a label when |y − ½| ≥ threshold/2, an optional
+* Training (docs/qurating.md#training): the confidence filter keeps a label when |y − ½| ≥ threshold/2, an optional
   label temperature tempers it (y ← σ(logit(y)/T)), and the Bradley–Terry loss
   BCE(σ(s_j − s_i), y_ij) is averaged over every valid ordered pair of a group (both orders,
   diagonal and −100 masked). The paper fine-tunes a 1.3B LM; local mode keeps the loss and the
   4-output bias-free linear head and freezes the features: hashed word n-grams by default (no
-  model to fetch or distil, byte-identical everywhere), or model2vec/MiniLM embeddings.
-* Inference (§1.5): the whole document is tokenised, cut into consecutive 512-token windows
+  model to fetch or distil, byte-identical everywhere), or static/MiniLM embeddings.
+* Inference (docs/qurating.md#rating-documents): the whole document is tokenised, cut into consecutive 512-token windows
   (the last may be shorter), every window is rated, and the document rating per criterion is
   the token-weighted mean. Columns match the reference annotator: ``<criterion>_chunks``,
   ``<criterion>_average``, ``chunk_lengths``, ``length``.
@@ -39,7 +39,7 @@ from pydantic import Field
 
 from winnow.core import exact
 from winnow.core.config import TokenizerConfig
-from winnow.core.embedders import sentence_encoder, torch_device
+from winnow.core.embedders import is_static, sentence_encoder, torch_device
 from winnow.core.hashing import h64, uniform
 from winnow.core.models import file_digest, resolve_model_path
 from winnow.core.tokenizer import BUNDLED_TOKENIZER
@@ -53,7 +53,7 @@ BUNDLED_QURATER = "winnow:models/qurating/qurater-hashed.npz"
 
 
 def qurating_columns(criteria: Sequence[str] = CRITERIA) -> tuple[ScoreColumn, ...]:
-    """The annotator's output columns (METHODS §1.5), in the reference order."""
+    """The annotator's output columns (docs/qurating.md#rating-documents), in the reference order."""
     columns = []
     for criterion in criteria:
         columns.append(ScoreColumn(f"{criterion}_chunks", pa.list_(pa.float32())))
@@ -94,7 +94,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 
 def group_from_record(record: Mapping[str, Any], criteria: Sequence[str] = CRITERIA, index: int = 0) -> JudgmentGroup:
-    """One §1.3 record; a criterion without its ``<criterion>_average`` matrix is all missing."""
+    """One docs/qurating.md#judgments record; a criterion without its ``<criterion>_average`` matrix is all missing."""
     texts = [str(t) for t in record["texts"]]
     k = len(texts)
     labels = {}
@@ -208,7 +208,7 @@ def flatten(groups: Sequence[JudgmentGroup], criteria: Sequence[str] = CRITERIA)
 
 
 def bt_loss(scores: np.ndarray, pairs: Pairs) -> float:
-    """Mean BCE(σ(s_j − s_i), y) over the pairs (Bradley–Terry, METHODS §1.4)."""
+    """Mean BCE(σ(s_j − s_i), y) over the pairs (Bradley–Terry, docs/qurating.md#training)."""
     d = scores[pairs.right, pairs.criterion] - scores[pairs.left, pairs.criterion]
     return float(np.mean(np.logaddexp(0.0, d) - pairs.label * d))
 
@@ -263,9 +263,9 @@ class HashedNgrams:
 
 @dataclass
 class EmbeddingFeatures:
-    """Frozen sentence embeddings (``model2vec`` or ``minilm``) from ``winnow.scorers.backends``."""
+    """Frozen sentence embeddings (``static`` or ``minilm``) from ``winnow.core.embedders``."""
 
-    encoder: str = "model2vec"
+    encoder: str = "static"
     cache_dir: str | None = None
     _model: Any = field(default=None, repr=False)
 
@@ -287,12 +287,12 @@ def featurizer_from(spec: Mapping[str, Any], cache_dir: str | None = None) -> Ha
 
 
 def make_featurizer(encoder: str, cache_dir: str | None = None) -> HashedNgrams | EmbeddingFeatures:
-    """``hashed`` (default), ``model2vec`` or ``minilm``."""
+    """``hashed`` (default), ``static`` (``model2vec``, its former name) or ``minilm``."""
     if encoder == "hashed":
         return HashedNgrams()
-    if encoder in ("model2vec", "minilm"):
+    if is_static(encoder) or encoder == "minilm":
         return EmbeddingFeatures(encoder, cache_dir)
-    raise ValueError(f"unknown encoder {encoder!r}; use hashed, model2vec or minilm")
+    raise ValueError(f"unknown encoder {encoder!r}; use hashed, static or minilm")
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -392,7 +392,8 @@ class QuRaterHead:
 
 
 def excerpt(text: str, doc_id: str, tokenizer: Any, seed: int, max_tokens: int = WINDOW_TOKENS) -> str:
-    """A §1.3 excerpt: length 512 with probability ½, else uniform in [256, 512] tokens, random start.
+    """A docs/qurating.md#judgments excerpt: length 512 with probability ½, else uniform in [256, 512] tokens, random
+    start.
 
     Draws come from the document id (``uniform``), so excerpts do not depend on file order.
     """
@@ -409,7 +410,8 @@ def excerpt(text: str, doc_id: str, tokenizer: Any, seed: int, max_tokens: int =
 def excerpt_records(
     records: Iterable[Mapping[str, Any]], tokenizer: Any, seed: int, per_doc: int = 1
 ) -> list[dict[str, Any]]:
-    """Each pointwise record cut into up to ``per_doc`` §1.3 excerpts (ids ``<id>#<k>``), labels kept."""
+    """Each pointwise record cut into up to ``per_doc`` docs/qurating.md#judgments excerpts (ids ``<id>#<k>``), labels
+    kept."""
     out = []
     for record in records:
         for k in range(per_doc):
@@ -576,7 +578,7 @@ def split_documents(token_ids: Sequence[Sequence[int]], size: int) -> tuple[list
 class WindowTokenizer:
     """A ``tokenizers`` JSON (the run tokenizer) that cuts windows: ids and text, no special tokens.
 
-    The same calls as ``winnow.scorers.tokenizer.Tokenizer`` (so ``length`` equals ``n_tokens``),
+    The same calls as ``winnow.core.tokenizer.Tokenizer`` (so ``length`` equals ``n_tokens``),
     without its end-of-text requirement: any run tokenizer works, whatever its EOS is called.
     """
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from winnow.stages.score.causal_lm import CausalLMOptions
 from winnow.stages.score.dataman import DataManOptions
 from winnow.stages.score.embedding_head import EmbeddingHeadOptions
 from winnow.stages.score.fasttext import FastTextOptions
@@ -17,10 +18,17 @@ from winnow.stages.score.hf_checkpoint import HFCheckpointOptions
 from winnow.stages.score.qurating import QuRatingOptions
 from winnow.stages.score.scorer import Scorer, ScorerFactory, ScorerOptions
 
-BACKENDS = (FastTextOptions, EmbeddingHeadOptions, HFCheckpointOptions, QuRatingOptions, DataManOptions)
+BACKENDS = (
+    FastTextOptions,
+    EmbeddingHeadOptions,
+    HFCheckpointOptions,
+    QuRatingOptions,
+    DataManOptions,
+    CausalLMOptions,
+)
 
 ScorerEntry = Annotated[
-    FastTextOptions | EmbeddingHeadOptions | HFCheckpointOptions | QuRatingOptions | DataManOptions,
+    FastTextOptions | EmbeddingHeadOptions | HFCheckpointOptions | QuRatingOptions | DataManOptions | CausalLMOptions,
     Field(discriminator="backend"),
 ]
 

@@ -1,4 +1,4 @@
-"""Stage ``score``: model scores as columns on every document (cores in winnow.scorers).
+"""Stage ``score``: model scores as columns on every document (cores beside it in winnow.stages.score).
 
 One DoFn per configured scorer, chained. Each loads its model once per worker (``setup``),
 takes documents in fixed-size batches (``BatchElements``), and writes the scorer's columns,
@@ -142,7 +142,7 @@ class ScoreWith(beam.PTransform):
 
 
 class CountTokensDoFn(beam.DoFn):
-    """Writes ``n_tokens`` (METHODS §0: every budget is in tokens) with the run's tokenizer."""
+    """Writes ``n_tokens`` (docs/budgets.md#tokens: every budget is in tokens) with the run's tokenizer."""
 
     def __init__(self, tokenizer: TokenizerConfig):
         self.tokenizer_config = tokenizer
@@ -177,7 +177,7 @@ class CountTokens(beam.PTransform):
 
 
 class Score(beam.PTransform):
-    """Stage ``score``: ``n_tokens``, then every configured scorer in order (METHODS §3 PreSelect and others).
+    """Stage ``score``: ``n_tokens``, then every configured scorer in order (docs/preselect.md PreSelect and others).
 
     ``factories`` replaces the config's scorers with (name, zero-argument factory, batch size)
     triples, for scorers that are not config backends (tests, experiments).

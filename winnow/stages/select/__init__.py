@@ -1,0 +1,1 @@
+"""The select stage: which documents are kept (threshold, budget cuts, INGENIOUS)."""

@@ -2,7 +2,8 @@
 
 ``select`` keeps documents by a rule on score columns: a fixed threshold, the top of the pool to a
 budget of characters or tokens (PreSelect: top 10% of characters), QuRating's Gumbel-top-k sampling
-at temperature τ, or DataMan's uniform sampling; optionally with per-group budgets (``balance_by``).
+at temperature τ, or DataMan's uniform sampling; optionally with per-group budgets (``balance_by``);
+or SALT's difficulty band between two weighted quantiles of a column (``rule: band``, block ``band``).
 """
 
 from __future__ import annotations
@@ -12,36 +13,27 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from winnow.core.config import Section
+from winnow.stages.select.band_config import BandSelectConfig
+from winnow.stages.select.ingenious_config import IngeniousConfig
+from winnow.stages.select.where import WhereCondition
 
 # The default metric: the column the default scorer (PreSelect) writes.
 DEFAULT_COLUMN = "preselect_score"
 
 
-class WhereCondition(Section):
-    """One condition on a document column (top level or in ``metadata``), e.g. overall_score == 5."""
-
-    field: str = Field(..., min_length=1, description="Column name.")
-    op: Literal["==", "!=", ">=", ">", "<=", "<", "in", "not_in"] = Field("==", description="Comparison.")
-    value: float | int | str | bool | list[float | int | str | bool] = Field(
-        ..., description="Right-hand side; a list for `in` / `not_in`."
-    )
-
-    @model_validator(mode="after")
-    def _list_for_membership(self) -> WhereCondition:
-        if (self.op in ("in", "not_in")) != isinstance(self.value, list):
-            raise ValueError(f"`{self.op}` needs {'a list' if self.op in ('in', 'not_in') else 'a single value'}")
-        return self
-
-
 class SelectConfig(Section):
-    """Which documents are kept by their scores (METHODS §0 budget cut, §1.6 sampling, §3.4 PreSelect)."""
+    """Which documents are kept by their scores (docs/budgets.md#the-budget-cut budget cut, docs/qurating.md#selection
+    sampling, docs/preselect.md#scoring-and-selection PreSelect)."""
 
     enabled: bool = Field(False, description="Run this stage.")
-    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform"] = Field(
+    rule: Literal["threshold", "top_k", "gumbel_top_k", "uniform", "ingenious", "band"] = Field(
         "top_k",
         description="`threshold`: keep metric ≥ `threshold`; `top_k`: highest metric first until the budget; "
         "`gumbel_top_k`: sample without replacement ∝ exp(z/τ) until the budget; `uniform`: a random "
-        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget.",
+        "permutation by hash (no metric; DataMan's uniform baseline) cut at the budget; `ingenious`: "
+        "representative subsets by facility location over embeddings, drawn in rounds (block `ingenious`, "
+        "docs/ingenious.md; no score columns); `band`: documents whose `band.column` lies between two weighted "
+        "quantiles of the pool, tagged (default) or kept (block `band`, docs/salt.md).",
     )
     columns: list[str] = Field(
         default_factory=lambda: [DEFAULT_COLUMN],
@@ -61,7 +53,8 @@ class SelectConfig(Section):
     )
     balance_by: str | list[str] | None = Field(
         None,
-        description="Field (top level or in `metadata`) whose groups each get budget ⌊T_d / T · B⌋; "
+        description="Field (top level or in `metadata`; `input_name` is each input's `name`) whose groups each "
+        "get budget ⌊T_d / T · B⌋; "
         "normalisation and noise stay global. A list allocates hierarchically (DataMan's source → "
         "domain): ⌊T_s / T · B⌋ per first-field value, then ⌊T_{s,d} / T_s · B_s⌋ inside it, and so on.",
     )
@@ -70,6 +63,17 @@ class SelectConfig(Section):
         description="Conditions (all must hold) a document must meet to be a candidate, e.g. "
         "`[{field: overall_score, op: '==', value: 5}]`; others are removed as `select:where`. "
         "Token totals T are counted after this filter.",
+    )
+    ingenious: IngeniousConfig = Field(
+        default_factory=IngeniousConfig,
+        description="Rule `ingenious`: embeddings, partitions, optimizer, Taylor softmax and rounds. Its `fraction` "
+        "sets the share each round keeps; `budget` (tokens) overrides it when `ingenious.weight` is `tokens`.",
+    )
+    band: BandSelectConfig = Field(
+        default_factory=BandSelectConfig,
+        description="Rule `band`: the column, the two quantiles, `require`, the weight and tag-or-drop "
+        "(docs/salt.md#the-difficulty-band-selectrule-band). `columns`, `fraction`, `budget` and `weight` do not "
+        "apply to it.",
     )
     upsample: bool = Field(
         False,
@@ -87,6 +91,15 @@ class SelectConfig(Section):
             raise ValueError("`upsample` needs a budget rule (top_k, gumbel_top_k or uniform)")
         if isinstance(self.balance_by, list) and not self.balance_by:
             raise ValueError("`balance_by` list is empty; use null for no balancing")
+        if self.rule == "band" and (self.balance_by is not None or self.upsample):
+            raise ValueError("rule `band` cuts one pool and never repeats documents: remove `balance_by` / `upsample`")
+        if self.rule == "ingenious":
+            if self.balance_by is not None:
+                raise ValueError("rule `ingenious` balances by its own partitions; remove `balance_by`")
+            if self.upsample:
+                raise ValueError("rule `ingenious` repeats documents in its rounds; remove `upsample`")
+            if self.budget is not None and self.ingenious.weight != "tokens":
+                raise ValueError("`budget` counts tokens: with rule `ingenious` it needs `ingenious.weight: tokens`")
         return self
 
     @property

@@ -1,29 +1,34 @@
-"""Stage ``select``: keep documents by their scores (math in winnow.scorers.selection).
+"""Stage ``select``: keep documents by their scores (math in winnow.core.budget).
 
 Rules (``SelectConfig.rule``):
 
 * ``threshold``: keep metric ≥ threshold; one ParDo, no global state.
 * ``top_k``: sort by metric, descending; keep the shortest prefix whose weight (characters or
-  tokens) reaches the budget (METHODS §0). PreSelect is ``top_k`` on ``preselect_score`` with
-  ``fraction: 0.1`` of characters (§3.4).
+  tokens) reaches the budget (docs/budgets.md#tokens). PreSelect is ``top_k`` on ``preselect_score`` with
+  ``fraction: 0.1`` of characters (docs/preselect.md#scoring-and-selection).
 * ``gumbel_top_k``: key = z/τ + Gumbel(u(doc_id)), z from the pool's mean and standard
-  deviation (§1.6); then the same budget cut.
+  deviation (docs/qurating.md#selection); then the same budget cut.
+* ``ingenious``: representative subsets by facility location over embeddings, per partition,
+  drawn in rounds that become ``phase`` shard sets (docs/ingenious.md; the Beam wiring is in
+  ``winnow.stages.select.ingenious_stage``).
+* ``band``: SALT's difficulty band between two weighted quantiles of one column, tagged
+  (``salt_selected``) or kept (docs/salt.md; the Beam wiring is in ``winnow.stages.select.band_stage``).
 
 Nothing global is held in one process. The mean/std is a combiner with exact sums; the budget
 (``fraction`` × pool weight, or ``budget``; per group ⌊T_d/T·B⌋ with ``balance_by``) comes from
-a per-group sum; the cut (``winnow.transforms.cuts.BudgetCuts``, shared with ``mix``) is found
+a per-group sum; the cut (``winnow.beam.cuts.BudgetCuts``, shared with ``mix``) is found
 in three passes over (key bits, weight) pairs: a 2^16-bin weight histogram of the top key bits,
 a 2^24-bin histogram inside the boundary bin, then the few documents of that last bin (keys
 equal to ~9 significant digits) are cut exactly by (key, H64(doc_id)). When that bin holds a
 single key value (ties: integer ratings such as DataMan's), the same histogram cut runs on the
 H64 tiebreaks instead, so a tie spanning much of the pool is never collected in one place. The
-result is the exact §0 cut: selected weight ≥ budget, and without the last kept document it
+result is the exact docs/budgets.md#the-budget-cut cut: selected weight ≥ budget, and without the last kept document it
 would be below (overshoot < one document). Dropped documents go to ``removed`` as
 ``select:<rule>``; kept ones get ``select_key``, the key they were ranked by.
 Besides the three stage outputs, ``summary`` holds one record per group: pool weight, budget,
 selected weight and overshoot.
 
-DataMan's "Sample-with-DataMan" (METHODS §2.6) adds: ``where`` (keep candidates whose columns meet
+DataMan's "Sample-with-DataMan" (docs/dataman.md#selection) adds: ``where`` (keep candidates whose columns meet
 every condition, e.g. ``overall_score == 5``; others are removed as ``select:where`` and the
 token totals are counted after it); ``balance_by`` as a list (hierarchical budgets: ⌊T_s/T·B⌋ per
 source, then ⌊T_{s,d}/T_s·B_s⌋ per domain inside it); rule ``uniform`` (the key is a hash draw
@@ -51,8 +56,13 @@ from winnow.beam.combiners import MeanStdFn
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, field_value, rejected, removed
 from winnow.beam.cuts import BudgetCuts
 from winnow.core.budget import CutPoint, Narrowing, group_budgets, order_bits, selection_key
+from winnow.core.config import TokenizerConfig
 from winnow.core.hashing import h64, uniform
-from winnow.stages.select.config import SelectConfig, WhereCondition
+from winnow.stages.select.band_stage import BandSelect, band_columns
+from winnow.stages.select.config import SelectConfig
+from winnow.stages.select.ingenious_stage import COLUMNS as INGENIOUS_COLUMNS
+from winnow.stages.select.ingenious_stage import IngeniousSelect
+from winnow.stages.select.where import WhereCondition
 
 STAGE = "select"
 SUMMARY = "summary"
@@ -67,8 +77,9 @@ class SelectError(ValueError):
 
 
 def doc_metric(doc: Document, config: SelectConfig) -> float:
-    """Sum of the configured score columns, negated for ``direction: bottom`` (0 for ``uniform``)."""
-    if config.rule == "uniform":
+    """Sum of the configured score columns, negated for ``direction: bottom`` (0 for ``uniform`` and
+    ``ingenious``, which rank by no score, and for ``band``, which reads its own column)."""
+    if config.rule in ("uniform", "ingenious", "band"):
         return 0.0
     total = 0.0
     for column in config.columns:
@@ -162,7 +173,8 @@ def tiebreak(doc: Document, seed: int) -> int:
 
 def hierarchical_budgets(totals: dict[tuple[str, ...], int], budget: float) -> dict[tuple[str, ...], float]:
     """Budgets per cell, level by level: ⌊T_s/T·B⌋ for the first field, then ⌊T_{s,d}/T_s·B_s⌋
-    inside each (METHODS §2.6 ``multi_domain``); one level is QuRating's ⌊T_d/T·B⌋ (§1.7)."""
+    inside each (docs/dataman.md#selection ``multi_domain``); one level is QuRating's ⌊T_d/T·B⌋
+    (docs/qurating.md#domain-balancing)."""
     depth = max((len(cell) for cell in totals), default=0)
     budgets: dict[tuple[str, ...], float] = {(): float(budget)}
     for level in range(1, depth + 1):
@@ -203,7 +215,8 @@ class PrepareDoFn(beam.DoFn):
     def process(self, doc: Document) -> Iterator[Any]:
         try:
             doc_metric(doc, self.config)
-            doc_weight(doc, self.config)
+            if self.config.rule != "band":  # the band weighs only documents in its pool, by its own rule
+                doc_weight(doc, self.config)
             candidate = all(meets(doc, condition) for condition in self.config.where)
         except (SelectError, TypeError, ValueError) as error:
             yield rejected(doc, STAGE, error)
@@ -286,7 +299,7 @@ class ApplyCutDoFn(beam.DoFn):
             yield removed(doc, f"select:{self.config.rule}")
 
 
-# --- upsampling (METHODS §2.6 step 4) -------------------------------------------------------------
+# --- upsampling (docs/dataman.md#selection step 4) -------------------------------------------------------------
 
 
 def upsample_horizon(shortfall: float, pool_weight: int) -> float:
@@ -402,12 +415,14 @@ def _summary(
 
 
 class Select(beam.PTransform):
-    """Stage ``select`` (see the module docstring); ``seed`` is the run's seed."""
+    """Stage ``select`` (see the module docstring); ``seed`` is the run's seed. ``tokenizer`` counts
+    tokens where ``tokens_field`` is missing (rule ``ingenious`` only)."""
 
-    def __init__(self, config: SelectConfig, seed: int = 0):
+    def __init__(self, config: SelectConfig, seed: int = 0, tokenizer: TokenizerConfig | None = None):
         super().__init__()
         self.config = config
         self.seed = seed
+        self.tokenizer = tokenizer
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         config, seed = self.config, self.seed
@@ -417,6 +432,23 @@ class Select(beam.PTransform):
             out = valid | "Threshold" >> beam.ParDo(ThresholdDoFn(config)).with_outputs(REMOVED, main=KEPT)
             removed_all = (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten()
             return {KEPT: out[KEPT], REMOVED: removed_all, REJECTED: prepared[REJECTED]}
+        if config.rule == "band":
+            out = valid | "Band" >> BandSelect(config.band, seed)
+            return {
+                KEPT: out[KEPT],
+                REMOVED: (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten(),
+                REJECTED: (out[REJECTED], prepared[REJECTED]) | "AllRejected" >> beam.Flatten(),
+                SUMMARY: out[SUMMARY],
+            }
+        if config.rule == "ingenious":
+            budget = float(config.budget) if config.budget is not None else None
+            out = valid | "Ingenious" >> IngeniousSelect(config.ingenious, config.tokens_field, self.tokenizer, budget)
+            return {
+                KEPT: out[KEPT],
+                REMOVED: (out[REMOVED], prepared[REMOVED]) | "AllRemoved" >> beam.Flatten(),
+                REJECTED: (out[REJECTED], prepared[REJECTED]) | "AllRejected" >> beam.Flatten(),
+                SUMMARY: out[SUMMARY],
+            }
 
         stats = None
         if config.rule == "gumbel_top_k":
@@ -468,11 +500,21 @@ class Select(beam.PTransform):
         return {KEPT: kept_docs, REMOVED: removed_all, REJECTED: prepared[REJECTED], SUMMARY: summary}
 
 
+def config_columns(config: SelectConfig) -> tuple[pa.Field, ...]:
+    """Rule ``ingenious`` adds its columns and the round's ``phase`` (docs/ingenious.md); rule ``band`` its
+    tag and label (docs/salt.md)."""
+    if config.rule == "band":
+        return band_columns(config.band)
+    return INGENIOUS_COLUMNS if config.rule == "ingenious" else ()
+
+
 SPEC = StageSpec(
     name=STAGE,
     config=SelectConfig,
     transform=Select,
-    # ``upsample: true``: 0 for a selected document, 1, 2, … for its repeats.
+    # ``upsample: true``: 0 for a selected document, 1, 2, … for its repeats; rule ``ingenious``:
+    # 0 for a document's first round, 1, 2, … for the later rounds that drew it again.
     columns=(pa.field("select_key", pa.float64()), pa.field("epoch", pa.int32())),
-    needs=("seed",),
+    config_columns=config_columns,
+    needs=("seed", "tokenizer"),
 )

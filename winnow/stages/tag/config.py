@@ -1,4 +1,4 @@
-"""Config section of the ``tag`` stage: WebOrganizer topic × format and DataMan domain tags (METHODS §6)."""
+"""Config section of the ``tag`` stage: WebOrganizer topic × format and DataMan domain tags (docs/domains.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class TaggerEntry(Section):
 
 
 class TagConfig(Section):
-    """Domain tags on every kept document (METHODS §6.1, §6.2) and per-domain statistics (§6.5 #2)."""
+    """Domain tags on every kept document (docs/domains.md#weborganizer, docs/domains.md#dataman-domains) and
+    per-domain statistics (docs/domains.md#per-domain-statistics)."""
 
     enabled: bool = Field(False, description="Run this stage.")
     topic: TaggerEntry | None = Field(
@@ -49,7 +50,8 @@ class TagConfig(Section):
     domain_from: Literal["auto", "dataman", "topic", "none"] = Field(
         "auto",
         description="Source of the DataMan domain letter: the DataMan scorer's application_domain column "
-        "(dataman), the §6.2 topic mapping (topic), the first available of the two (auto), or no domain.",
+        "(dataman), the topic mapping of docs/domains.md#dataman-domains (topic), the first available of the two "
+        "(auto), or no domain.",
     )
     write_probabilities: bool = Field(False, description="Also write topic_probs / format_probs (24 floats each).")
     statistics: bool = Field(True, description="Per-domain documents, characters, tokens, score distributions.")

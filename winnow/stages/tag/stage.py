@@ -1,14 +1,15 @@
-"""Stage ``tag``: WebOrganizer topic and format, DataMan domain, per-domain statistics (METHODS §6).
+"""Stage ``tag``: WebOrganizer topic and format, DataMan domain, per-domain statistics (docs/domains.md).
 
 Taggers (core in ``winnow.core.taggers``, shared with the ``order`` stage) load once per worker
 in ``setup`` and see documents in fixed-size batches. Every kept document gets ``topic``/``topic_id``/``topic_score``,
 ``format``/``format_id``/``format_score`` (argmax of the probabilities, in the taxonomy's id
 order) and ``domain``, the DataMan letter A–O: the DataMan scorer's ``application_domain`` when
-``score`` ran it, else the §6.2 topic mapping. Which one was used is counted in the summary
+``score`` ran it, else the docs/domains.md#dataman-domains topic mapping. Which one was used is counted in the summary
 (``domain_source``) because the mapping is ours, not a model's prediction. A batch a tagger fails
 on is retried document by document; a document that still fails is rejected, never lost.
 
-Besides the three stage outputs, ``summary`` holds the §6.5 #2 statistics (section ``domains``):
+Besides the three stage outputs, ``summary`` holds the docs/domains.md#per-domain-statistics statistics (section
+``domains``):
 per taxonomy (topic, format, topic×format, domain) and value, documents, characters, tokens and,
 per float score column, count/mean/std/quantiles from a fixed-bin histogram (bin ranges come
 from a first global min/max pass), plus WebOrganizer's prior list and the corpus totals. Every
@@ -226,7 +227,8 @@ def _prior_record(item: tuple[str, Iterable[tuple[str, int, int]]]) -> dict[str,
 
 
 class DomainStatistics(beam.PTransform):
-    """§6.5 #2: per-domain documents/characters/tokens/score summaries, the prior and the totals."""
+    """docs/domains.md#per-domain-statistics: per-domain documents/characters/tokens/score summaries, the prior and the
+    totals."""
 
     def __init__(self, bins: int, describe: dict[str, Any]):
         super().__init__()
