@@ -407,7 +407,7 @@ class ReferenceEncoder:
 
 TOPIC_AWARE = "static+topic"
 BUNDLED_TOPIC_TAGGER = "winnow:models/tagger/topic-tagger.zip"
-DEFAULT_TOPIC_WEIGHT = 0.2  # picked on the choose split by bench/ordering_quality.py
+DEFAULT_TOPIC_WEIGHT = 0.5  # picked on the choose split by bench/ordering_quality.py
 
 
 class TopicAwareEncoder:
@@ -418,7 +418,7 @@ class TopicAwareEncoder:
     of two such vectors is ``(1−w)·cos(s, s′) + w·BC(p, p′)``, where ``BC = Σ√(p·p′)`` is the
     Bhattacharyya coefficient of the two topic distributions. The static half keeps fine-grained
     neighbours; the topic half keeps a chain inside a topic when static cosines, which sit high for
-    every pair of web pages, barely separate topics. ``w`` is ``order.topic_weight`` (0.2, picked
+    every pair of web pages, barely separate topics. ``w`` is ``order.topic_weight`` (0.5, picked
     on the *choose* split by ``bench/ordering_quality.py``). Every step is exact or one correctly
     rounded elementwise operation (the tagger runs exact integer layers), so a document's vector is
     the same bits in any batch on any machine.
