@@ -1,212 +1,296 @@
-"""ICP ordering quality on weborganizer-dclm (METHODS §4.9.3): ICP order vs random order.
+"""ICP ordering quality on weborganizer-dclm under the evaluation protocol: fit / choose / report.
 
-For each embedder (model2vec, MiniLM) and a TF-IDF kNN floor, on the same documents:
-mean adjacent cosine and the share of adjacent documents with the same WebOrganizer topic, in
-ICP order (paper traversal, k = 9) unpartitioned and partitioned into k-means cells, against a
-random permutation; the cross-cell edge fraction (exact global 9-NN edges whose ends lie in
-different cells); and θ_sem calibration: the lowest cosine that ≤ 1% of random pairs reach, with
-the recall of the folder's 68 known near-duplicate pairs at it.
+Pages are split as ``bench/tagging_eval.py`` splits them (``winnow.core.evaluation.three_way_split``,
+URL hash): *fit* trains the topic tagger the ``static+topic`` embedder reads, every choice (the
+embedder, its topic weight, the peer's TF-IDF settings) is made on *choose*, and the figures come
+from *report*, whose pages nothing was trained or chosen on (the shipped topic tagger was trained on
+fit + choose). Texts first go through the ``normalize`` stage's defaults. Each split is ordered as
+one cell (it is far below ``partition_below``), as the order stage would order a corpus that size:
 
-MiniLM runs at about 10 docs/s/core on the shared dev box, so ``--minilm-docs`` limits it to a
-subset (the first N docs by id); model2vec and TF-IDF are also reported on that same subset.
+* **quality**: the share of adjacent documents with the same WebOrganizer topic, divided by the
+  share two random documents have (Σ n_t(n_t − 1) / N(N − 1)), the ICP figure of the README; the
+  same for formats; and, as a check that does not use the labels the tagger learnt, the mean
+  cosine of adjacent documents under MiniLM (all-MiniLM-L6-v2, a contextual model none of the
+  candidates is) and under the static embedding;
+* **candidates**: winnow's embedders (``static``, ``static+topic`` at several topic weights) with
+  the paper traversal (min-degree start, k = 9) on the integer grid; the peer, scikit-learn TF-IDF
+  cosine kNN (k = 9) with the same traversal, over a small grid of document-frequency cut-offs;
+  MiniLM itself as a slow reference;
+* **choice rule**: the winnow setting with the highest topic ratio on *choose* among those whose
+  adjacent MiniLM cosine is at least the static embedding's (topic coherence may not be bought
+  with unrelated neighbours); the peer's best setting on *choose*;
+* **semantic dedup**: documents removed at each θ and the recall of the folder's 68 known
+  near-duplicate pairs, over all 8,939 pages (no labels involved), and the report figure after the
+  default θ;
+* **speed**: embedding docs per CPU-second of this single-threaded process.
 
-    python bench/ordering_quality.py [--minilm-docs 1500] [--cell-size 1000] [--out result.json]
+    python bench/ordering_quality.py [--corpora PATH] [--no-minilm] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import hashlib
 import json
+import os
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from winnow.core.hashing import h64
-from winnow.stages.order import ordering
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-CORPUS = Path("/work/shared/corpora/weborganizer-dclm")
+import train_tagger  # noqa: E402  (the shipped topic recipe, retrained here on fit only)
+
+from winnow.core.domains import TAXONOMIES  # noqa: E402
+from winnow.core.evaluation import three_way_split  # noqa: E402
+from winnow.core.hashing import h64  # noqa: E402
+from winnow.core.static_embedding import load_static_embedding  # noqa: E402
+from winnow.core.taggers import LinearTagger, clear_embedding_memo, labelled_examples  # noqa: E402
+from winnow.stages.order import ordering  # noqa: E402
+from winnow.stages.order.config import OrderConfig  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache"
 SEED = 0
+K = 9
+TOPIC_WEIGHTS = (0.1, 0.2, 0.3, 0.5)
+THETAS = (0.96, 0.97, 0.975, 0.98, 0.985, 0.99)  # θ_sem values the dedup sweep tries
+TFIDF_GRID = {"min_df=1": (1, 1.0), "min_df=2,max_df=0.5": (2, 0.5), "min_df=2,max_df=0.9": (2, 0.9)}
 
 
-def load() -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
-    with gzip.open(CORPUS / "docs.jsonl.gz", "rt") as handle:
-        rows = [json.loads(line) for line in handle]
-    rows.sort(key=lambda r: r["id"])
-    pairs = [json.loads(line) for line in (CORPUS / "near_duplicate_pairs.jsonl").read_text().splitlines()]
-    return (
-        [r["id"] for r in rows],
-        [r["text"] for r in rows],
-        [r["topic"] for r in rows],
-        [(p["id_a"], p["id_b"]) for p in pairs],
-    )
+def load_rows(corpora: Path) -> list[dict]:
+    return train_tagger.read_rows(corpora)  # the normalize stage's defaults applied
 
 
-def adjacency(path: list[int], unit: np.ndarray, topics: np.ndarray) -> dict[str, float]:
-    a, b = np.array(path[:-1]), np.array(path[1:])
-    return {
-        "mean_adjacent_cosine": float(np.einsum("ij,ij->i", unit[a], unit[b]).mean()),
-        "same_topic_share": float((topics[a] == topics[b]).mean()),
-    }
+def random_share(labels: np.ndarray) -> float:
+    counts = np.bincount(labels).astype(np.float64)
+    n = float(len(labels))
+    return float((counts * (counts - 1)).sum() / (n * (n - 1)))
 
 
-def random_path(ids: list[str]) -> list[int]:
-    return sorted(range(len(ids)), key=lambda i: h64(ids[i], "bench:random", SEED))
+def path_figures(path: Sequence[int], rows: np.ndarray, data: dict[str, np.ndarray]) -> dict[str, float]:
+    """Quality of an order (``path`` indexes ``rows``, rows of the corpus arrays in ``data``)."""
+    ordered = rows[np.asarray(path, dtype=np.int64)]
+    a, b = ordered[:-1], ordered[1:]
+    out = {}
+    for name in ("topic", "format"):
+        labels = data[name]
+        share = float(np.mean(labels[a] == labels[b]))
+        out[f"{name}_share"] = share
+        out[f"{name}_ratio"] = share / random_share(labels[ordered])
+    for name in ("minilm", "static"):
+        if name in data:
+            vectors = data[name]
+            out[f"{name}_adjacent_cosine"] = float(np.einsum("ij,ij->i", vectors[a], vectors[b]).mean())
+    return out
 
 
-def partitioned_path(vectors: np.ndarray, ids: list[str], cell_size: int, theta: float | None) -> tuple[list, dict]:
-    """§4.7 on one machine: cells from a k-means on a sample, ICP inside each, cells in seeded order."""
-    sample = vectors[[i for i in random_path(ids)[: min(len(ids), 50_000)]]]
-    cells = ordering.train_cells(sample, len(ids), cell_size, SEED)
-    names = np.array(ordering.assign_cells(vectors, cells))
-    path: list[int] = []
-    dropped = 0
-    for cell in sorted(set(names.tolist()), key=lambda c: h64(c, "cell_order", SEED)):
-        members = np.flatnonzero(names == cell)
-        result = ordering.order_cell(vectors[members], [ids[i] for i in members], 9, "paper", theta, seed=SEED)
-        path.extend(members[result.path].tolist())
-        dropped += len(result.duplicates)
-    _, idx = ordering.knn(vectors, 9)
-    crossing = float((names[idx] != names[:, None]).mean())
-    sizes = np.bincount(np.unique(names, return_inverse=True)[1])
-    return path, {
-        "cells": len(sizes),
-        "cell_size_min": int(sizes.min()),
-        "cell_size_max": int(sizes.max()),
-        "cross_cell_edge_fraction": crossing,
-        "semantic_duplicates": dropped,
-    }
+def grid_order(vectors: np.ndarray, ids: list[str], theta: float | None = None) -> ordering.CellOrder:
+    return ordering.order_cell(vectors, ids, K, "paper", theta, seed=SEED)
 
 
-def calibrate(unit: np.ndarray, ids: list[str], pairs: list[tuple[str, str]]) -> dict[str, float]:
-    random_cos = ordering.random_pair_cosines(unit, 50_000, SEED)
-    theta = ordering.calibrate_threshold(random_cos, 0.01)
-    where = {doc_id: i for i, doc_id in enumerate(ids)}
-    known = [(where[x], where[y]) for x, y in pairs if x in where and y in where]
-    known_cos = np.array([float(unit[x] @ unit[y]) for x, y in known])
-    return {
-        "theta_sem": round(theta, 4),
-        "random_pairs_at_or_above": float((random_cos >= theta).mean()),
-        "known_pairs": len(known),
-        "known_pair_recall": float((known_cos >= theta).mean()) if len(known) else float("nan"),
-        "known_pair_cosine_min": float(known_cos.min()) if len(known) else float("nan"),
-        "known_pair_cosine_median": float(np.median(known_cos)) if len(known) else float("nan"),
-    }
-
-
-def dedup_table(vectors: np.ndarray, ids: list[str], pairs, thresholds: list[float]) -> list[dict]:
-    """Docs semantic dedup removes along the ICP path, and recall of the known pairs, per θ."""
-    return [asdict(point) for point in ordering.dedup_sweep(vectors, ids, thresholds, pairs, seed=SEED)]
-
-
-def evaluate(name: str, vectors: np.ndarray, ids: list[str], topics: np.ndarray, pairs, cell_size: int) -> dict:
-    """Ordering quality without dedup (the traversal alone), then what dedup would remove."""
-    unit = ordering.unit_rows(vectors)
-    calibration = calibrate(unit, ids, pairs)
-    random_metrics = adjacency(random_path(ids), unit, topics)
-    t0 = time.perf_counter()
-    whole = ordering.order_cell(vectors, ids, 9, "paper", None, seed=SEED)
-    seconds = time.perf_counter() - t0
-    icp = adjacency(whole.path, unit, topics)
-    path, cell_info = partitioned_path(vectors, ids, cell_size, None)
-    part = adjacency(path, unit, topics)
-    return {
-        "embedder": name,
-        "docs": len(ids),
-        "dim": int(vectors.shape[1]),
-        "random": random_metrics,
-        "icp_unpartitioned": icp | {"order_seconds": round(seconds, 2)},
-        "icp_partitioned": part | cell_info,
-        "same_topic_gain_unpartitioned": icp["same_topic_share"] / random_metrics["same_topic_share"],
-        "same_topic_gain_partitioned": part["same_topic_share"] / random_metrics["same_topic_share"],
-        "calibration": calibration,
-        "semantic_dedup": dedup_table(vectors, ids, pairs, [calibration["theta_sem"], 0.95, 0.97, 0.98, 0.99]),
-    }
-
-
-def tfidf_floor(texts: list[str], ids: list[str], topics: np.ndarray) -> dict:
-    """TF-IDF cosine kNN (k = 9) + paper traversal: the lexical floor a dense embedder should beat."""
+def tfidf_order(texts: list[str], ids: list[str], min_df: int, max_df: float) -> list[int]:
+    """The peer: scikit-learn TF-IDF (sublinear TF, IDF of this set) cosine kNN + the paper traversal."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    matrix = TfidfVectorizer(sublinear_tf=True, min_df=2, max_df=0.5).fit_transform(texts)
-    sims = np.full((len(ids), 9), -np.inf, dtype=np.float32)
-    idx = np.full((len(ids), 9), -1, dtype=np.int64)
-    for start in range(0, len(ids), 1000):
+    matrix = TfidfVectorizer(sublinear_tf=True, min_df=min_df, max_df=max_df).fit_transform(texts)
+    n = len(ids)
+    sims = np.full((n, K), -np.inf)
+    idx = np.full((n, K), -1, dtype=np.int64)
+    for start in range(0, n, 1000):
         block = (matrix[start : start + 1000] @ matrix.T).toarray()
         for row in range(len(block)):
             block[row, start + row] = -np.inf
-        top = np.argsort(-block, axis=1, kind="stable")[:, :9]
+        top = np.argsort(-block, axis=1, kind="stable")[:, :K]
         idx[start : start + len(block)] = top
         sims[start : start + len(block)] = np.take_along_axis(block, top, axis=1)
-    path = ordering.paper_order(ordering.Graph.from_knn(sims, idx), ids, SEED)
-    a, b = np.array(path[:-1]), np.array(path[1:])
-    rand = random_path(ids)
-    ra, rb = np.array(rand[:-1]), np.array(rand[1:])
-    icp_share = float((topics[a] == topics[b]).mean())
-    random_share = float((topics[ra] == topics[rb]).mean())
-    return {
-        "docs": len(ids),
-        "icp_same_topic_share": icp_share,
-        "random_same_topic_share": random_share,
-        "gain": icp_share / random_share,
-    }
+    return ordering.paper_order(ordering.Graph.from_knn(sims, idx), ids, SEED)
 
 
-def embed(name: str, texts: list[str], cache: Path) -> tuple[np.ndarray, float]:
-    if cache.exists():
-        data = np.load(cache)
-        return data["vectors"], float(data["seconds"])
-    encoder = ordering.load_embedder(name)
-    t0 = time.perf_counter()
-    vectors = np.concatenate([encoder.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)])
-    seconds = time.perf_counter() - t0
-    np.savez(cache, vectors=vectors, seconds=seconds)
-    return vectors, seconds
+def cached_array(name: str, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"ordering-{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy"
+    if path.exists():
+        return np.load(path)
+    array = build()
+    np.save(path, array)
+    return array
+
+
+def minilm_vectors(texts: list[str]) -> np.ndarray:
+    import torch
+
+    from winnow.core.embedders import MiniLMEncoder
+
+    torch.set_num_threads(1)
+    encoder = MiniLMEncoder(max_length=256)
+    return np.concatenate([encoder.encode(texts[i : i + 128]) for i in range(0, len(texts), 128)])
+
+
+def fit_only_topic_tagger(rows: list[dict], parts: np.ndarray) -> Path:
+    """The shipped topic recipe trained on *fit* alone (for choices on *choose*), cached by the sources."""
+    sources = b"".join((ROOT / p).read_bytes() for p in ("scripts/train_tagger.py", "winnow/core/taggers.py"))
+    path = CACHE / f"topic-tagger-fit-{hashlib.sha256(sources).hexdigest()[:12]}.zip"
+    if not path.exists():
+        fit_rows = [row for row, part in zip(rows, parts, strict=True) if part == "fit"]
+        data = labelled_examples(fit_rows, TAXONOMIES["topic"], label_field="topic_id", weight_field="topic_confidence")
+        spec, c = train_tagger.choice_grid("topic")[train_tagger.CHOSEN["topic"]]
+        tagger = LinearTagger.fit("topic", TAXONOMIES["topic"], data.texts, data.urls, data.targets, data.weights, spec)
+        assert c == 4.0, "the fit-only tagger must use the shipped C"
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tagger.save(path)
+    return path
+
+
+def embed(encoder: Any, texts: list[str], urls: list[str | None]) -> tuple[np.ndarray, float]:
+    """Vectors and docs per CPU-second (256-document batches, as the order stage embeds)."""
+    clear_embedding_memo()
+    started = time.process_time()
+    chunks = []
+    for i in range(0, len(texts), 256):
+        if getattr(encoder, "reads_urls", False):
+            chunks.append(encoder.encode(texts[i : i + 256], urls[i : i + 256]))
+        else:
+            chunks.append(encoder.encode(texts[i : i + 256]))
+    return np.concatenate(chunks), len(texts) / (time.process_time() - started)
+
+
+def evaluate_split(
+    split: str, rows: list[dict], parts: np.ndarray, data: dict[str, np.ndarray], tagger_path: str, minilm: bool
+) -> dict[str, Any]:
+    selected = np.array(sorted(np.flatnonzero(parts == split), key=lambda i: rows[i]["id"]))
+    ids = [rows[i]["id"] for i in selected]
+    texts = [rows[i]["text"] for i in selected]
+    urls = [rows[i]["url"] for i in selected]
+    print(f"\n# {split}: {len(ids)} pages, topic tagger {Path(tagger_path).name}", flush=True)
+    results: dict[str, Any] = {}
+
+    def record(name: str, path: Sequence[int], extra: dict[str, Any] | None = None) -> None:
+        figures = path_figures(path, selected, data) | (extra or {})
+        results[name] = figures
+        cosine = figures.get("minilm_adjacent_cosine")
+        print(
+            f"  {name:34s} topic {figures['topic_ratio']:6.2f}× (share {figures['topic_share']:.3f})  "
+            f"format {figures['format_ratio']:5.2f}×  adjacent cosine: "
+            + (f"MiniLM {cosine:.4f}, " if cosine is not None else "")
+            + f"static {figures['static_adjacent_cosine']:.4f}"
+            + "".join(f"  {k} {v}" for k, v in (extra or {}).items()),
+            flush=True,
+        )
+
+    random_path = sorted(range(len(ids)), key=lambda i: h64(ids[i], "bench:random", SEED))
+    record("random order", random_path)
+    static, speed = embed(load_static_embedding(), texts, urls)
+    started = time.process_time()
+    record("winnow static", grid_order(static, ids).path, {"docs_per_s": round(speed)})
+    static_seconds = time.process_time() - started
+    for weight in TOPIC_WEIGHTS:
+        encoder = ordering.TopicAwareEncoder(weight, tagger_path)
+        vectors, speed = embed(encoder, texts, urls)
+        record(f"winnow static+topic w={weight}", grid_order(vectors, ids).path, {"docs_per_s": round(speed)})
+    for name, (min_df, max_df) in TFIDF_GRID.items():
+        started = time.process_time()
+        path = tfidf_order(texts, ids, min_df, max_df)
+        record(f"tfidf-knn {name}", path, {"order_s": round(time.process_time() - started, 1)})
+    if minilm:
+        record("minilm (reference)", grid_order(data["minilm"][selected], ids).path)
+    results["_static_order_s"] = static_seconds
+    return results
+
+
+def pick(results: dict[str, Any]) -> tuple[str, str]:
+    """The choice rule of the module docstring, applied to *choose* results."""
+    floor = results["winnow static"].get("minilm_adjacent_cosine", -1.0)
+    winnow = [n for n in results if n.startswith("winnow ")]
+    allowed = [n for n in winnow if results[n].get("minilm_adjacent_cosine", floor) >= floor] or ["winnow static"]
+    best = max(allowed, key=lambda n: results[n]["topic_ratio"])
+    peer = max((n for n in results if n.startswith("tfidf-knn")), key=lambda n: results[n]["topic_ratio"])
+    return best, peer
+
+
+def dedup_sweep(rows: list[dict], tagger_path: str, weight: float, corpora: Path) -> dict[str, Any]:
+    ordered = sorted(range(len(rows)), key=lambda i: rows[i]["id"])
+    ids = [rows[i]["id"] for i in ordered]
+    texts = [rows[i]["text"] for i in ordered]
+    urls = [rows[i]["url"] for i in ordered]
+    lines = (corpora / "weborganizer-dclm" / "near_duplicate_pairs.jsonl").read_text().splitlines()
+    pairs = [(json.loads(x)["id_a"], json.loads(x)["id_b"]) for x in lines if x.strip()]
+    out = {}
+    for name, encoder, thetas in (
+        ("static", load_static_embedding(), THETAS),
+        (f"static+topic w={weight}", ordering.TopicAwareEncoder(weight, tagger_path), THETAS),
+    ):
+        vectors, _ = embed(encoder, texts, urls)
+        sweep = ordering.dedup_sweep(vectors, ids, thetas, pairs, k=K, seed=SEED)
+        out[name] = [(p.theta, p.removed, round(p.removed_share, 4), p.known_pair_recall) for p in sweep]
+        print(f"  {name:26s} " + "  ".join(f"θ {t}: {r} removed ({s:.1%}), recall {c:.2f}" for t, r, s, c in out[name]))
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--minilm-docs", type=int, default=1500)
-    parser.add_argument("--cell-size", type=int, default=1000)
-    parser.add_argument("--cache", default="/tmp/winnow-ordering-bench")
-    parser.add_argument("--out", default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--no-minilm", action="store_true", help="Skip MiniLM (the label-free check, ~8 docs/s).")
+    parser.add_argument("--json", help="Also write the results here.")
     args = parser.parse_args()
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    ids, texts, topics, pairs = load()
-    topic_array = np.array(topics)
-    report: dict[str, object] = {}
-
-    def run(label: str, fn: Callable[[], dict]) -> None:
-        report[label] = fn()
-        print(json.dumps({label: report[label]}, indent=1), flush=True)
-
-    m2v, m2v_seconds = embed("model2vec", texts, cache / "model2vec_all.npz")
-    run(
-        "model2vec_all",
-        lambda: (
-            evaluate("model2vec", m2v, ids, topic_array, pairs, args.cell_size)
-            | {"embed_docs_per_s": len(ids) / m2v_seconds}
-        ),
+    rows = load_rows(args.corpora)
+    parts = np.array(three_way_split([row.get("url") or row["id"] for row in rows]))
+    data: dict[str, np.ndarray] = {
+        "topic": np.array([row["topic_id"] for row in rows]),
+        "format": np.array([row["format_id"] for row in rows]),
+    }
+    used = np.flatnonzero(parts != "fit")
+    static = np.zeros((len(rows), 256), dtype=np.float32)
+    static[used] = load_static_embedding().encode([rows[i]["text"] for i in used])
+    data["static"] = static.astype(np.float64)
+    if not args.no_minilm:
+        texts = [f"{rows[i]['text'][:3000]}" for i in used]
+        key = "minilm-256|" + "|".join(rows[i]["id"] for i in used)
+        vectors = np.zeros((len(rows), 384), dtype=np.float64)
+        vectors[used] = cached_array("minilm", key, lambda: minilm_vectors(texts))
+        data["minilm"] = vectors
+    fit_tagger = fit_only_topic_tagger(rows, parts)
+    report: dict[str, Any] = {}
+    report["choose"] = evaluate_split("choose", rows, parts, data, str(fit_tagger), not args.no_minilm)
+    best, peer = pick(report["choose"])
+    print(f"\n# picked on choose: {best}; peer: {peer}", flush=True)
+    shipped = OrderConfig()
+    report["report"] = evaluate_split("report", rows, parts, data, shipped.topic_tagger, not args.no_minilm)
+    report["picked"] = {"winnow": best, "peer": peer}
+    figures = report["report"]
+    print(
+        f"\n# report: winnow ({best}) {figures[best]['topic_ratio']:.2f}×, "
+        f"static {figures['winnow static']['topic_ratio']:.2f}×, peer ({peer}) {figures[peer]['topic_ratio']:.2f}×",
+        flush=True,
     )
-    run("tfidf_all", lambda: tfidf_floor(texts, ids, topic_array))
-    n = min(args.minilm_docs, len(ids))
-    sub_ids, sub_texts, sub_topics = ids[:n], texts[:n], topic_array[:n]
-    minilm, minilm_seconds = embed("minilm", sub_texts, cache / f"minilm_{n}.npz")
-    sub_cell = max(100, args.cell_size * n // len(ids))
-    run(
-        f"minilm_subset{n}",
-        lambda: (
-            evaluate("minilm", minilm, sub_ids, sub_topics, pairs, sub_cell) | {"embed_docs_per_s": n / minilm_seconds}
-        ),
+    weight = float(best.split("w=")[1]) if "w=" in best else shipped.topic_weight
+    # The order stage's default, with its semantic dedup, on the report pages.
+    selected = np.array(sorted(np.flatnonzero(parts == "report"), key=lambda i: rows[i]["id"]))
+    encoder = ordering.load_embedder(shipped.embedder, topic_weight=shipped.topic_weight)
+    vectors, _ = embed(encoder, [rows[i]["text"] for i in selected], [rows[i]["url"] for i in selected])
+    cell = grid_order(vectors, [rows[i]["id"] for i in selected], shipped.semantic_dedup)
+    after = path_figures(cell.path, selected, data)
+    report["report_default_config"] = after | {"semantic_duplicates": len(cell.duplicates)}
+    print(
+        f"# report, order stage defaults ({shipped.embedder}, w={shipped.topic_weight}, "
+        f"θ_sem {shipped.semantic_dedup}): topic {after['topic_ratio']:.2f}×, "
+        f"{len(cell.duplicates)} semantic duplicates removed",
+        flush=True,
     )
-    run(f"model2vec_subset{n}", lambda: evaluate("model2vec", m2v[:n], sub_ids, sub_topics, pairs, sub_cell))
-    run(f"tfidf_subset{n}", lambda: tfidf_floor(sub_texts, sub_ids, sub_topics))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    print("\n# semantic dedup over all pages (the shipped tagger; no labels involved)", flush=True)
+    report["dedup"] = dedup_sweep(rows, shipped.topic_tagger, weight, args.corpora)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -1,42 +1,50 @@
-"""Which local tagger to ship: candidates trained and scored on the same WebOrganizer split.
+"""Tagging quality under the evaluation protocol: fit / choose / report, winnow and its peers alike.
 
 ``weborganizer-dclm`` (8.9k DCLM pages with WebOrganizer's model-made topic and format labels) is
-split by URL hash 80/20 (METHODS §6.5 #1). Each candidate is trained on the 80% and scored on the
-20%: accuracy and macro-F1 for topics and formats, the same on the held-out rows whose label
-confidence is ≥ 0.9, and inference docs per CPU-second of one thread (features included). The
-labels are a model's, so the scores measure *agreement* with WebOrganizer's classifier.
+split by ``winnow.core.evaluation.three_way_split`` (URL hash, the split every quality bench uses):
+*fit* 60%, *choose* 20%, *report* 20%. Texts first go through the ``normalize``
+stage's defaults, as they do in a pipeline run. For each taxonomy:
 
-Candidates (``--candidates``, comma-separated):
+1. every candidate setting is trained on *fit* and scored (macro-F1) on *choose*: winnow's
+   ``LinearTagger`` over a small grid (C, embedding scale, with or without the embedding), the
+   TF-IDF word 1–2-gram + LinearSVC peer on the same input winnow reads (``"{url}\\n{text}"``, so
+   it gets the URL tokens too) over C, and the fastText peer (supervised, 25 epochs, one thread,
+   lower-cased words of the same input) over learning rate × word n-grams;
+2. each family's best setting on *choose* is scored on *report* (accuracy, macro-F1, and both on
+   the report rows whose label confidence is ≥ 0.9), with its inference speed in documents per
+   CPU-second of this single-threaded process (features included, each model alone);
+3. the picked settings are retrained on *fit + choose* and scored on *report* again; winnow's
+   retrained model is what ``scripts/train_tagger.py`` ships, and the bench says whether the bundled
+   file is byte-identical to it; the bundled pair is also timed as the tag stage runs it (topic then
+   format on each 256-document batch, features and embedding computed once for both).
 
-* ``svm``: TF-IDF word 1–2-grams + LinearSVC (scikit-learn's vectoriser, text only): the baseline;
-* ``winnow``: the shipped recipe, ``LinearTagger`` (hashed word 1–2-grams + URL tokens + page-shape
-  tokens, + a model2vec embedding of the URL and the first 1,500 characters × 0.5; linear SVM
-  weighted by label confidence, temperature-scaled, int8 sparse weights), trained here;
-  ``bundled``: the shipped file itself (trained on the same 80% by scripts/train_tagger.py);
-  ``winnow-sparse``: the previous recipe (no embedding); ``winnow-m2v03``/``-m2v1``/``-m2v2``:
-  other embedding scales; ``winnow-c*``: other C (sparse);
-  ``winnow-nourl``: without the URL; ``hashed-svm`` (no page-shape tokens), ``hashed-lr`` (logistic
-  regression), ``hashed-svm-c*`` (other C), ``hashed-svm-17`` (2^17 buckets): the variants tried;
-* ``fasttext``: supervised fastText on ``"{url} {text}"`` (wordNgrams 2, 1 thread);
-* ``majority``: the most frequent training label.
+Nothing is trained or chosen on *report*. The labels are a model's, so the scores measure agreement
+with WebOrganizer's classifiers.
 
-    python bench/tagging_eval.py [--corpora PATH] [--candidates svm,hashed-lr,...] [--seed 0]
+    python bench/tagging_eval.py [--corpora PATH] [--taxonomies topic,format] [--peers tfidf-svm,fasttext]
+                                 [--quick] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # single-threaded timing (set before numpy loads)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the tokenizers' thread pool
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
@@ -44,204 +52,301 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from winnow.core.domains import TAXONOMIES  # noqa: E402
-from winnow.core.evaluation import macro_f1, url_split  # noqa: E402
-from winnow.stages.tag.taggers import (  # noqa: E402
+from winnow.core.evaluation import macro_f1, three_way_split  # noqa: E402
+from winnow.core.taggers import (  # noqa: E402
     FeatureSpec,
     LabelledExamples,
     LinearTagger,
     clear_embedding_memo,
+    count_matrix,
+    embedding_sums,
     labelled_examples,
+    load_tagger,
 )
+from winnow.stages.normalize.normalizer import TextNormalizer  # noqa: E402
 
-M2V = "model2vec-minilm-l6-v2-pca256"
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_tagger  # noqa: E402  (the shipped recipe and its choice grid live there)
+
 Predictor = Callable[[Sequence[str], Sequence[str | None]], np.ndarray]
+_WORDS = re.compile(r"\w+")
 
 
-def train_svm(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
-
-    vectoriser = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    model = LinearSVC(C=1.0, random_state=0).fit(vectoriser.fit_transform(train.texts), train.targets)
-
-    def predict(texts: Sequence[str], urls: Sequence[str | None]) -> np.ndarray:
-        return model.predict(vectoriser.transform(texts))
-
-    return predict
+@dataclass
+class Candidate:
+    family: str
+    setting: str
+    train: Callable[[LabelledExamples], Predictor]
+    choose_f1: float = float("nan")
+    info: dict[str, Any] = field(default_factory=dict)
 
 
-def train_hashed(
-    use_url: bool,
-    classifier: str,
-    regularisation: float,
-    buckets_log2: int = 18,
-    layout: bool = False,
-    embedding_scale: float | None = None,
-) -> Callable[..., Predictor]:
-    def train(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
-        spec = FeatureSpec(buckets_log2=buckets_log2, use_url=use_url, layout=layout)
-        if embedding_scale is not None:
-            spec = FeatureSpec(
-                buckets_log2=buckets_log2,
-                use_url=use_url,
-                layout=layout,
-                embedding=M2V,
-                embedding_scale=embedding_scale,
-            )
-        tagger = LinearTagger.fit(
-            "topic" if labels == TAXONOMIES["topic"] else "format",
-            labels,
-            train.texts,
-            train.urls,
-            train.targets,
-            train.weights,
-            spec,
-            classifier=classifier,
-            regularisation=regularisation,
+# --- winnow ---------------------------------------------------------------------------------------
+
+
+class FeatureCache:
+    """Count matrices and embedding sums of every row, computed once per spec (the grid shares them)."""
+
+    def __init__(self, data: LabelledExamples):
+        self.data = data
+        self._counts: dict[tuple, Any] = {}
+        self._sums: dict[tuple, np.ndarray] = {}
+
+    def inputs(self, spec: FeatureSpec, rows: np.ndarray) -> tuple[Any, np.ndarray | None]:
+        key = spec.sparse_key()
+        if key not in self._counts:
+            self._counts[key] = count_matrix(self.data.texts, self.data.urls, spec).tocsr()
+        sums = None
+        if spec.embedding:
+            ekey = (spec.embedding, spec.embedding_input, spec.embedding_chars, spec.use_url)
+            if ekey not in self._sums:
+                clear_embedding_memo()
+                self._sums[ekey] = embedding_sums(self.data.texts, self.data.urls, spec)[0]
+            sums = self._sums[ekey][rows]
+        return self._counts[key][rows], sums
+
+
+def winnow_candidate(taxonomy: str, cache: FeatureCache, spec: FeatureSpec, c: float) -> Callable:
+    def train(part: LabelledExamples) -> Predictor:
+        rows = np.asarray(part.ids_rows)  # type: ignore[attr-defined]
+        counts, sums = cache.inputs(spec, rows)
+        tagger = LinearTagger.fit_features(
+            taxonomy, TAXONOMIES[taxonomy], spec, counts, sums, part.targets, part.weights, "svm", c
         )
-        return lambda texts, urls: np.argmax(tagger.logits(texts, urls), axis=1)
+        predict = lambda texts, urls: np.argmax(tagger.logits(texts, urls), axis=1)  # noqa: E731
+        predict.tagger = tagger  # type: ignore[attr-defined]
+        return predict
 
     return train
 
 
-def train_fasttext(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
-    import fasttext
-
-    def line(text: str, url: str | None) -> str:
-        return f"{url or ''} {text}".replace("\n", " ")
-
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
-        for text, url, target in zip(train.texts, train.urls, train.targets, strict=True):
-            handle.write(f"__label__{target} {line(text, url)}\n")
-    model = fasttext.train_supervised(handle.name, epoch=25, lr=0.5, wordNgrams=2, dim=100, thread=1, seed=0)
-    os.unlink(handle.name)
-
-    def predict(texts: Sequence[str], urls: Sequence[str | None]) -> np.ndarray:
-        out = model.predict([line(t, u) for t, u in zip(texts, urls, strict=True)])[0]
-        return np.array([int(p[0].removeprefix("__label__")) for p in out])
-
-    return predict
+# --- peers ------------------------------------------------------------------------------------------
 
 
-def bundled(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
-    """The shipped model (scripts/train_tagger.py trained it on this same 80%): nothing is fitted here."""
-    from winnow.stages.tag.taggers import load_tagger
-
-    taxonomy = "topic" if labels == TAXONOMIES["topic"] else "format"
-    tagger = load_tagger(taxonomy, "local", f"winnow:models/tagger/{taxonomy}-tagger.zip")
-    return lambda texts, urls: np.argmax(tagger.logits(texts, urls), axis=1)
+def peer_input(text: str, url: str | None) -> str:
+    return f"{url or ''}\n{text}"
 
 
-def train_majority(train: LabelledExamples, labels: Sequence[str]) -> Predictor:
-    majority = int(np.bincount(train.targets, minlength=len(labels)).argmax())
-    return lambda texts, urls: np.full(len(texts), majority)
+def svm_peer(c: float) -> Callable:
+    """scikit-learn TF-IDF word 1–2-grams (sublinear TF) + LinearSVC on ``"{url}\\n{text}"``."""
+
+    def train(part: LabelledExamples) -> Predictor:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+
+        vectoriser = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+        inputs = [peer_input(t, u) for t, u in zip(part.texts, part.urls, strict=True)]
+        model = LinearSVC(C=c, random_state=0, max_iter=5000).fit(vectoriser.fit_transform(inputs), part.targets)
+        return lambda texts, urls: model.predict(
+            vectoriser.transform([peer_input(t, u) for t, u in zip(texts, urls, strict=True)])
+        )
+
+    return train
 
 
-CANDIDATES: dict[str, Callable[[LabelledExamples, Sequence[str]], Predictor]] = {
-    "majority": train_majority,
-    "svm": train_svm,
-    "bundled": bundled,
-    "winnow": train_hashed(True, "svm", 4.0, layout=True, embedding_scale=0.5),
-    "winnow-m2v03": train_hashed(True, "svm", 4.0, layout=True, embedding_scale=0.3),
-    "winnow-m2v1": train_hashed(True, "svm", 4.0, layout=True, embedding_scale=1.0),
-    "winnow-m2v2": train_hashed(True, "svm", 4.0, layout=True, embedding_scale=2.0),
-    "winnow-sparse": train_hashed(True, "svm", 4.0, layout=True),
-    "winnow-nourl": train_hashed(False, "svm", 4.0, layout=True),
-    "winnow-c1": train_hashed(True, "svm", 1.0, layout=True),
-    "winnow-c2": train_hashed(True, "svm", 2.0, layout=True),
-    "winnow-c4": train_hashed(True, "svm", 4.0, layout=True),
-    "winnow-c8": train_hashed(True, "svm", 8.0, layout=True),
-    "hashed-svm": train_hashed(True, "svm", 0.5),
-    "hashed-svm-nourl": train_hashed(False, "svm", 0.5),
-    "hashed-svm-c1": train_hashed(True, "svm", 1.0),
-    "hashed-svm-c025": train_hashed(True, "svm", 0.25),
-    "hashed-svm-17": train_hashed(True, "svm", 0.5, 17),
-    "hashed-lr": train_hashed(True, "logreg", 20.0),
-    "fasttext": train_fasttext,
-}
+FASTTEXT_WORDS = 1000  # long pages make fastText's updates diverge (NaN) at the larger learning rates
 
 
-def evaluate(name: str, taxonomy: str, train: LabelledExamples, test: LabelledExamples, confident: np.ndarray) -> dict:
-    labels = TAXONOMIES[taxonomy]
-    started = time.perf_counter()
-    predict = CANDIDATES[name](train, labels)
-    train_s = time.perf_counter() - started
-    # CPU seconds of this single-threaded process, not wall time: the figure is per core and does
-    # not drift with whatever else shares the machine.
-    # Each tagger pays for its own embedding here (the tag stage embeds a batch once for both).
-    clear_embedding_memo()
-    started = time.process_time()
-    predicted = np.asarray(predict(test.texts, test.urls))
-    infer_s = time.process_time() - started
-    f1, per_class = macro_f1(test.targets, predicted, len(labels))
-    f1_confident, _ = macro_f1(test.targets[confident], predicted[confident], len(labels))
+def fasttext_line(text: str, url: str | None) -> str:
+    return " ".join(_WORDS.findall(peer_input(text, url).lower())[:FASTTEXT_WORDS])
+
+
+def fasttext_peer(lr: float, ngrams: int, epochs: int = 25) -> Callable:
+    """fastText supervised at small-data settings (dim 100, one thread, seed 0) on the first 1,000
+    lower-cased words of ``"{url}\\n{text}"``."""
+
+    def train(part: LabelledExamples) -> Predictor:
+        import fasttext
+
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
+            for text, url, target in zip(part.texts, part.urls, part.targets, strict=True):
+                handle.write(f"__label__{target} {fasttext_line(text, url)}\n")
+        try:
+            model = fasttext.train_supervised(
+                handle.name, epoch=epochs, lr=lr, wordNgrams=ngrams, dim=100, thread=1, seed=0, verbose=0
+            )
+        finally:
+            os.unlink(handle.name)
+
+        def predict(texts: Sequence[str], urls: Sequence[str | None]) -> np.ndarray:
+            labels = model.predict([fasttext_line(t, u) for t, u in zip(texts, urls, strict=True)])[0]
+            return np.array([int(found[0].removeprefix("__label__")) for found in labels])
+
+        return predict
+
+    return train
+
+
+# --- protocol -------------------------------------------------------------------------------------
+
+
+def candidates(taxonomy: str, cache: FeatureCache, quick: bool, peers: Sequence[str]) -> list[Candidate]:
+    out = [
+        Candidate("winnow", name, winnow_candidate(taxonomy, cache, spec, c))
+        for name, (spec, c) in train_tagger.choice_grid(taxonomy, quick).items()
+    ]
+    costs = (0.5, 1.0) if quick else (0.25, 0.5, 1.0, 2.0, 4.0)
+    if "tfidf-svm" in peers:
+        out += [Candidate("tfidf-svm", f"C={c}", svm_peer(c)) for c in costs]
+    grid = ((0.5, 1, 25),) if quick else ((0.25, 1, 25), (0.5, 1, 25), (0.5, 1, 50), (0.5, 2, 50))
+    if "fasttext" in peers:
+        out += [
+            Candidate("fasttext", f"lr={lr},wordNgrams={n},epoch={e}", fasttext_peer(lr, n, e)) for lr, n, e in grid
+        ]
+    return out
+
+
+def scores(truth: np.ndarray, predicted: np.ndarray, confident: np.ndarray) -> dict[str, float]:
     return {
-        "candidate": name,
-        "taxonomy": taxonomy,
-        "accuracy": float(np.mean(predicted == test.targets)),
-        "macro_f1": f1,
-        "accuracy_conf90": float(np.mean(predicted[confident] == test.targets[confident])),
-        "macro_f1_conf90": f1_confident,
-        "docs_per_s": len(test.texts) / infer_s,
-        "train_s": train_s,
-        "per_class_f1": {labels[k]: round(float(v), 3) for k, v in enumerate(per_class)},
+        "accuracy": float(np.mean(predicted == truth)),
+        "macro_f1": macro_f1(truth, predicted, 24)[0],
+        "accuracy_conf90": float(np.mean(predicted[confident] == truth[confident])),
+        "macro_f1_conf90": macro_f1(truth[confident], predicted[confident], 24)[0],
     }
 
 
-def time_tag_stage(texts: Sequence[str], urls: Sequence[str | None], batch: int = 256) -> float:
-    """Docs per CPU-second of the bundled pair as the tag stage runs them: topic then format on each
-    batch, so an embedding both use is computed once."""
-    from winnow.stages.tag.taggers import load_tagger
-
-    taggers = [load_tagger(t, "local", f"winnow:models/tagger/{t}-tagger.zip") for t in ("topic", "format")]
+def timed(predict: Predictor, part: LabelledExamples) -> tuple[np.ndarray, float]:
+    """Predictions and docs per CPU-second of this process (one thread; each model pays for its own
+    features and embedding)."""
     clear_embedding_memo()
     started = time.process_time()
-    for start in range(0, len(texts), batch):
+    predicted = np.asarray(predict(part.texts, part.urls))
+    return predicted, len(part.texts) / max(1e-9, time.process_time() - started)
+
+
+def time_tag_stage(part: LabelledExamples, folder: Path | None = None, batch: int = 256) -> float:
+    """Docs per CPU-second of a tagger pair as the tag stage runs it (topic then format per batch)."""
+    taggers = [
+        load_tagger(t, "local", str(folder / f"{t}-tagger.zip") if folder else f"winnow:models/tagger/{t}-tagger.zip")
+        for t in ("topic", "format")
+    ]
+    clear_embedding_memo()
+    started = time.process_time()
+    for start in range(0, len(part.texts), batch):
         for tagger in taggers:
-            tagger.probabilities(texts[start : start + batch], urls[start : start + batch])
-    return len(texts) / (time.process_time() - started)
+            tagger.probabilities(part.texts[start : start + batch], part.urls[start : start + batch])
+    return len(part.texts) / (time.process_time() - started)
+
+
+def with_rows(data: LabelledExamples, mask: np.ndarray) -> LabelledExamples:
+    part = data.subset(mask)
+    part.ids_rows = np.flatnonzero(mask)  # type: ignore[attr-defined]  (rows into the feature cache)
+    return part
+
+
+def load_rows(corpora: Path) -> list[dict]:
+    normalise = TextNormalizer()
+    with gzip.open(corpora / "weborganizer-dclm" / "docs.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    for row in rows:
+        row["text"] = normalise(row["text"])
+    return rows
+
+
+def line(name: str, result: dict[str, float], speed: float | None = None) -> str:
+    tail = f" | {speed:,.0f} docs/s/core" if speed else ""
+    return (
+        f"  {name:44s} acc {result['accuracy']:.3f}  macro-F1 {result['macro_f1']:.3f}  "
+        f"| conf≥0.9 acc {result['accuracy_conf90']:.3f} macro-F1 {result['macro_f1_conf90']:.3f}{tail}"
+    )
+
+
+def evaluate_taxonomy(
+    taxonomy: str, rows: list[dict], quick: bool, peers: Sequence[str], fit_report: bool = True
+) -> dict[str, Any]:
+    labels = TAXONOMIES[taxonomy]
+    data = labelled_examples(rows, labels, label_field=f"{taxonomy}_id", weight_field=f"{taxonomy}_confidence")
+    parts = np.array(three_way_split([u or i for u, i in zip(data.urls, data.ids, strict=True)]))
+    fit, choose, report = (with_rows(data, parts == name) for name in ("fit", "choose", "report"))
+    both = with_rows(data, parts != "report")
+    confident = report.weights >= 0.9
+    print(
+        f"\n# {taxonomy}: fit {len(fit.texts)}, choose {len(choose.texts)}, report {len(report.texts)} "
+        f"({confident.sum()} with confidence ≥ 0.9)",
+        flush=True,
+    )
+    cache = FeatureCache(data)
+    found = candidates(taxonomy, cache, quick, peers)
+    print("## choose (trained on fit)", flush=True)
+    for candidate in found:
+        started = time.perf_counter()
+        try:
+            predict = candidate.train(fit)
+        except RuntimeError as error:  # fastText diverging ("Encountered NaN") rules its setting out
+            print(f"  {candidate.family:10s} {candidate.setting:34s} failed: {error}", flush=True)
+            continue
+        predicted = np.asarray(predict(choose.texts, choose.urls))
+        candidate.choose_f1 = macro_f1(choose.targets, predicted, len(labels))[0]
+        print(
+            f"  {candidate.family:10s} {candidate.setting:34s} macro-F1 {candidate.choose_f1:.4f}  "
+            f"({time.perf_counter() - started:.0f}s)",
+            flush=True,
+        )
+    picks = {}
+    for candidate in found:  # the first listed wins a tie
+        if np.isnan(candidate.choose_f1):
+            continue
+        if candidate.family not in picks or candidate.choose_f1 > picks[candidate.family].choose_f1:
+            picks[candidate.family] = candidate
+    result: dict[str, Any] = {"taxonomy": taxonomy, "choose": {}, "report_fit": {}, "report_fit_choose": {}}
+    result["choose"] = {f"{c.family} {c.setting}": c.choose_f1 for c in found}
+    majority = int(np.bincount(fit.targets, minlength=len(labels)).argmax())
+    result["majority"] = scores(report.targets, np.full(len(report.targets), majority), confident)
+    print("## report, trained on fit (settings picked on choose)", flush=True)
+    print(line("majority label", result["majority"]), flush=True)
+    for family, pick in picks.items() if fit_report else ():
+        predicted, speed = timed(pick.train(fit), report)
+        figures = scores(report.targets, predicted, confident) | {"docs_per_s": speed, "setting": pick.setting}
+        result["report_fit"][family] = figures
+        print(line(f"{family} ({pick.setting})", figures, speed), flush=True)
+    print("## report, retrained on fit + choose with the picked settings", flush=True)
+    for family, pick in picks.items():
+        predict = pick.train(both)
+        predicted, speed = timed(predict, report)
+        figures = scores(report.targets, predicted, confident) | {"docs_per_s": speed, "setting": pick.setting}
+        if family == "winnow":
+            shipped = (ROOT / "winnow" / "data" / "models" / "tagger" / f"{taxonomy}-tagger.zip").read_bytes()
+            retrained = predict.tagger.to_bytes()  # type: ignore[attr-defined]
+            figures["bundled_identical"] = hashlib.sha256(shipped).digest() == hashlib.sha256(retrained).digest()
+            figures["retrained_sha256"] = hashlib.sha256(retrained).hexdigest()
+            _, per_class = macro_f1(report.targets, predicted, len(labels))
+            figures["per_class_f1"] = {labels[k]: round(float(v), 3) for k, v in enumerate(per_class)}
+        result["report_fit_choose"][family] = figures
+        print(line(f"{family} ({pick.setting})", figures, speed), flush=True)
+    bundled = load_tagger(taxonomy, "local", f"winnow:models/tagger/{taxonomy}-tagger.zip")
+    predicted, speed = timed(lambda t, u: np.argmax(bundled.logits(t, u), axis=1), report)
+    result["bundled"] = scores(report.targets, predicted, confident) | {"docs_per_s": speed}
+    same = result["report_fit_choose"]["winnow"].get("bundled_identical")
+    print(line(f"bundled file ({'identical to' if same else 'DIFFERS from'} the retrained)", result["bundled"], speed))
+    result["_report"] = report
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpora", default=str(ROOT.parent / "shared" / "corpora"))
-    parser.add_argument("--candidates", default="majority,svm,bundled,winnow-sparse")
+    parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--taxonomies", default="topic,format")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-class", default="bundled,majority", help="Print per-class F1 of these.")
+    parser.add_argument("--quick", action="store_true", help="A smaller grid (a smoke run, not the figures).")
+    parser.add_argument("--peers", default="tfidf-svm,fasttext", help="Peer families to train and tune beside winnow.")
+    parser.add_argument("--no-fit-report", action="store_true", help="Skip the report block of models trained on fit.")
     parser.add_argument("--json", help="Also write the results here.")
-    parser.add_argument("--stage", action="store_true", help="Also time the bundled pair as the tag stage runs it.")
     args = parser.parse_args()
-    path = Path(args.corpora) / "weborganizer-dclm" / "docs.jsonl.gz"
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    results = []
-    for taxonomy in args.taxonomies.split(","):
-        data = labelled_examples(
-            rows, TAXONOMIES[taxonomy], label_field=f"{taxonomy}_id", weight_field=f"{taxonomy}_confidence"
-        )
-        heldout = url_split([u or i for u, i in zip(data.urls, data.ids, strict=True)], 0.2, args.seed)
-        train, test = data.subset(~heldout), data.subset(heldout)
-        confident = test.weights >= 0.9
-        print(f"# {taxonomy}: train {len(train.texts)}, held out {len(test.texts)} ({confident.sum()} with conf ≥ 0.9)")
-        for name in args.candidates.split(","):
-            result = evaluate(name, taxonomy, train, test, confident)
-            results.append(result)
-            print(
-                f"{taxonomy:6s} {name:16s} acc {result['accuracy']:.3f}  macro-F1 {result['macro_f1']:.3f}  "
-                f"| conf≥0.9 acc {result['accuracy_conf90']:.3f} macro-F1 {result['macro_f1_conf90']:.3f}  "
-                f"| {result['docs_per_s']:,.0f} docs/s/core, train {result['train_s']:.0f}s",
-                flush=True,
-            )
-    if args.stage:
-        print(f"# tag stage (bundled topic + format): {time_tag_stage(test.texts, test.urls):,.0f} docs/s/core")
+    rows = load_rows(args.corpora)
+    peers = args.peers.split(",")
+    results = [
+        evaluate_taxonomy(taxonomy, rows, args.quick, peers, not args.no_fit_report)
+        for taxonomy in args.taxonomies.split(",")
+    ]
+    report = results[-1].pop("_report")
     for result in results:
-        if result["candidate"] in args.per_class.split(","):
-            print(f"\n# per-class F1, {result['taxonomy']}, {result['candidate']}")
-            for label, value in result["per_class_f1"].items():
-                print(f"  {label:20s} {value:.3f}")
+        result.pop("_report", None)
+    print(f"\n# tag stage, bundled topic + format: {time_tag_stage(report):,.0f} docs/s/core", flush=True)
+    for result in results:
+        print(f"\n# per-class F1 on report, {result['taxonomy']}, winnow retrained on fit + choose")
+        for label, value in result["report_fit_choose"]["winnow"]["per_class_f1"].items():
+            print(f"  {label:20s} {value:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

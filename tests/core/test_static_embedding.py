@@ -226,3 +226,23 @@ def test_encoding_is_pinned():
     # embedding and every model trained on them changes: rebuild those, then update the hash.
     texts = _texts()
     assert _sha(load_static_embedding().encode(texts))[:16] == PINNED_ENCODE_SHA
+
+
+def test_word_sums_are_exact_sums_of_each_words_own_tokens(embedding):
+    """The taggers' input: each word tokenised alone (memoised), rows summed exactly, cut at token_limit."""
+    pages = [page["text"].lower().split()[:80] for page in _pages()[:20]] + [[], ["zzqxj"], ["naïve", "東京"]]
+    sums, counts = embedding.word_sums(pages)
+    for words, row, count in zip(pages, sums, counts, strict=True):
+        ids = [i for w in words for i in embedding.tokenizer.encode(w, add_special_tokens=False).ids]
+        ids = [i for i in ids if i != embedding.unk_id][: embedding.token_limit]
+        assert count == len(ids)
+        np.testing.assert_array_equal(row, embedding.table[ids].astype(np.int64).sum(axis=0))
+    embedding._word_memo.clear()  # the memo changes the cost only
+    again, _ = embedding.word_sums(list(reversed(pages)))
+    assert again[::-1].tobytes() == sums.tobytes()
+    short = load_static_embedding(token_limit=8)
+    cut, cut_counts = short.word_sums(pages[:3])
+    assert (cut_counts == 8).all()
+    for words, row in zip(pages[:3], cut, strict=True):
+        ids = [i for w in words for i in embedding.tokenizer.encode(w, add_special_tokens=False).ids][:8]
+        np.testing.assert_array_equal(row, embedding.table[ids].astype(np.int64).sum(axis=0))

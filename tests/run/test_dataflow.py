@@ -15,7 +15,14 @@ from conftest import DATA, make_config
 from typer.testing import CliRunner
 
 from winnow.cli.main import app
-from winnow.run.dataflow import WorkerPathError, build_job, check_worker_paths, pickled_dofns, resolve_worker_path
+from winnow.run.dataflow import (
+    WorkerPathError,
+    build_job,
+    check_worker_paths,
+    pickled_dofns,
+    resolve_worker_path,
+    worker_path_problems,
+)
 from winnow.run.execute import pipeline_options
 from winnow.run.graph import build_pipeline
 from winnow.run.refresh import refresh_stages
@@ -83,6 +90,21 @@ def test_dataflow_refuses_paths_that_only_this_machine_has(tmp_path: Path):
     remote = make_config([f"{BUCKET}/crawl/*.jsonl.gz"], f"{BUCKET}/out")
     check_worker_paths(remote, pipeline_options(remote, DATAFLOW), state_dir=f"{BUCKET}/state")
     check_worker_paths(local, pipeline_options(local, []))  # local runners share this disk
+
+
+def test_only_switched_on_stages_have_their_paths_checked():
+    """inject is off by default, so its default trap model is not a problem; switched on with a local
+    folder it is, and the packaged small LM never is."""
+    remote = make_config([f"{BUCKET}/crawl/*.jsonl.gz"], f"{BUCKET}/out")
+    assert worker_path_problems(remote) == []
+    for enabled, model, flagged in (
+        (True, "/home/me/llama", True),
+        (False, "/home/me/llama", False),
+        (True, "winnow:smollm2-135m", False),
+    ):
+        inject = {"enabled": enabled, "traps": {"source": "generate", "model": model}}
+        config = make_config([f"{BUCKET}/crawl/*.jsonl.gz"], f"{BUCKET}/out", inject=inject)
+        assert worker_path_problems(config) == (["inject.traps.model: /home/me/llama"] if flagged else [])
 
 
 def test_models_resolve_from_package_data_or_a_remote_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -29,7 +29,9 @@ def _group() -> None:
 @order_app.command()
 def calibrate(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL files (plain, .gz, .zst) with id and text.")],
-    embedder: Annotated[str, typer.Option(help="static, minilm, or a local contriever-style directory.")] = ("static"),
+    embedder: Annotated[
+        str, typer.Option(help="static+topic (the order stage's default), static, minilm, or a contriever-style dir.")
+    ] = "static+topic",
     pairs: Annotated[
         Path | None, typer.Option(help="JSONL of known near-duplicate pairs (id_a, id_b) to measure recall.")
     ] = None,
@@ -44,7 +46,7 @@ def calibrate(
 
     docs = sorted(read_documents(inputs))[:max_docs]
     ids = [doc_id for doc_id, _ in docs]
-    encoder = ordering.load_embedder(embedder)
+    encoder = ordering.load_embedder(embedder)  # static+topic reads no URL here (the inputs have none)
     texts = [text for _, text in docs]
     vectors = np.concatenate([encoder.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)])
     known = []
@@ -56,7 +58,7 @@ def calibrate(
     rule = ordering.calibrate_threshold(
         ordering.random_pair_cosines(ordering.unit_rows(vectors)), max_false_rate=max_random_rate
     )
-    thresholds = sorted({round(rule, 4), 0.9, 0.95, 0.97, 0.98, 0.99})
+    thresholds = sorted({round(rule, 4), 0.9, 0.95, 0.97, 0.975, 0.98, 0.99})
     sweep = ordering.dedup_sweep(vectors, ids, thresholds, known)
     print(
         json.dumps(

@@ -16,7 +16,7 @@ from rich.console import Console
 from winnow.cli.preselect import _lines
 from winnow.core.domains import TAXONOMIES
 from winnow.core.evaluation import macro_f1, url_split
-from winnow.stages.tag.taggers import FeatureSpec, LinearTagger, labelled_examples
+from winnow.core.taggers import FeatureSpec, LinearTagger, labelled_examples
 
 tagger_app = typer.Typer(no_args_is_help=True, help="Domain taggers: train a WebOrganizer topic/format tagger.")
 console = Console(stderr=True, soft_wrap=True)

@@ -39,6 +39,7 @@ TABLE_FILE = "table.npz"  # one array, "table", deflated (5.9 MB instead of 7.8)
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
 DEFAULT_TOKEN_LIMIT = 512  # model2vec's default max_length
+WORD_MEMO_LIMIT = 1 << 19  # distinct words remembered per process (~60 MB) before the memo starts over
 
 
 def files_digest(folder: str | Path = MODEL_DIR) -> str:
@@ -103,6 +104,7 @@ class StaticEmbedding:
         if self.tokenizer.get_vocab_size() != len(self.table):
             raise ValueError(f"tokenizer has {self.tokenizer.get_vocab_size()} ids, table {len(self.table)} rows")
         self.unk_id = self.tokenizer.token_to_id("[UNK]")
+        self._word_memo: dict[str, tuple[int, ...]] = {}
 
     @property
     def dim(self) -> int:
@@ -131,6 +133,53 @@ class StaticEmbedding:
         owner = np.repeat(np.arange(len(lists)), lengths)
         return flat[known], np.bincount(owner[known], minlength=len(lists)).astype(np.int64)
 
+    # --- words (the taggers' input) ---------------------------------------------------------------
+
+    def _word_ids(self, words: Sequence[str]) -> list[tuple[int, ...]]:
+        """Each word's WordPiece ids, tokenised alone, ``[UNK]`` dropped; memoised per process.
+
+        A pure function of the word, so the memo changes no value, only the cost: the taggers
+        tokenise each distinct word once per process instead of every page in full.
+        """
+        memo = self._word_memo
+        if len(memo) > WORD_MEMO_LIMIT:
+            memo.clear()
+        found: dict[str, tuple[int, ...]] = {}  # local: another thread may clear the memo meanwhile
+        new = []
+        for word in dict.fromkeys(words):
+            ids = memo.get(word)
+            if ids is None:
+                new.append(word)
+            else:
+                found[word] = ids
+        if new:
+            try:
+                encodings = self.tokenizer.encode_batch_fast(new, add_special_tokens=False)
+            except TypeError:  # a lone surrogate
+                encodings = self.tokenizer.encode_batch_fast([_valid_utf8(w) for w in new], add_special_tokens=False)
+            unk = self.unk_id
+            for word, encoding in zip(new, encodings, strict=True):
+                found[word] = memo[word] = tuple(i for i in encoding.ids if i != unk)
+        return [found[word] for word in words]
+
+    def word_sums(self, documents: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Exact int64 sums of the table rows of each document's words [n, dim], and token counts [n].
+
+        A document's tokens are the WordPiece ids of its words in turn (each word tokenised alone,
+        ``[UNK]`` dropped), cut to the first ``token_limit``. Callers pass words already split (the
+        taggers' lower-cased ``\\w+`` words), so punctuation, which the full tokenizer would keep as
+        tokens, is not part of this vector: it is a different input from ``sums``, not a faster route
+        to the same one.
+        """
+        limit = self.token_limit
+        lists = []
+        for words in documents:
+            ids = list(itertools.chain.from_iterable(self._word_ids(words)))
+            lists.append(ids[:limit])
+        lengths = np.fromiter((len(ids) for ids in lists), dtype=np.int64, count=len(lists))
+        flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
+        return self._sum_rows(flat, lengths), lengths
+
     def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's kept token ids (int64): first ``token_limit`` WordPiece ids, ``[UNK]`` dropped."""
         flat, counts = self._flat_ids(texts)
@@ -141,6 +190,9 @@ class StaticEmbedding:
     def sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Exact int64 sums of each text's table rows [n, dim] and its token counts [n]."""
         flat, counts = self._flat_ids(texts)
+        return self._sum_rows(flat, counts), counts
+
+    def _sum_rows(self, flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
         out = np.zeros((len(counts), self.dim), dtype=np.int64)
         table, step, narrow = self.table, self._run, self._narrow
         end = 0
@@ -155,7 +207,7 @@ class StaticEmbedding:
                 continue
             for low in range(start, end, step):
                 out[doc] += np.add.reduce(table[flat[low : min(low + step, end)]], axis=0, dtype=narrow)
-        return out, counts
+        return out
 
     def _unit64(self, texts: Sequence[str]) -> np.ndarray:
         sums, _ = self.sums(texts)

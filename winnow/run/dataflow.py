@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from winnow.config import WinnowConfig, load_config
+from winnow.core.causal_lm import SMOLLM2
 from winnow.core.models import package_file, resolve_model_path
 from winnow.run.execute import STAGING, pipeline_options
 from winnow.run.graph import build_pipeline
@@ -36,8 +37,9 @@ from winnow.run.registry import select_stages
 
 # Config keys whose string values are files or folders a worker opens.
 _PATH_KEYS = ("path", "model", "model_path", "model_dir", "index_dir", "tokenizer", "vocab")
-# Values of those keys that name a model winnow builds in, not a file (embedders, featurizers).
-_BUILT_IN_MODELS = frozenset({"static", "model2vec", "minilm", "hashed"})
+# Values of those keys that name a model winnow builds in or finds in an installed package (embedders,
+# featurizers, the optional small causal LM of the `lm` extra), not a file.
+_BUILT_IN_MODELS = frozenset({"static", "model2vec", "minilm", "hashed", SMOLLM2})
 # Runners whose workers never see the submitting machine's disk.
 _ISOLATED_WORKERS = {"DataflowRunner"}
 
@@ -71,6 +73,10 @@ def _config_paths(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
+def _switched_off(section: Any) -> bool:
+    return isinstance(section, dict) and section.get("enabled") is False
+
+
 def worker_path_problems(config: WinnowConfig, state_dir: str | None = None) -> list[str]:
     """Settings that name a path only this machine has."""
     problems = [
@@ -81,6 +87,8 @@ def worker_path_problems(config: WinnowConfig, state_dir: str | None = None) -> 
     if state_dir is not None and _is_local(state_dir):
         problems.append(f"--state: {state_dir}")
     settings = config.model_dump(mode="json", exclude={"inputs", "output", "runner"})
+    # A section that is off opens nothing, whatever its (default) paths say.
+    settings = {name: section for name, section in settings.items() if not _switched_off(section)}
     for key, value in _config_paths(settings):
         if _is_local(value) and value not in _BUILT_IN_MODELS and package_file(value) is None:
             problems.append(f"{key}: {value}")

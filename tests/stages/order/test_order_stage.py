@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import collect, local_pipeline, run_stage
 from winnow.core.config import TokenizerConfig
+from winnow.stages.order import ordering
 from winnow.stages.order.config import OrderConfig
 from winnow.stages.order.stage import Order
 from winnow.stages.pack.config import PackConfig
@@ -166,6 +167,30 @@ def test_partitioned_icp_is_exactly_once_deterministic_and_reports_cross_cell_ed
     random.Random(1).shuffle(shuffled)
     again, _, _ = run_with_summary(Order(config, seed=3), shuffled, "partitioned_again")
     assert ranks(again) == ranks(kept)
+
+
+def test_default_embedder_reads_the_url_and_orders_the_same_in_any_batching(tmp_path):
+    """The default ICP embedder (static+topic) runs the topic tagger on URL and text; the order and
+    the dedup decisions do not depend on input order or embedding batch size."""
+    docs = real_docs()[:150]
+    config = order_config()
+    assert config.embedder == "static+topic"
+    kept, removed, summary = run_with_summary(Order(config, seed=2), docs, "default_embedder")
+    assert_exactly_once({"kept": kept, "removed": removed, "rejected": []}, docs)
+    (record,) = [s for s in summary if s.get("section") == "ordering"]
+    assert record["embedder"] == "static+topic" and record["mean_adjacent_cosine"] > record["random_adjacent_cosine"]
+    shuffled = list(docs)
+    random.Random(5).shuffle(shuffled)
+    config_small_batches = order_config(embed_batch_size=7, store_embeddings=True)
+    again, removed_again, _ = run_with_summary(Order(config_small_batches, seed=2), shuffled, "default_again")
+    assert ranks(again) == ranks(kept) and sorted(d["id"] for d in removed_again) == sorted(d["id"] for d in removed)
+    assert all(len(d["embedding"]) == 256 + 24 for d in again)
+    # The URL is an input of the topic half: another URL can move a document's vector.
+    encoder = ordering.load_embedder("static+topic")
+    text = docs[0]["text"]
+    with_url = encoder.encode([text], [docs[0]["url"]])
+    assert with_url.tobytes() == encoder.encode([text], [docs[0]["url"]]).tobytes()
+    assert with_url[0, :256].tobytes() == encoder.encode([text], [None])[0, :256].tobytes()
 
 
 @pytest.mark.parametrize("descending", [False, True])

@@ -4,6 +4,8 @@ semantic dedup, cells, reference-mode pooling."""
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +217,24 @@ def test_reference_mode_is_the_masked_mean_without_cls(tmp_path):
             hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
         np.testing.assert_allclose(row, hidden[1:].mean(0).numpy(), atol=1e-5)
     assert not np.allclose(np.linalg.norm(got, axis=1), 1.0)
+
+
+def test_topic_aware_vectors_mix_static_and_topic_similarity_exactly():
+    """cos of static+topic vectors = (1−w)·static cosine + w·Bhattacharyya coefficient, batch-free."""
+    path = Path(__file__).resolve().parents[2] / "data" / "ordering" / "weborganizer_small.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()][:40]
+    texts = [row["text"] for row in rows]
+    urls = [row["url"] for row in rows]
+    encoder = ordering.load_embedder("static+topic", topic_weight=0.3)
+    assert isinstance(encoder, ordering.TopicAwareEncoder) and ordering.is_normalised("static+topic")
+    vectors = encoder.encode(texts, urls).astype(np.float64)
+    assert vectors.shape == (40, 280)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    static = encoder.static.encode(texts).astype(np.float64)
+    probabilities = encoder.tagger.probabilities(texts, urls).astype(np.float64)
+    bc = np.sqrt(probabilities) @ np.sqrt(probabilities).T
+    np.testing.assert_allclose(vectors @ vectors.T, 0.7 * static @ static.T + 0.3 * bc, atol=1e-5)
+    alone = np.vstack([encoder.encode([t], [u]) for t, u in zip(texts, urls, strict=True)])
+    assert alone.tobytes() == encoder.encode(texts, urls).tobytes()
+    with pytest.raises(ValueError, match="topic_weight"):
+        ordering.TopicAwareEncoder(1.5)

@@ -16,12 +16,12 @@ import pytest
 from winnow.core.config import TokenizerConfig
 from winnow.core.domains import DATAMAN_DOMAINS, FORMATS, TOPICS, dataman_domain_of_topic
 from winnow.core.schemas import document_schema
+from winnow.core.taggers import load_tagger
 from winnow.core.tokenizer import load_tokenizer
 from winnow.stages.score.stage import SPEC as SCORE
 from winnow.stages.tag.config import TagConfig
 from winnow.stages.tag.stage import SPEC as TAG
 from winnow.stages.tag.stage import Tag
-from winnow.stages.tag.taggers import load_tagger
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "tagging" / "heldout.jsonl.gz"
 

@@ -4,12 +4,15 @@ reference mode against a direct forward pass, and the mergeable per-domain stati
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from winnow.core import taggers
 from winnow.core.domains import (
     DATAMAN_DOMAINS,
     FORMATS,
@@ -20,17 +23,21 @@ from winnow.core.domains import (
     taxonomy_descriptions,
 )
 from winnow.core.evaluation import macro_f1
+from winnow.core.static_embedding import load_static_embedding
 from winnow.core.stats import histogram_quantiles
-from winnow.stages.tag.config import BUNDLED_FORMAT_TAGGER, BUNDLED_TOPIC_TAGGER
-from winnow.stages.tag.statistics import DomainStats, prior
-from winnow.stages.tag.taggers import (
+from winnow.core.taggers import (
     FeatureSpec,
     LinearTagger,
     ReferenceTagger,
     labelled_examples,
     load_tagger,
+    mix_hashes,
     tags_from_probabilities,
+    term_buckets,
+    term_hashes,
 )
+from winnow.stages.tag.config import BUNDLED_FORMAT_TAGGER, BUNDLED_TOPIC_TAGGER
+from winnow.stages.tag.statistics import DomainStats, prior
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "tagging"
 # Small spec for in-test training: 2^16 buckets keep the fit to a few seconds on 480 documents.
@@ -100,16 +107,17 @@ def test_local_tagger_beats_majority_on_heldout_pages(small_topic_tagger: Linear
     majority = np.bincount(test.targets, minlength=24).argmax()
     majority_f1, _ = macro_f1(test.targets, np.full(len(test.targets), majority), len(TOPICS))
     assert majority_f1 < 0.01
-    assert f1 > 0.15, f"macro-F1 {f1:.3f}"  # measured 0.24 (majority: 0.003)
+    assert f1 > 0.15, f"macro-F1 {f1:.3f}"  # measured 0.25 (majority: 0.003)
     assert (per_class > 0).sum() >= 12  # agreement is spread over the classes, not one or two
 
 
 @pytest.mark.parametrize(
-    "taxonomy, path, floor", [("topic", BUNDLED_TOPIC_TAGGER, 0.55), ("format", BUNDLED_FORMAT_TAGGER, 0.45)]
+    "taxonomy, path, floor", [("topic", BUNDLED_TOPIC_TAGGER, 0.6), ("format", BUNDLED_FORMAT_TAGGER, 0.45)]
 )
 def test_bundled_taggers_on_heldout_pages(taxonomy: str, path: str, floor: float, heldout_rows) -> None:
-    """The shipped models were trained without these pages (scripts/train_tagger.py's split); on these
-    700-character cuts they measure 0.64 (topic) and 0.54 (format), majority 0.003."""
+    """The shipped models were trained without these pages (they are *report* rows of
+    scripts/train_tagger.py's split); on these 700-character cuts they measure 0.64 (topic) and 0.49
+    (format), majority 0.003."""
     tagger = load_tagger(taxonomy, "local", path)
     test = labelled_examples(heldout_rows, TAXONOMIES[taxonomy], label_field=f"{taxonomy}_id")
     probabilities = tagger.probabilities(test.texts, test.urls)
@@ -148,6 +156,87 @@ def test_train_save_load_round_trip_is_byte_deterministic(tmp_path: Path, train_
     np.testing.assert_array_equal(loaded.probabilities(texts, urls), first.probabilities(texts, urls))
     # The URL is an input: the same text under another URL may score differently, never crashes.
     assert loaded.probabilities(texts[:1], [None]).shape == (1, 24)
+
+
+def test_word_hashing_derives_ngram_buckets_from_word_hashes() -> None:
+    spec = FeatureSpec(buckets_log2=16, use_url=False, layout=False)
+    mask = np.uint64(spec.buckets - 1)
+    words = term_hashes(["alpha", "beta", "gamma"])
+    bigrams = mix_hashes(words[:-1], words[1:])
+    expected = np.concatenate([words, bigrams]) & mask
+    np.testing.assert_array_equal(term_buckets("Alpha, beta GAMMA", None, spec), expected.astype(np.int64))
+    # Order matters (a bigram is not a bag), and a repeated bigram is counted twice.
+    assert mix_hashes(words[:1], words[1:2])[0] != mix_hashes(words[1:2], words[:1])[0]
+    buckets, counts = taggers.hashed_counts("a b a b", None, spec)
+    ab = int(mix_hashes(term_hashes(["a"]), term_hashes(["b"]))[0] & mask)
+    assert counts[list(buckets).index(ab)] == 2
+    # URL and page-shape terms come after the words, one bucket per occurrence.
+    with_url = FeatureSpec(buckets_log2=16, use_url=True, layout=False)
+    url_part = term_buckets("alpha", "https://www.example.org/x-y", with_url)[1:]
+    names = ["host:example.org", "url:example", "url:org", "url:x", "url:y"]
+    np.testing.assert_array_equal(url_part, (term_hashes(names) & mask).astype(np.int64))
+
+
+def test_logits_do_not_depend_on_batch_order_or_memos(train_rows, heldout_rows) -> None:
+    """Word-hash and word-token memos and the shared-feature memo change the cost, never a bit."""
+    data = labelled_examples(train_rows, TOPICS, label_field="topic_id", weight_field="topic_confidence")
+    spec = FeatureSpec(buckets_log2=16, embedding="static-minilm")
+    tagger = LinearTagger.fit("topic", TOPICS, data.texts, data.urls, data.targets, data.weights, spec)
+    assert tagger.to_bytes()[:2] == b"PK" and json.loads(_member(tagger, "header.json"))["format"].endswith("/3")
+    texts = [row["text"] for row in heldout_rows[:40]]
+    urls = [row["url"] for row in heldout_rows[:40]]
+    together = tagger.logits(texts, urls)
+    taggers.clear_embedding_memo()
+    taggers._HASH_MEMO.clear()
+    load_static_embedding()._word_memo.clear()
+    order = np.random.default_rng(0).permutation(len(texts))
+    shuffled = tagger.logits([texts[i] for i in order], [urls[i] for i in order])
+    alone = np.vstack([tagger.logits([t], [u]) for t, u in zip(texts, urls, strict=True)])
+    assert together.tobytes() == shuffled[np.argsort(order)].tobytes() == alone.tobytes()
+
+
+def _member(tagger: LinearTagger, name: str) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(tagger.to_bytes())) as archive:
+        return archive.read(name)
+
+
+def test_format_1_and_2_files_keep_their_string_hashing(tmp_path: Path, train_rows, heldout_rows) -> None:
+    """Models written before word hashing load with the features they were trained on."""
+    data = labelled_examples(train_rows[:200], FORMATS, label_field="format_id")
+    old = FeatureSpec(buckets_log2=16, hashing="terms", embedding_input="tokens")
+    tagger = LinearTagger.fit("format", FORMATS, data.texts, data.urls, data.targets, spec=old)
+    header = json.loads(_member(tagger, "header.json"))
+    assert header["format"] == "winnow-linear-tagger/1" and "hashing" not in header["spec"]
+    tagger.save(tmp_path / "old.zip")
+    loaded = LinearTagger.load(tmp_path / "old.zip")
+    assert loaded.spec.hashing == "terms" and loaded.spec == old
+    texts = [row["text"] for row in heldout_rows[:20]]
+    urls = [row["url"] for row in heldout_rows[:20]]
+    np.testing.assert_array_equal(loaded.logits(texts, urls), tagger.logits(texts, urls))
+    # The two hashings give different buckets for the same page: the spec must travel with the model.
+    new = FeatureSpec(buckets_log2=16)
+    assert not np.array_equal(
+        taggers.hashed_counts(texts[0], urls[0], old)[0], taggers.hashed_counts(texts[0], urls[0], new)[0]
+    )
+
+
+def test_topic_and_format_taggers_share_one_feature_matrix(tmp_path: Path, train_rows, heldout_rows) -> None:
+    """The tag stage runs both taggers on a batch; with equal sparse specs and IDF the TF-IDF rows
+    are computed once, and a tagger with another IDF never sees them."""
+    rows = train_rows[:200]
+    topic = labelled_examples(rows, TOPICS, label_field="topic_id")
+    fmt = labelled_examples(rows, FORMATS, label_field="format_id")
+    a = LinearTagger.fit("topic", TOPICS, topic.texts, topic.urls, topic.targets, spec=SMALL)
+    b = LinearTagger.fit("format", FORMATS, fmt.texts, fmt.urls, fmt.targets, spec=SMALL)
+    other = LinearTagger.fit("format", FORMATS, fmt.texts[:150], fmt.urls[:150], fmt.targets[:150], spec=SMALL)
+    texts = [row["text"] for row in heldout_rows[:20]]
+    urls = [row["url"] for row in heldout_rows[:20]]
+    taggers.clear_embedding_memo()
+    assert a.features(texts, urls) is b.features(texts, urls)
+    fresh = other.features(texts, urls)
+    assert fresh is not a.features(texts, urls)
+    taggers.clear_embedding_memo()
+    assert (other.features(texts, urls) != fresh).nnz == 0
 
 
 def test_load_tagger_refuses_the_wrong_taxonomy(tmp_path: Path, small_topic_tagger: LinearTagger) -> None:

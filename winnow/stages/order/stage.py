@@ -53,15 +53,25 @@ QUANTILES = 1001
 class EmbedDoFn(beam.DoFn):
     """Batches of docs → (doc, vector); short docs go to ``short``, failures to ``rejected``."""
 
-    def __init__(self, embedder: str, min_words: int):
+    def __init__(
+        self,
+        embedder: str,
+        min_words: int,
+        topic_weight: float = ordering.DEFAULT_TOPIC_WEIGHT,
+        topic_tagger: str | None = None,
+    ):
         self.embedder = embedder
         self.min_words = min_words
+        self.topic_weight = topic_weight
+        self.topic_tagger = topic_tagger or ordering.BUNDLED_TOPIC_TAGGER
         self._embedded = counter("order:embedded")
         self._short = counter("order:short_not_embedded")
         self._rejected = counter("order:embed_failed")
 
     def setup(self) -> None:
-        self.encoder = ordering.load_embedder(self.embedder)
+        self.encoder = ordering.load_embedder(
+            self.embedder, topic_weight=self.topic_weight, topic_tagger=self.topic_tagger
+        )
 
     def process(self, batch: Sequence[Document]) -> Iterator[Any]:
         todo = []
@@ -74,11 +84,11 @@ class EmbedDoFn(beam.DoFn):
         if not todo:
             return
         try:
-            vectors = self._encode([doc.get("text") or "" for doc in todo])
+            vectors = self._encode(todo)
         except Exception:  # find the document(s) at fault one at a time
             for doc in todo:
                 try:
-                    yield doc, self._encode([doc.get("text") or ""])[0]
+                    yield doc, self._encode([doc])[0]
                     self._embedded.inc()
                 except Exception as error:
                     self._rejected.inc()
@@ -88,8 +98,13 @@ class EmbedDoFn(beam.DoFn):
         for doc, vector in zip(todo, vectors, strict=True):
             yield doc, vector
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+    def _encode(self, docs: Sequence[Document]) -> np.ndarray:
+        texts = [doc.get("text") or "" for doc in docs]
+        if getattr(self.encoder, "reads_urls", False):
+            vectors = self.encoder.encode(texts, [doc.get("url") for doc in docs])
+        else:
+            vectors = self.encoder.encode(texts)
+        vectors = np.asarray(vectors, dtype=np.float32)
         if not np.isfinite(vectors).all():
             raise ValueError("non-finite embedding")
         return vectors
@@ -423,7 +438,9 @@ class Order(beam.PTransform):
             docs
             | "EmbedBatch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
             | "Embed"
-            >> beam.ParDo(EmbedDoFn(config.embedder, config.min_words)).with_outputs(SHORT_CELL, REJECTED, main=KEPT)
+            >> beam.ParDo(
+                EmbedDoFn(config.embedder, config.min_words, config.topic_weight, config.topic_tagger)
+            ).with_outputs(SHORT_CELL, REJECTED, main=KEPT)
         )
         vectors = embedded[KEPT]
         total = pvalue.AsSingleton(vectors | "CountEmbedded" >> beam.combiners.Count.Globally())

@@ -1,7 +1,7 @@
 """Stage ``tag``: WebOrganizer topic and format, DataMan domain, per-domain statistics (docs/domains.md).
 
-Taggers (cores in ``winnow.stages.tag.taggers``) load once per worker in ``setup`` and see documents
-in fixed-size batches. Every kept document gets ``topic``/``topic_id``/``topic_score``,
+Taggers (core in ``winnow.core.taggers``, shared with the ``order`` stage) load once per worker
+in ``setup`` and see documents in fixed-size batches. Every kept document gets ``topic``/``topic_id``/``topic_score``,
 ``format``/``format_id``/``format_score`` (argmax of the probabilities, in the taxonomy's id
 order) and ``domain``, the DataMan letter A–O: the DataMan scorer's ``application_domain`` when
 ``score`` ran it, else the docs/domains.md#dataman-domains topic mapping. Which one was used is counted in the summary
@@ -31,10 +31,10 @@ from winnow.beam.combiners import MinMaxFn
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, rejected
 from winnow.core.config import TokenizerConfig
 from winnow.core.domains import TAXONOMIES, dataman_domain_of_topic, dataman_letter
+from winnow.core.taggers import load_tagger, tags_from_probabilities
 from winnow.core.tokenizer import load_tokenizer, token_counts
 from winnow.stages.tag.config import TagConfig, TaggerEntry
 from winnow.stages.tag.statistics import DomainStats, prior
-from winnow.stages.tag.taggers import load_tagger, tags_from_probabilities
 
 STAGE = "tag"
 SUMMARY = "summary"

@@ -1,17 +1,22 @@
 """Domain taggers: WebOrganizer topics × formats and DataMan domains (docs/domains.md#weborganizer,
 docs/domains.md#dataman-domains), Beam-free.
 
+In ``core`` because two stages use them: ``tag`` writes the labels, and ``order`` can read the topic
+tagger's probabilities as part of its ICP embedding (``winnow.stages.order.ordering``).
+
 Two modes, one output contract (24 probabilities in the taxonomy's id order, argmax = the label):
 
 * **local** (``LinearTagger``): winnow trains it from any labelled JSONL. Features are hashed word
   1–2-grams of the text plus URL tokens and page-shape tokens (line starts, length, ending) in
-  their own namespaces, weighted by sublinear TF × IDF and L2-normalised, optionally followed by a
-  static document embedding (the bundled topic tagger uses one); the head is a linear SVM
-  whose margins are turned into probabilities by one fitted temperature. The model file holds
-  only numpy arrays (IDF, int8 weights, scales, bias, dense weights), so inference is a regex, a
-  hash, a static-embedding lookup and one sparse product: fast enough to tag every kept document
-  on CPUs, which WebOrganizer's 140M-parameter classifier is not. It was chosen by measurement
-  (``bench/tagging_eval.py``; figures in the models' README).
+  their own namespaces, weighted by sublinear TF × IDF and L2-normalised, optionally followed by
+  the shipped static embedding of the URL and the page's first words (the bundled topic tagger uses
+  one); the head is a linear SVM whose margins are turned into probabilities by one fitted
+  temperature. The model file holds only numpy arrays (IDF, int8 weights, scales, bias, dense
+  weights), so inference is a regex, a hash per distinct word, a table lookup and one sparse
+  product, all in exact integer arithmetic (``winnow.core.exact``): fast enough to tag every kept
+  document on CPUs, which WebOrganizer's 140M-parameter classifier is not, and the same bits in any
+  batch on any machine. It was chosen by measurement (``bench/tagging_eval.py``; figures in the
+  models' README).
 * **reference** (``ReferenceTagger``): a user-supplied local sequence-classification checkpoint
   (e.g. WebOrganizer's gte-base classifiers) run as the paper did: input ``"{url}\\n{text}"``,
   truncated to the model's maximum length, softmax over the 24 logits.
@@ -33,7 +38,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xxhash
@@ -60,7 +65,15 @@ _SPLIT = re.compile(r"[^0-9a-z]+")
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """How a document becomes a sparse vector; stored in the model so inference matches training."""
+    """How a document becomes a sparse vector; stored in the model so inference matches training.
+
+    ``hashing`` says how a term becomes a bucket: ``words`` (the default since file format 3) hashes
+    each distinct word once (xxh3, memoised per process) and derives each n-gram's hash from its
+    words' hashes with integer mixing, which is 2–3× faster than ``terms`` (every n-gram string built
+    and hashed, as file formats 1 and 2 did; kept so those files load). ``embedding_input`` says how
+    the dense embedding reads its text: ``words`` (the same lower-cased words, each tokenised once per
+    process) or ``tokens`` (the full WordPiece tokenizer over the text, formats 1 and 2).
+    """
 
     buckets_log2: int = 18
     word_ngrams: int = 2
@@ -69,32 +82,47 @@ class FeatureSpec:
     layout: bool = True
     # A dense document embedding appended to the sparse features (``None``: sparse only). Bag-of-words
     # evidence from 7k pages misses topic words it never saw; a static embedding distilled from MiniLM
-    # brings that prior knowledge for one tokenizer pass over the first ``embedding_chars``.
+    # brings that prior knowledge for one pass over the first ``embedding_chars``.
     embedding: str | None = None
     embedding_chars: int = 1500
     embedding_scale: float = 0.5
+    hashing: Literal["words", "terms"] = "words"
+    embedding_input: Literal["words", "tokens"] = "words"
 
     @property
     def buckets(self) -> int:
         return 1 << self.buckets_log2
 
+    def sparse_key(self) -> tuple[Any, ...]:
+        """What the sparse counts depend on (two taggers with equal keys share one count matrix)."""
+        return (self.buckets_log2, self.word_ngrams, self.use_url, self.max_chars, self.layout, self.hashing)
+
     def header(self) -> dict[str, Any]:
-        """The spec as stored in a model file (the embedding fields only when used, so sparse-only
-        models keep their version-1 bytes)."""
-        fields = {
+        """The spec as stored in a model file (fields that formats 1 and 2 lacked only when they
+        differ from those formats' behaviour, so old models keep their bytes)."""
+        fields: dict[str, Any] = {
             "buckets_log2": self.buckets_log2,
             "word_ngrams": self.word_ngrams,
             "use_url": self.use_url,
             "max_chars": self.max_chars,
             "layout": self.layout,
         }
+        if self.hashing != "terms":
+            fields["hashing"] = self.hashing
         if self.embedding:
             fields |= {
                 "embedding": self.embedding,
                 "embedding_chars": self.embedding_chars,
                 "embedding_scale": self.embedding_scale,
             }
+            if self.embedding_input != "tokens":
+                fields["embedding_input"] = self.embedding_input
         return fields
+
+    @classmethod
+    def from_header(cls, fields: dict[str, Any]) -> FeatureSpec:
+        """The spec of a stored model; a field the file lacks means what formats 1 and 2 did."""
+        return cls(**({"hashing": "terms", "embedding_input": "tokens"} | fields))
 
 
 def document_terms(text: str, url: str | None, spec: FeatureSpec) -> list[str]:
@@ -104,10 +132,7 @@ def document_terms(text: str, url: str | None, spec: FeatureSpec) -> list[str]:
     for n in range(2, spec.word_ngrams + 1):
         terms += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
     if spec.use_url and url:
-        lowered = url.lower()
-        host = lowered.split("://", 1)[-1].split("/", 1)[0]
-        terms.append(f"host:{host.removeprefix('www.')}")
-        terms += [f"url:{token}" for token in _SPLIT.split(lowered) if token and token not in ("http", "https", "www")]
+        terms += url_terms(url)
     if spec.layout:
         terms += layout_terms(text[: spec.max_chars])
     return terms
@@ -146,9 +171,10 @@ def layout_terms(text: str) -> list[str]:
 # Dense embeddings a FeatureSpec may name → their dimension. ``static-minilm`` is winnow's shipped
 # static embedding (``winnow.core.static_embedding``, MiniLM-derived, exact integer sums).
 EMBEDDINGS: dict[str, int] = {"static-minilm": 256}
-# The topic and format taggers embed the same batch in turn: the last batch's embeddings are kept so
-# the tag stage pays for the embedding once. Keyed by the exact input strings, so never stale.
-_LAST_EMBEDDING: dict[str, Any] = {}
+# The topic and format taggers see the same batch in turn: the last batch's embeddings and sparse
+# features are kept so the tag stage computes them once. Keyed by the exact input strings (and the
+# spec, and the IDF), so never stale; one (key, value) item each, so threads never see a mixed pair.
+_LAST: dict[str, Any] = {}
 
 
 def embedding_encoder(name: str) -> StaticEmbedding:
@@ -164,8 +190,13 @@ def embedding_digest(name: str) -> str:
 
 
 def clear_embedding_memo() -> None:
-    """Forget the last batch's embeddings (benches time each tagger on its own)."""
-    _LAST_EMBEDDING.clear()
+    """Forget the last batch's embeddings and features (benches time each tagger on its own)."""
+    _LAST.clear()
+
+
+def _memo(slot: str, key: Any) -> Any:
+    last = _LAST.get(slot)
+    return last[1] if last is not None and last[0] == key else None
 
 
 def _embedding_inputs(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> tuple[str, ...]:
@@ -183,17 +214,22 @@ def embedding_sums(
     """Exact integer embedding sums of ``"{url}\\n{first embedding_chars of text}"`` and 1/‖sum‖ per row.
 
     What inference multiplies the dense weights with: exact, so a document's logits never depend on
-    its batch or the machine (a row without tokens gets 0).
+    its batch or the machine (a row without tokens gets 0). With ``embedding_input`` ``words`` the
+    input is that string's lower-cased ``\\w+`` words (``StaticEmbedding.word_sums``).
     """
     inputs = _embedding_inputs(texts, urls, spec)
-    key = (spec.embedding, inputs)
-    last = _LAST_EMBEDDING.get("last")  # one (key, value) item: threads never see a mixed pair
-    if last is not None and last[0] == key:
-        return last[1]
-    sums, _ = embedding_encoder(spec.embedding).sums(list(inputs))
+    key = (spec.embedding, spec.embedding_input, inputs)
+    found = _memo("embedding", key)
+    if found is not None:
+        return found
+    encoder = embedding_encoder(spec.embedding)
+    if spec.embedding_input == "words":
+        sums, _ = encoder.word_sums([_WORD.findall(text.lower()) for text in inputs])
+    else:
+        sums, _ = encoder.sums(list(inputs))
     norms = np.sqrt((sums * sums).sum(axis=1).astype(np.float64))  # an exact int64 sum of squares
     inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    _LAST_EMBEDDING["last"] = (key, (sums, inverse))
+    _LAST["embedding"] = (key, (sums, inverse))
     return sums, inverse
 
 
@@ -203,9 +239,72 @@ def document_embeddings(texts: Sequence[str], urls: Sequence[str | None], spec: 
     return sums.astype(np.float64) * inverse[:, None] * spec.embedding_scale
 
 
+# --- term hashing ---------------------------------------------------------------------------------
+
+_HASH_MEMO: dict[str, int] = {}
+HASH_MEMO_LIMIT = 1 << 20  # distinct terms remembered per process before the memo starts over
+# splitmix64's constants: n-gram hashes are mixed from their words' hashes in wrapping uint64 arithmetic.
+_MIX_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def term_hashes(terms: Sequence[str]) -> np.ndarray:
+    """xxh3-64 of each term's UTF-8 bytes (uint64), memoised per process (a pure function: the memo
+    changes the cost, never a value)."""
+    memo = _HASH_MEMO
+    if len(memo) > HASH_MEMO_LIMIT:
+        memo.clear()
+    values = list(map(memo.get, terms))  # C-speed lookups; the misses are filled below
+    if None in values:
+        for position, value in enumerate(values):
+            if value is None:
+                term = terms[position]
+                values[position] = memo[term] = xxhash.xxh3_64_intdigest(term.encode("utf-8", "surrogatepass"))
+    return np.array(values, dtype=np.uint64)
+
+
+def mix_hashes(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The hash of a sequence (``left``'s) extended by one word (``right``'s): golden-ratio
+    combination and splitmix64's finaliser, exact integer arithmetic modulo 2^64."""
+    x = left * _MIX_GOLDEN + right
+    x = (x ^ (x >> np.uint64(30))) * _MIX_1
+    x = (x ^ (x >> np.uint64(27))) * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+def url_terms(url: str) -> list[str]:
+    """``host:`` and ``url:`` tokens of a URL (lower case; scheme and ``www`` dropped)."""
+    lowered = url.lower()
+    host = lowered.split("://", 1)[-1].split("/", 1)[0]
+    return [f"host:{host.removeprefix('www.')}"] + [
+        f"url:{token}" for token in _SPLIT.split(lowered) if token and token not in ("http", "https", "www")
+    ]
+
+
+def term_buckets(text: str, url: str | None, spec: FeatureSpec) -> np.ndarray:
+    """Bucket of every term occurrence of a document (``hashing`` ``words``): word n-grams of the
+    text, then URL and page-shape terms; int64, one entry per occurrence."""
+    words = _WORD.findall(text[: spec.max_chars].lower())
+    word_hashes = term_hashes(words)
+    parts = [word_hashes]
+    gram = word_hashes
+    for n in range(2, spec.word_ngrams + 1):
+        gram = mix_hashes(gram[:-1], word_hashes[n - 1 :])
+        parts.append(gram)
+    other: list[str] = url_terms(url) if spec.use_url and url else []
+    if spec.layout:
+        other += layout_terms(text[: spec.max_chars])
+    if other:
+        parts.append(term_hashes(other))
+    return (np.concatenate(parts) & np.uint64(spec.buckets - 1)).astype(np.int64)
+
+
 def hashed_counts(text: str, url: str | None, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     """Distinct feature buckets of one document and their term counts (xxh3: stable across processes)."""
-
+    if spec.hashing == "words":
+        buckets, counts = np.unique(term_buckets(text, url, spec), return_counts=True)
+        return buckets, counts.astype(np.float64)
     terms = document_terms(text, url, spec)
     if not terms:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
@@ -264,6 +363,8 @@ def inverse_document_frequency(counts: Any) -> np.ndarray:
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same model gives the same bytes
 _FORMAT_SPARSE = "winnow-linear-tagger/1"
 _FORMAT_EMBEDDING = "winnow-linear-tagger/2"  # adds the embedding spec fields and dense_weights.npy
+_FORMAT_WORDS = "winnow-linear-tagger/3"  # adds the spec's hashing and embedding_input fields
+_FORMATS = (_FORMAT_SPARSE, _FORMAT_EMBEDDING, _FORMAT_WORDS)
 
 
 class LinearTagger:
@@ -273,7 +374,7 @@ class LinearTagger:
     float32's size, which keeps both bundled models in the package-size budget; the bench scores the
     quantised model, so its figures are what ships. The embedding's few weights (``dense_weights``,
     dim × labels) stay float32. Sparse-only models need numpy and scipy only; with an embedding
-    (file format 2) inference also runs winnow's static embedding.
+    inference also reads the shipped static embedding (numpy and tokenizers).
     """
 
     def __init__(
@@ -315,14 +416,22 @@ class LinearTagger:
         elif self.dense_weights is not None:
             raise ValueError("dense weights given but the feature spec has no embedding")
         self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
+        self._idf_digest = hashlib.sha256(self.idf.tobytes()).hexdigest()
         # Inference is integer arithmetic (winnow.core.exact): a document's logits are the same bits
         # in any batch and on any machine.
         self._sparse = exact.QuantizedLinear.from_quantized(self.weights, self.scales, self.bias)
         self._dense = None if self.dense_weights is None else exact.QuantizedLinear(self.dense_weights)
 
     def features(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> Any:
+        """TF-IDF rows (CSR, L2-normalised); the last batch's are reused by a tagger with the same
+        sparse spec and IDF (the tag stage's topic and format taggers share them)."""
         urls = list(urls) if urls is not None else [None] * len(texts)
-        return tfidf(count_matrix(texts, urls, self.spec), self.idf.astype(np.float64))
+        key = (self.spec.sparse_key(), self._idf_digest, tuple(texts), tuple(urls))
+        found = _memo("features", key)
+        if found is None:
+            found = tfidf(count_matrix(texts, urls, self.spec), self.idf.astype(np.float64))
+            _LAST["features"] = (key, found)
+        return found
 
     def logits(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
         urls = list(urls) if urls is not None else [None] * len(texts)
@@ -339,7 +448,7 @@ class LinearTagger:
 
     def to_bytes(self) -> bytes:
         header = {
-            "format": _FORMAT_EMBEDDING if self.spec.embedding else _FORMAT_SPARSE,
+            "format": self._file_format(),
             "taxonomy": self.taxonomy,
             "labels": list(self.labels),
             "spec": self.spec.header(),
@@ -357,6 +466,11 @@ class LinearTagger:
                 _write_member(archive, f"{name}.npy", payload.getvalue())
         return buffer.getvalue()
 
+    def _file_format(self) -> str:
+        if self.spec.hashing != "terms" or (self.spec.embedding and self.spec.embedding_input != "tokens"):
+            return _FORMAT_WORDS
+        return _FORMAT_EMBEDDING if self.spec.embedding else _FORMAT_SPARSE
+
     def save(self, path: str | Path) -> str:
         """Write the model; returns its SHA-256."""
         payload = self.to_bytes()
@@ -369,7 +483,7 @@ class LinearTagger:
 
         with zipfile.ZipFile(resolve_model_path(path)) as archive:
             header = json.loads(archive.read("header.json"))
-            if header.get("format") not in (_FORMAT_SPARSE, _FORMAT_EMBEDDING):
+            if header.get("format") not in _FORMATS:
                 raise ValueError(f"{path} is not a winnow linear tagger (format {header.get('format')!r})")
             names = ["idf", "weights", "scales", "bias"]
             if "dense_weights.npy" in archive.namelist():
@@ -378,7 +492,7 @@ class LinearTagger:
         return cls(
             header["taxonomy"],
             header["labels"],
-            FeatureSpec(**header["spec"]),
+            FeatureSpec.from_header(header["spec"]),
             arrays["idf"],
             arrays["weights"],
             arrays["scales"],
@@ -409,14 +523,39 @@ class LinearTagger:
         from a first fit; the final model is then fitted on every row and scaled by it.
         ``regularisation`` is scikit-learn's ``C``. Both solvers are deterministic.
         """
-        from scipy.sparse import csr_matrix, hstack  # lazy: scipy only where this path runs
-
         spec = spec or FeatureSpec()
         counts = count_matrix(texts, urls, spec)
+        sums = embedding_sums(texts, urls, spec)[0] if spec.embedding else None
+        return cls.fit_features(
+            taxonomy, labels, spec, counts, sums, targets, sample_weight, classifier, regularisation, meta
+        )
+
+    @classmethod
+    def fit_features(
+        cls,
+        taxonomy: str,
+        labels: Sequence[str],
+        spec: FeatureSpec,
+        counts: Any,
+        sums: np.ndarray | None,
+        targets: Sequence[int],
+        sample_weight: Sequence[float] | None = None,
+        classifier: str = "svm",
+        regularisation: float = 4.0,
+        meta: dict[str, Any] | None = None,
+    ) -> LinearTagger:
+        """``fit`` on inputs computed already: ``count_matrix`` and (with an embedding) the integer
+        ``embedding_sums``, so a bench can compute them once for several settings."""
+        from scipy.sparse import csr_matrix, hstack  # lazy: scipy only where this path runs
+
         idf = inverse_document_frequency(counts).astype(np.float32)
         features = tfidf(counts, idf.astype(np.float64))
         if spec.embedding:  # the dense columns follow the buckets; the head is fitted on both at once
-            dense = document_embeddings(texts, urls, spec)
+            if sums is None:
+                raise ValueError("this spec has an embedding: pass its embedding_sums")
+            sums = np.asarray(sums, dtype=np.float64)
+            norms = np.sqrt((sums * sums).sum(axis=1))
+            dense = sums / np.where(norms > 0, norms, 1.0)[:, None] * spec.embedding_scale
             features = hstack([features, csr_matrix(dense)], format="csr")
         y = np.asarray(targets, dtype=np.int64)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -627,9 +766,6 @@ def tags_from_probabilities(probabilities: np.ndarray, labels: Sequence[str]) ->
     return Tags(ids, [labels[i] for i in ids], probs[np.arange(len(ids)), ids], probs)
 
 
-# --- evaluation helpers (bench and tests) ----------------------------------------------------
-
-
 # --- labelled data -----------------------------------------------------------------------------
 
 
@@ -693,7 +829,3 @@ def labelled_examples(
     return LabelledExamples(
         ids, texts, urls, np.asarray(targets, dtype=np.int64), np.asarray(weights) if weight_field else None
     )
-
-
-# --- per-domain statistics (docs/domains.md#per-domain-statistics), mergeable so Beam can combine them in any order
-# -------------
