@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,30 @@ DATA = Path(__file__).resolve().parent / "data"
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """The README's main job as a user runs it: ``winnow run`` with no arguments, in a fresh process."""
+
+    cwd: Path
+    out: Path
+    stdout: str
+    stderr: str
+    returncode: int
+
+
+@pytest.fixture(scope="session")
+def default_sample_run(tmp_path_factory: pytest.TempPathFactory) -> SampleRun:
+    """One run of the default pipeline on the bundled sample, shared by every test that checks what it writes
+    (the command's output, the token files, the same bytes in a second process): it is the suite's
+    most expensive run, so it happens once."""
+    cwd = tmp_path_factory.mktemp("default-sample-run")
+    env = {**os.environ, "COLUMNS": "200", "PYTHONHASHSEED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "winnow.cli.main", "run"], cwd=cwd, capture_output=True, text=True, env=env
+    )
+    return SampleRun(cwd, cwd / "winnow-out", done.stdout, done.stderr, done.returncode)
 
 
 def make_config(inputs: list[dict[str, Any]] | list[str], out_dir: Path, **sections: Any) -> WinnowConfig:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -16,14 +13,11 @@ from winnow.cli.main import app
 runner = CliRunner()
 
 
-def test_winnow_run_with_no_arguments_runs_the_bundled_sample(tmp_path: Path):
+def test_winnow_run_with_no_arguments_runs_the_bundled_sample(default_sample_run):
     """The Quick start's job: bundled config, bundled sample, ./winnow-out, summary printed."""
-    env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run(
-        [sys.executable, "-m", "winnow.cli.main", "run"], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    done = default_sample_run
     assert done.returncode == 0, done.stderr[-3000:]
-    out = tmp_path / "winnow-out"
+    out = done.cwd / "winnow-out"
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
     assert counts["input"] > 1000

@@ -149,18 +149,15 @@ def _numpy_features() -> str:
 
 
 @pytest.mark.slow
-def test_default_run_on_the_bundled_sample_twice_in_fresh_processes(tmp_path) -> None:
-    """The README's main job, twice: once as a user runs it (one worker per core), once in a fresh
-    process with every SIMD path numpy could dispatch to switched off and one worker. Every Parquet
-    file must match: the floats cannot depend on the process, the worker count or the CPU's vectors."""
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
+def test_default_run_on_the_bundled_sample_twice_in_fresh_processes(default_sample_run, tmp_path) -> None:
+    """The README's main job, twice: once as a user runs it (one worker per core, the shared run of
+    conftest), once in a fresh process with every SIMD path numpy could dispatch to switched off and one
+    worker. Every Parquet file must match: the floats cannot depend on the process, the worker count or the
+    CPU's vectors."""
+    assert default_sample_run.returncode == 0, default_sample_run.stderr[-3000:]
+    second = tmp_path / "second"
     second.mkdir()
     env = {**os.environ, "PYTHONHASHSEED": "1"}
-    plain = subprocess.run(
-        [sys.executable, "-m", "winnow.cli.main", "run", "-q"], cwd=first, env=env, capture_output=True, text=True
-    )
-    assert plain.returncode == 0, plain.stderr[-3000:]
     features = _numpy_features()
     other = {**env, "PYTHONHASHSEED": "2", "NPY_DISABLE_CPU_FEATURES": features}
     scalar = subprocess.run(
@@ -171,6 +168,5 @@ def test_default_run_on_the_bundled_sample_twice_in_fresh_processes(tmp_path) ->
         text=True,
     )
     assert scalar.returncode == 0, scalar.stderr[-3000:]
-    assert_same_bytes(first / "winnow-out", second / "winnow-out")
-    shutil.rmtree(first)
+    assert_same_bytes(default_sample_run.out, second / "winnow-out")
     shutil.rmtree(second)

@@ -10,7 +10,6 @@ counts, and a run killed while writing token parts.
 
 from __future__ import annotations
 
-import copy
 import gzip
 import hashlib
 import json
@@ -32,7 +31,6 @@ from winnow.config import default_config_path, parse_config
 from winnow.core.tokenizer import load_tokenizer
 from winnow.core.tokens import id_bound, megatron_prefixes
 from winnow.core.tokens.index import read_index
-from winnow.run.execute import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "winnow" / "data" / "models" / "tokenizer" / "winnow-bpe-32k.json"
@@ -114,15 +112,19 @@ def gpt_dataset(prefixes: list[str], sequence_length: int, tokenizer: Any, cache
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> dict[str, Any]:
+def default_run(default_sample_run, tmp_path_factory) -> dict[str, Any]:
+    """The default run (which writes every token format) of conftest, read back."""
+    assert default_sample_run.returncode == 0, default_sample_run.stderr[-3000:]
     tmp = tmp_path_factory.mktemp("default-tokens")
-    data = copy.deepcopy(yaml.safe_load(default_config_path().read_text(encoding="utf-8")))
-    data["output"] = {**data["output"], "dir": str(tmp / "out"), "tokens": {"formats": FORMATS}}
-    data["runner"] = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
-    config = parse_config(data, origin="test", base_dir=default_config_path().parent)
-    result = run_pipeline(config)
-    out = tmp / "out"
-    section = result.manifest["tokens"]
+    out = default_sample_run.out
+    config = parse_config(
+        yaml.safe_load(default_config_path().read_text(encoding="utf-8")),
+        origin="test",
+        base_dir=default_config_path().parent,
+    )
+    assert config.output.tokens.formats == FORMATS
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    section = manifest["tokens"]
     folders = {
         f"{kind}/phase={phase}": out / "tokens" / "mds" / kind / f"phase={phase}"
         for kind in ("documents", "contexts")
@@ -132,7 +134,7 @@ def default_run(tmp_path_factory) -> dict[str, Any]:
     return {
         "tmp": tmp,
         "out": out,
-        "manifest": result.manifest,
+        "manifest": manifest,
         "section": section,
         "config": config,
         "tokenizer": load_tokenizer(config.tokenizer.path, config.tokenizer.eos_token),
