@@ -200,6 +200,7 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     import yaml
 
     from winnow.config import parse_config
+    from winnow.core.taggers import load_tagger
     from winnow.core.tokenizer import load_tokenizer
     from winnow.stages.dedup.minhash import MinHasher, ShingleHasher
     from winnow.stages.dedup.stage import text_hash
@@ -208,7 +209,6 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     from winnow.stages.normalize.stage import NormalizeStep
     from winnow.stages.pii.stage import PiiStep
     from winnow.stages.score.scorer import ScorerFactory
-    from winnow.stages.tag.taggers import load_tagger
 
     defaults = yaml.safe_load((ROOT / "winnow" / "data" / "default.yaml").read_text())
     sections = {k: defaults[k] for k in ("normalize", "langid", "filter", "pii", "dedup", "score", "tag")}
