@@ -17,7 +17,6 @@ the cut: they only remove documents from the band and never move the quantiles.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -92,34 +91,12 @@ def band_decision(value: float | None, tiebreak: int, cuts: BandCuts, requiremen
     return BandDecision(label, label == "band" and requirements_met)
 
 
-_COMPARE = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-}
-
-
 def meets(row: Mapping[str, Any], condition: WhereCondition) -> bool:
     """Whether a document's columns meet one condition; a missing or NaN value never does."""
     value = row.get(condition.field)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
-    if condition.op in ("in", "not_in"):
-        inside = any(_equal(value, v) for v in condition.value)  # type: ignore[union-attr]
-        return inside if condition.op == "in" else not inside
-    if condition.op in ("==", "!="):
-        return _equal(value, condition.value) == (condition.op == "==")
-    return bool(_COMPARE[condition.op](float(value), float(condition.value)))  # type: ignore[arg-type]
-
-
-def _equal(value: Any, target: Any) -> bool:
-    numbers = (int, float)
-    if isinstance(value, numbers) and isinstance(target, numbers) and not isinstance(target, bool):
-        return float(value) == float(target)
-    return str(value) == str(target)
+    return condition.holds(value)
 
 
 def document_weight(row: Mapping[str, Any], config: BandSelectConfig) -> float:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,38 +116,15 @@ def doc_group(doc: Document, config: SelectConfig) -> str:
     return cell_name(doc_cell(doc, config))
 
 
-_COMPARE = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-}
-
-
 def meets(doc: Document, condition: WhereCondition) -> bool:
     """Whether ``doc`` meets one ``where`` condition; a missing column is an error, not a silent no."""
     value = field_value(doc, condition.field)
     if value is None:
         raise SelectError(f"missing column {condition.field!r} for `where`")
-    if condition.op in ("in", "not_in"):
-        inside = any(_equal(value, v) for v in condition.value)  # type: ignore[union-attr]
-        return inside if condition.op == "in" else not inside
-    if condition.op in ("==", "!="):
-        return _equal(value, condition.value) == (condition.op == "==")
     try:
-        return bool(_COMPARE[condition.op](float(value), float(condition.value)))  # type: ignore[arg-type]
+        return condition.holds(value)
     except (TypeError, ValueError) as error:
         raise SelectError(f"column {condition.field!r} = {value!r} is not a number for `{condition.op}`") from error
-
-
-def _equal(value: Any, target: Any) -> bool:
-    """Numbers compare as numbers (a rating 5 equals 5.0), everything else as strings."""
-    numbers = (int, float)
-    if isinstance(value, numbers) and isinstance(target, numbers) and not isinstance(target, bool):
-        return float(value) == float(target)
-    return str(value) == str(target)
 
 
 def doc_key(doc: Document, config: SelectConfig, stats: tuple[float, float] | None, seed: int) -> float:
