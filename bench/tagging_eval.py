@@ -28,7 +28,6 @@ with WebOrganizer's classifiers.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
@@ -63,7 +62,6 @@ from winnow.core.taggers import (  # noqa: E402
     labelled_examples,
     load_tagger,
 )
-from winnow.stages.normalize.normalizer import TextNormalizer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_tagger  # noqa: E402  (the shipped recipe and its choice grid live there)
@@ -234,15 +232,6 @@ def with_rows(data: LabelledExamples, mask: np.ndarray) -> LabelledExamples:
     return part
 
 
-def load_rows(corpora: Path) -> list[dict]:
-    normalise = TextNormalizer()
-    with gzip.open(corpora / "weborganizer-dclm" / "docs.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    for row in rows:
-        row["text"] = normalise(row["text"])
-    return rows
-
-
 def line(name: str, result: dict[str, float], speed: float | None = None) -> str:
     tail = f" | {speed:,.0f} docs/s/core" if speed else ""
     return (
@@ -331,7 +320,7 @@ def main() -> None:
     parser.add_argument("--no-fit-report", action="store_true", help="Skip the report block of models trained on fit.")
     parser.add_argument("--json", help="Also write the results here.")
     args = parser.parse_args()
-    rows = load_rows(args.corpora)
+    rows = train_tagger.read_rows(args.corpora)  # the normalize stage's defaults applied
     peers = args.peers.split(",")
     results = [
         evaluate_taxonomy(taxonomy, rows, args.quick, peers, not args.no_fit_report)
