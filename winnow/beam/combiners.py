@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import apache_beam as beam
 
 from winnow.core.stats import MeanStd
+
+
+class MergeFn(beam.CombineFn):
+    """Combines values that merge themselves (``a.merge(b)`` returns the union), starting from ``empty()``:
+    the per-stage tallies and totals a manifest section is built from."""
+
+    def __init__(self, empty: Callable[[], Any]):
+        self.empty = empty
+
+    def create_accumulator(self) -> Any:
+        return self.empty()
+
+    def add_input(self, acc: Any, value: Any) -> Any:
+        return acc.merge(value)
+
+    def merge_accumulators(self, accs: Iterable[Any]) -> Any:
+        merged = self.empty()
+        for acc in accs:
+            merged = merged.merge(acc)
+        return merged
+
+    def extract_output(self, acc: Any) -> Any:
+        return acc
 
 
 class MeanStdFn(beam.CombineFn):

@@ -34,6 +34,7 @@ import pyarrow as pa
 import xxhash
 from apache_beam import pvalue
 
+from winnow.beam.combiners import MergeFn
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, rejected, removed
 from winnow.stages.decontaminate.config import DecontaminateConfig
 from winnow.stages.decontaminate.join import (
@@ -264,23 +265,6 @@ class ResolveJoined(beam.DoFn):
 # --- the stage ----------------------------------------------------------------------------------
 
 
-class TallyCombine(beam.CombineFn):
-    def create_accumulator(self) -> DecontaminationTally:
-        return DecontaminationTally()
-
-    def add_input(self, acc: DecontaminationTally, tally: DecontaminationTally) -> DecontaminationTally:
-        return acc.merge(tally)
-
-    def merge_accumulators(self, accs: Iterable[DecontaminationTally]) -> DecontaminationTally:
-        merged = DecontaminationTally()
-        for acc in accs:
-            merged = merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc: DecontaminationTally) -> DecontaminationTally:
-        return acc
-
-
 def manifest_records(tally: DecontaminationTally, plan: EvalPlan, config: DecontaminateConfig) -> list[dict[str, Any]]:
     """The ``decontamination`` section: one record per benchmark, then the totals."""
     records: list[dict[str, Any]] = [
@@ -353,7 +337,7 @@ class Decontaminate(beam.PTransform):
         summary = (
             tallies
             | "AllTallies" >> beam.Flatten()
-            | "Tally" >> beam.CombineGlobally(TallyCombine())
+            | "Tally" >> beam.CombineGlobally(MergeFn(DecontaminationTally))
             | "Records" >> beam.FlatMap(manifest_records, self.plan, self.config)
         )
         return {

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam import pvalue
 
+from winnow.beam.combiners import MergeFn
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, rejected, side_copy
 from winnow.beam.write import TableSpec
 from winnow.core.config import TokenizerConfig
@@ -562,23 +563,6 @@ class _PackBlocks(_UtkContexts):
         yield pvalue.TaggedOutput(_TOTALS, (phase, packer.totals))
 
 
-class _MergeUtkTotals(beam.CombineFn):
-    def create_accumulator(self) -> UtkTotals:
-        return UtkTotals()
-
-    def add_input(self, acc: UtkTotals, item: UtkTotals) -> UtkTotals:
-        return acc.merge(item)
-
-    def merge_accumulators(self, accs: Iterable[UtkTotals]) -> UtkTotals:
-        merged = UtkTotals()
-        for acc in accs:
-            merged = merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc: UtkTotals) -> UtkTotals:
-        return acc
-
-
 def _bundle_offsets(counts: list[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
     """First training position of each bundle: bundles in (phase, block) order, contexts in stream order."""
     return dict(zip(sorted(dict(counts)), prefix_offsets([n for _, n in sorted(counts)]), strict=True))
@@ -732,7 +716,7 @@ class Pack(beam.PTransform):
         contexts = rows | "Position" >> beam.Map(_place_row, offsets_by_bundle)
         summary = (
             totals
-            | "MergeUtkTotals" >> beam.CombinePerKey(_MergeUtkTotals())
+            | "MergeUtkTotals" >> beam.CombinePerKey(MergeFn(UtkTotals))
             | "AllPhaseTotals" >> beam.combiners.ToList()
             | "UtkSummary" >> beam.FlatMap(_utk_summaries, cfg, tokenizer, seed)
         )
