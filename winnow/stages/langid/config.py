@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from winnow.core.config import Section
+
+SAMPLE_CHARS = 800  # chosen on bench/langid_eval.py's choose split
 
 
 class LangIdConfig(Section):
@@ -30,10 +32,35 @@ class LangIdConfig(Section):
     max_chars: int | None = Field(
         20_000,
         gt=0,
-        description="Only the first this many characters are classified (lid.176 is bag-of-n-grams: the "
-        "language of a page is settled well before; bounds the cost of huge documents). Null: whole text.",
+        description="Without `sample_chars`, only the first this many characters are classified (lid.176 is "
+        "bag-of-n-grams: the language of a page is settled well before; bounds the cost of huge documents). "
+        "Null: whole text.",
+    )
+    sample_chars: int | None = Field(
+        SAMPLE_CHARS,
+        ge=0,
+        description="A longer text is classified on a sample of about this many characters: `sample_windows` "
+        "windows spread evenly from its start to its end, each cut to whole lines (whole words when a line is "
+        "longer). fastText's cost grows with the text it reads; the default was chosen by "
+        "bench/langid_eval.py. 0 or null: the whole text (up to `max_chars`).",
+    )
+    sample_windows: int = Field(
+        16,
+        gt=0,
+        description="Windows in the `sample_chars` sample; more, smaller windows follow the whole text's "
+        "prediction more closely (bench/langid_eval.py). 1: a prefix.",
     )
     batch_size: int = Field(256, gt=0, description="Documents per model call.")
+
+    @model_validator(mode="after")
+    def _sample_within_max_chars(self) -> LangIdConfig:
+        if self.sample_chars and self.max_chars is not None and self.sample_chars > self.max_chars:
+            raise ValueError(f"sample_chars ({self.sample_chars}) must not exceed max_chars ({self.max_chars})")
+        if self.sample_chars and self.sample_chars < self.sample_windows:
+            raise ValueError(
+                f"sample_chars ({self.sample_chars}) must allow a character per window ({self.sample_windows})"
+            )
+        return self
 
     @field_validator("keep")
     @classmethod

@@ -24,7 +24,7 @@ class LangIdStep:
 
     def setup(self, count: CountFn) -> None:
         c = self.config
-        self.identifier = make_identifier(c.backend, c.model_path, c.max_chars)
+        self.identifier = make_identifier(c.backend, c.model_path, c.max_chars, c.sample_chars, c.sample_windows)
 
     def __call__(self, docs: list[Document]) -> list[Outcome]:
         predictions = self.identifier.predict([doc["text"] for doc in docs])
