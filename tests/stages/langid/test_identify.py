@@ -17,6 +17,7 @@ from winnow.stages.langid.identify import (
     make_identifier,
     parse_label,
     prepare_text,
+    sample_text,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "langid" / "sentences.jsonl"
@@ -91,3 +92,83 @@ def test_keep_decision_rules() -> None:
 def test_unknown_backend_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown language-ID backend"):
         make_identifier("nope")
+
+
+def _long_document(head_lang: str, body_lang: str) -> str:
+    """A few lines of ``head_lang`` followed by many more of ``body_lang``: a header alone misleads."""
+    by_lang: dict[str, list[str]] = defaultdict(list)
+    for row in ROWS:
+        by_lang[row["lang"]].append(row["text"])
+    return "\n".join(by_lang[head_lang][:6] + by_lang[body_lang] * 3)
+
+
+def test_sample_reads_the_whole_document_not_its_header(fasttext_model: FastTextLangId) -> None:
+    text = _long_document("de", "fr")
+    head = len("\n".join(text.split("\n")[:6]))
+    assert len(text) > 8 * head > 0
+    sampled = FastTextLangId(max_chars=head, sample_chars=head)  # the budget a prefix would spend on German
+    assert sampled.predict([text]) == [FastTextLangId(sample_chars=head).predict([text])[0]]
+    assert sampled.predict([text])[0][0] == "fr"
+    assert FastTextLangId(max_chars=head).predict([text])[0][0] == "de"  # the prefix reads the header only
+    assert fasttext_model.predict([text])[0][0] == "fr"
+
+
+def test_sample_respects_its_budget_and_keeps_whole_lines() -> None:
+    text = _long_document("en", "es")
+    for budget in (160, 800, 3000):
+        sample = sample_text(text, budget)
+        assert len(sample) <= budget + 16  # the windows are joined by newlines
+        assert len(sample) >= budget // 4
+        assert sample_text(text, budget) == sample  # depends on the text only
+    # Lines are whole when they fit in a window; the first window starts the text, the last ends it.
+    sample = sample_text(text, 3000, windows=4).split("\n")
+    assert text.startswith(sample[0]) and text.endswith(sample[-1])
+    assert all(line in set(text.split("\n")) for line in sample)
+    assert sample_text(text, 3000, windows=1) == text[: text.rfind("\n", 0, 3001)]
+    # A line longer than a window is cut at words, never inside one.
+    words = set(text.split())
+    assert all(word in words for word in sample_text(text, 400, windows=4).split())
+    assert sample_text(text, 0) == text and sample_text(text, None) == text and sample_text("short", 800) == "short"
+
+
+def test_sample_changes_nothing_within_the_budget(fasttext_model: FastTextLangId) -> None:
+    texts = [r["text"] for r in ROWS[:300]]
+    assert max(len(t) for t in texts) < 800
+    assert FastTextLangId(sample_chars=800).predict(texts) == FastTextLangId(sample_chars=0).predict(texts)
+
+
+def test_prepare_text_collapses_exactly_what_the_regex_did() -> None:
+    import re
+
+    odd = "a\u00a0b\u2003c\x1cd\x1fe\u200bf\u3000g\x85h\u2028i\t\v\f\rj  "
+    assert prepare_text(odd) == re.sub(r"\s+", " ", odd).strip()
+    assert prepare_text("x\ny", sample_chars=800) == "x y"
+
+
+def test_sample_config_is_validated() -> None:
+    from pydantic import ValidationError
+
+    from winnow.stages.langid.config import LangIdConfig
+
+    assert LangIdConfig().sample_chars == 800 and LangIdConfig().sample_windows == 16
+    assert LangIdConfig(sample_chars=0).sample_chars == 0
+    assert LangIdConfig(sample_chars=None, max_chars=None).sample_chars is None
+    for bad in ({"sample_chars": -1}, {"sample_windows": 0}, {"sample_chars": 30_000}, {"sample_chars": 8}):
+        with pytest.raises(ValidationError):
+            LangIdConfig(**bad)
+
+
+def test_stage_passes_the_budget_to_the_model() -> None:
+    from winnow.stages.langid.config import LangIdConfig
+    from winnow.stages.langid.stage import LangIdStep
+
+    text = _long_document("de", "fr")
+    head = len("\n".join(text.split("\n")[:6]))
+    docs = [{"id": "d", "text": text}]
+    results = {}
+    for windows in (1, 16):
+        step = LangIdStep(LangIdConfig(sample_chars=head, sample_windows=windows, keep={"fr": 0.5}))
+        step.setup(lambda name, n=1: None)
+        results[windows] = step(docs)[0]
+    assert isinstance(results[16], dict) and results[16]["language"] == "fr"
+    assert not isinstance(results[1], dict) and results[1].rule == "language"
