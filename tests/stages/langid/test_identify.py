@@ -113,21 +113,28 @@ def test_sample_reads_the_whole_document_not_its_header(fasttext_model: FastText
     assert fasttext_model.predict([text])[0][0] == "fr"
 
 
-def test_sample_respects_its_budget_and_keeps_whole_lines() -> None:
+def test_sample_respects_its_budget_and_keeps_whole_words() -> None:
     text = _long_document("en", "es")
+    words = text.split()
     for budget in (160, 800, 3000):
-        sample = sample_text(text, budget)
-        assert len(sample) <= budget + 16  # the windows are joined by newlines
-        assert len(sample) >= budget // 4
-        assert sample_text(text, budget) == sample  # depends on the text only
-    # Lines are whole when they fit in a window; the first window starts the text, the last ends it.
-    sample = sample_text(text, 3000, windows=4).split("\n")
-    assert text.startswith(sample[0]) and text.endswith(sample[-1])
-    assert all(line in set(text.split("\n")) for line in sample)
-    assert sample_text(text, 3000, windows=1) == text[: text.rfind("\n", 0, 3001)]
-    # A line longer than a window is cut at words, never inside one.
-    words = set(text.split())
-    assert all(word in words for word in sample_text(text, 400, windows=4).split())
+        for windows in (w for w in (1, 4, 16) if budget // w >= 40):  # windows wider than any word
+            sample = sample_text(text, budget, windows)
+            assert budget // 2 <= len(sample) <= budget
+            assert sample == sample_text(text, budget, windows)  # depends on the text only
+            lines = sample.split("\n")
+            assert len(lines) == windows
+            # each window is a run of whole, consecutive words of the text
+            for line in lines:
+                run = line.split()
+                assert any(words[i : i + len(run)] == run for i in range(len(words))), line
+    # The first window starts the text, the last one ends it, the middle ones lie in between.
+    lines, flat = sample_text(text, 800, 4).split("\n"), " ".join(words)
+    assert flat.startswith(lines[0]) and flat.endswith(lines[-1])
+    assert len(lines[0]) < flat.index(lines[1]) < flat.index(lines[2]) < len(flat) - len(lines[-1])
+    assert sample_text(text, 800, 1) == " ".join(text[:800].split()[:-1])  # a prefix, its cut last word dropped
+    # Text without spaces (Japanese) keeps the window as is rather than losing it.
+    ja = "日本語の文章です。" * 200
+    assert sample_text(ja, 90, 3) == "\n".join([ja[:30], ja[(1800 - 30) // 2 : (1800 - 30) // 2 + 30], ja[-30:]])
     assert sample_text(text, 0) == text and sample_text(text, None) == text and sample_text("short", 800) == "short"
 
 
