@@ -157,7 +157,7 @@ def test_sample_config_is_validated() -> None:
 
     from winnow.stages.langid.config import LangIdConfig
 
-    assert LangIdConfig().sample_chars == 800 and LangIdConfig().sample_windows == 16
+    assert LangIdConfig().sample_chars == 700 and LangIdConfig().sample_windows == 16
     assert LangIdConfig(sample_chars=0).sample_chars == 0
     assert LangIdConfig(sample_chars=None, max_chars=None).sample_chars is None
     for bad in ({"sample_chars": -1}, {"sample_windows": 0}, {"sample_chars": 30_000}, {"sample_chars": 8}):
