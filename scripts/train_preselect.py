@@ -42,6 +42,8 @@ from bench._quality_data import HIGH_FORMATS, LOW_FORMATS, human_documents, web_
 from winnow.core.evaluation import CHOOSE, FIT  # noqa: E402
 from winnow.core.hashing import uniform  # noqa: E402
 from winnow.stages.score.preselect import (  # noqa: E402
+    QUANTIZE_CUTOFF,
+    QUANTIZE_DSUB,
     choose_examples,
     concordant_pairs,
     parse_ladder,
@@ -255,7 +257,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
     parser.add_argument("--only", choices=["model", "test-data"], default="model")
     parser.add_argument("--max-chars", type=int, default=8000, help="BPC on the first N characters of a document.")
-    parser.add_argument("--cutoff", type=int, default=40_000, help="Words + n-grams kept when quantizing.")
+    parser.add_argument("--cutoff", type=int, default=QUANTIZE_CUTOFF, help="Words + n-grams kept when quantizing.")
+    parser.add_argument("--dsub", type=int, default=QUANTIZE_DSUB, help="Dimensions per product-quantized sub-vector.")
     parser.add_argument("--keep-bin", action="store_true", help="Also write the ~800 MB unquantized .bin.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -271,6 +274,7 @@ def main() -> int:
         args.out,
         max_chars=args.max_chars,
         quantize_cutoff=args.cutoff,
+        quantize_dsub=args.dsub,
         keep_bin=args.keep_bin,
         seed=SEED,
         ladder=ladder,

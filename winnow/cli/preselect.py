@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from winnow.stages.score.preselect import DEFAULT_LADDER, parse_ladder, train_local
+from winnow.stages.score.preselect import DEFAULT_LADDER, QUANTIZE_CUTOFF, QUANTIZE_DSUB, parse_ladder, train_local
 
 preselect_app = typer.Typer(
     no_args_is_help=True, help="PreSelect: train a predictive-strength fastText classifier (local mode)."
@@ -86,7 +86,8 @@ def train(
     quantize: Annotated[
         bool, typer.Option(help="Write a quantized .ftz (small) besides or instead of the .bin.")
     ] = True,
-    cutoff: Annotated[int, typer.Option(help="Words + n-grams kept when quantizing.")] = 40_000,
+    cutoff: Annotated[int, typer.Option(help="Words + n-grams kept when quantizing.")] = QUANTIZE_CUTOFF,
+    dsub: Annotated[int, typer.Option(help="Dimensions per product-quantized sub-vector.")] = QUANTIZE_DSUB,
     keep_bin: Annotated[bool, typer.Option(help="Also keep the unquantized .bin (~800 MB: 2M hash buckets).")] = False,
     text_field: Annotated[str, typer.Option(help="JSONL field with the text.")] = "text",
     id_field: Annotated[str, typer.Option(help="JSONL field with the document id.")] = "id",
@@ -116,6 +117,7 @@ def train(
             max_chars=max_chars or None,
             quantize=quantize,
             quantize_cutoff=cutoff,
+            quantize_dsub=dsub,
             keep_bin=keep_bin,
             seed=seed,
         )

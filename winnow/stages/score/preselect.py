@@ -49,6 +49,12 @@ FASTTEXT_PARAMS: dict[str, Any] = {"epoch": 3, "lr": 0.1, "wordNgrams": 2}
 # improves monotonically (93% had S = 1 on the shared pool), so the positives were nearly a
 # random sample; with 25/50/75/100% the share is 63%.
 DEFAULT_LADDER = (0.25, 0.5, 0.75, 1.0)
+# Quantization of the shipped .ftz (no retraining): the QUANTIZE_CUTOFF rows of largest norm kept,
+# product-quantized in sub-vectors of QUANTIZE_DSUB dimensions [ours; the paper ships an unquantized .bin].
+# Keeping more rows recovers format AUC but slows scoring (more tokens hit a kept row): 140,000 rows at
+# dsub 8 scored ~30% fewer docs/s than 40,000 at dsub 2 (winnow/data/models/preselect/README.md).
+QUANTIZE_CUTOFF = 40_000
+QUANTIZE_DSUB = 2
 # Reports list contribution words seen at least this often in training (see contribution_words).
 CONTRIBUTION_MIN_COUNT = 10
 
@@ -327,6 +333,7 @@ class PreSelectReport:
     heldout_auc: float = math.nan
     heldout_auc_quantized: float | None = None
     quantize_cutoff: int | None = None
+    quantize_dsub: int | None = None
     lm_max_chars: int | None = None
     fasttext_params: dict[str, Any] = field(default_factory=dict)
     top_words: list[tuple[str, float]] = field(default_factory=list)
@@ -399,7 +406,8 @@ def train_local(
     max_per_class: int | None = None,
     max_chars: int | None = None,
     quantize: bool = True,
-    quantize_cutoff: int = 40_000,
+    quantize_cutoff: int = QUANTIZE_CUTOFF,
+    quantize_dsub: int = QUANTIZE_DSUB,
     keep_bin: bool = False,
     seed: int = 0,
     ladder: Ladder | None = None,
@@ -408,7 +416,8 @@ def train_local(
     """Run PreSelect's local recipe on (id, text) pairs; writes the classifier and its report.
 
     Outputs in ``out_dir``: ``preselect.ftz`` (when ``quantize``: the ``quantize_cutoff`` words and
-    n-gram buckets of largest norm, product-quantized, not retrained) and/or ``preselect.bin``,
+    n-gram buckets of largest norm, product-quantized in sub-vectors of ``quantize_dsub`` dimensions,
+    not retrained) and/or ``preselect.bin``,
     ``report.json``, ``report.md``. The .bin is kept when ``keep_bin`` or when not quantizing
     (with fastText's default 2M hash buckets it is ~800 MB). ``max_chars`` bounds the text each
     LM scores per document; ``heldout_fraction`` of the labelled examples is kept out of training
@@ -456,7 +465,7 @@ def train_local(
         auc_q = None
         if quantize:
             # No retraining: the pruned, product-quantized model is the same classifier, compressed.
-            model.quantize(qnorm=True, retrain=False, cutoff=quantize_cutoff, thread=1)
+            model.quantize(qnorm=True, retrain=False, cutoff=quantize_cutoff, dsub=quantize_dsub, thread=1)
             model.save_model(str(out / "preselect.ftz"))
             files["preselect.ftz"] = (out / "preselect.ftz").stat().st_size
             auc_q = roc_auc(test_labels, positive_probability(model, test_texts)) if len(test_idx) else math.nan
@@ -479,6 +488,7 @@ def train_local(
         heldout_auc=auc,
         heldout_auc_quantized=auc_q,
         quantize_cutoff=quantize_cutoff if quantize else None,
+        quantize_dsub=quantize_dsub if quantize else None,
         lm_max_chars=max_chars,
         fasttext_params={**FASTTEXT_PARAMS, "thread": 1, "seed": seed},
         top_words=top,
