@@ -349,6 +349,11 @@ def main() -> None:
         "comparison).",
     )
     parser.add_argument("--ngram-max", type=int, default=2, help="Longest hashed n-gram (hashed encoders).")
+    parser.add_argument(
+        "--fold-case",
+        action="store_true",
+        help="hashed encoder: one feature for case and leading-space variants of a token (compared, not chosen).",
+    )
     parser.add_argument("--max-pairs", type=int, default=3000, help="Derived pairs per criterion, at most.")
     args = parser.parse_args()
 
@@ -357,7 +362,7 @@ def main() -> None:
     formats = excerpt_records(format_records(args.corpora, tuple(FORMAT_PLAN)), tokenizer, SEED, per_doc=2)
     humans = excerpt_records(human_records(args.corpora), tokenizer, SEED, per_doc=2)
     if args.encoder == "hashed":
-        featurizer: Any = HashedTokenNgrams(ngram_max=args.ngram_max)
+        featurizer: Any = HashedTokenNgrams(ngram_max=args.ngram_max, fold_case=args.fold_case)
     elif args.encoder == "hashed-words":
         featurizer = HashedNgrams(ngram_max=args.ngram_max)
     else:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import DATA, run_stage
 
-from winnow.core.tokenizer import load_tokenizer
+from winnow.core.models import resolve_model_path
+from winnow.core.tokenizer import BUNDLED_TOKENIZER, byte_level_round_trip, load_tokenizer
 from winnow.stages.score.config import ScoreConfig
 from winnow.stages.score.dataman import CHAR_LIMIT, DataManLocalScorer, LocalTruncation
 from winnow.stages.score.qurating import BUNDLED_QURATER, CRITERIA, HashedTokenNgrams, LocalQuRater
@@ -21,6 +22,15 @@ from winnow.stages.score.scorer import TokenizedTexts
 from winnow.stages.score.stage import Score
 
 BUNDLED_DATAMAN = "winnow:models/dataman/dataman-local.npz"
+# Special-token text, line ends, tabs, non-Latin scripts, emoji, combining marks, control and zero-width characters.
+TRICKY = [
+    "  leading and trailing spaces \n\n",
+    "a <|endoftext|> b<|pad|>c",
+    "line\r\nbreaks\tand\ttabs\x0b\x0c",
+    "日本語のテキスト、中文文本 and Ελληνικά",
+    "emoji 👩‍👩‍👧 🇫🇷 e\u0301 ﬁ \u200b zero width",
+    "\x00\x01 control \u2028 separators \ufeff",
+]
 
 
 def english_texts(n: int = 60) -> list[str]:
@@ -72,7 +82,7 @@ def test_token_ngram_features_depend_only_on_each_window():
 
 
 def test_case_and_leading_space_fold_onto_one_token_feature():
-    folded, unfolded = HashedTokenNgrams(), HashedTokenNgrams(fold_case=False)
+    folded, unfolded = HashedTokenNgrams(fold_case=True), HashedTokenNgrams()
     the = folded.tokenizer.encode([" The", "the", " the", "THE"])
     assert all(len(ids) == 1 for ids in the) and len({ids[0] for ids in the}) == 4
     assert len({int(folded._fold[ids[0]]) for ids in the}) == 1
@@ -99,15 +109,30 @@ def test_dataman_truncation_reuses_only_ids_of_texts_it_would_encode_whole():
     truncate = LocalTruncation()
     long_text = " ".join(english_texts(200))[: CHAR_LIMIT + 5000]
     assert len(long_text) > CHAR_LIMIT
-    texts = [*english_texts(10), long_text, "before ![](/img.png)\nafter", ""]
+    texts = [*english_texts(10), long_text, "before ![](/img.png)\nafter", "", *TRICKY]
     batch = TokenizedTexts(texts)
     batch.token_ids(load_tokenizer())
     assert truncate(texts, batch) == truncate(texts)
     # Planted wrong ids are used for a whole text, never for a long or cleaned-up one.
     planted = TokenizedTexts(texts, {truncate.tokenizer.version: [[0]] * len(texts)})
     _, lengths = truncate(texts, planted)
-    assert lengths[:10] == [1] * 10 and lengths[-1] == 1
+    assert lengths[:10] == [1] * 10 and lengths[13:] == [1] * len(TRICKY)
     assert lengths[10] > 1 and lengths[11] == truncate(texts)[1][11]
+
+
+def test_the_bundled_tokenizer_gives_every_text_back_and_others_are_not_assumed_to():
+    tokenizer = load_tokenizer()
+    assert tokenizer.round_trips
+    for text in TRICKY:
+        assert tokenizer.decode(tokenizer.encode([text])[0]) == text
+    spec = json.loads(resolve_model_path(BUNDLED_TOKENIZER).read_text(encoding="utf-8"))
+    assert byte_level_round_trip(spec)
+    assert not byte_level_round_trip({**spec, "normalizer": {"type": "NFKC"}})
+    assert not byte_level_round_trip({**spec, "pre_tokenizer": {**spec["pre_tokenizer"], "add_prefix_space": True}})
+    stripping = [{**t, "lstrip": True} for t in spec["added_tokens"]]
+    assert not byte_level_round_trip({**spec, "added_tokens": stripping})
+    missing_byte = {k: v for k, v in spec["model"]["vocab"].items() if k != "Ā"}
+    assert not byte_level_round_trip({**spec, "model": {**spec["model"], "vocab": missing_byte}})
 
 
 def test_stage_columns_equal_each_scorer_on_its_own(tmp_path):

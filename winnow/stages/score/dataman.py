@@ -429,6 +429,10 @@ class LocalTruncation:
         encoded = iter(self.tokenizer.encode(todo))  # one batched call for the rest
         out = []
         for d, parts in enumerate(pieces):
+            if reuse[d] and self.tokenizer.round_trips and len(known[d]) <= TOKEN_LIMIT:  # type: ignore[index]
+                # Decoding all of a text's ids gives the text back (byte-level BPE): skip the decode.
+                out.append((texts[d].strip(), len(known[d])))  # type: ignore[index]
+                continue
             ids = [known[d]] if reuse[d] else [next(encoded) for _ in parts]  # type: ignore[index]
             out.append(truncate_ids(ids, self.tokenizer.decode))
         return [t for t, _ in out], [n for _, n in out]

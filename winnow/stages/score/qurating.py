@@ -6,8 +6,9 @@
   label temperature tempers it (y ← σ(logit(y)/T)), and the Bradley–Terry loss
   BCE(σ(s_j − s_i), y_ij) is averaged over every valid ordered pair of a group (both orders,
   diagonal and −100 masked). The paper fine-tunes a 1.3B LM; local mode keeps the loss and the
-  4-output bias-free linear head and freezes the features: hashed word n-grams by default (no
-  model to fetch or distil, byte-identical everywhere), or static/MiniLM embeddings.
+  4-output bias-free linear head and freezes the features: hashed token n-grams of the run
+  tokenizer's ids by default (no model to fetch or distil, byte-identical everywhere, and the
+  stage's ids are reused), hashed word n-grams, or static/MiniLM embeddings.
 * Inference (docs/qurating.md#rating-documents): the whole document is tokenised, cut into consecutive 512-token windows
   (the last may be shorter), every window is rated, and the document rating per criterion is
   the token-weighted mean. Columns match the reference annotator: ``<criterion>_chunks``,
@@ -279,15 +280,15 @@ def _mix64(keys: np.ndarray) -> np.ndarray:
 
 
 class HashedTokenNgrams:
-    """Token 1–2-grams of a window's ids hashed into ``n_features`` signed buckets, log(1+|count|), L2-normalised.
+    """Token 1–``ngram_max``-grams of a window's ids hashed into signed buckets, log(1+|count|), L2-normalised.
 
     The QuRater's default features since the score stage shares the run tokenizer's ids (the ids
-    of every window are at hand, so no window is decoded and split into words again). Before
-    hashing, each id is folded onto a canonical id for its text with case and surrounding
-    whitespace removed (``fold_case``), so " The", "the" and "THE" count as one feature as the
-    word features did; pure-whitespace and partial-character tokens stay themselves. Hashing is
+    of every window are at hand, so no window is decoded and split into words again). Hashing is
     splitmix64 on (id) and (id_a, id_b) keys in uint64 arithmetic and the counts are exact
     integers, so features, and ratings, are the same bits on every machine and in every batch.
+    ``fold_case`` (off in the bundled head: it was compared on the choose split and not chosen)
+    first maps each id to a canonical id for its text with case and surrounding whitespace
+    removed, so " The", "the" and "THE" count as one feature, as they do in word features.
 
     ``tokenizer`` is the tokenizer the head was trained with (its content digest is recorded);
     windows cut by another run tokenizer are decoded and re-encoded with it.
@@ -298,11 +299,11 @@ class HashedTokenNgrams:
         tokenizer: str = BUNDLED_TOKENIZER,
         n_features: int = 1 << 18,
         ngram_max: int = 2,
-        fold_case: bool = True,
+        fold_case: bool = False,
         tokenizer_sha256_16: str | None = None,
     ):
-        if ngram_max not in (1, 2):
-            raise ValueError("hashed token n-grams are 1- or 1–2-grams")
+        if ngram_max not in (1, 2, 3):
+            raise ValueError("hashed token n-grams are 1-, 1–2- or 1–3-grams")
         self.tokenizer_path = tokenizer
         self.n_features = int(n_features)
         self.ngram_max = int(ngram_max)
@@ -351,6 +352,12 @@ class HashedTokenNgrams:
             first, second = ids[:-1][pair].astype(np.uint64), ids[1:][pair].astype(np.uint64)
             keys.append(((first + np.uint64(1)) << np.uint64(32)) | (second + np.uint64(1)))
             key_rows.append(rows[:-1][pair])
+        if self.ngram_max >= 3 and len(ids) > 2:
+            triple = (rows[2:] == rows[1:-1]) & (rows[1:-1] == rows[:-2])
+            a, b, c = (ids[i : len(ids) - 2 + i][triple].astype(np.uint64) for i in range(3))
+            # A trigram key is the mixed bigram key folded with the third id (another domain than the two above).
+            keys.append(_mix64(((a + np.uint64(1)) << np.uint64(32)) | (b + np.uint64(1))) ^ (c + np.uint64(1)))
+            key_rows.append(rows[:-2][triple])
         hashed = _mix64(np.concatenate(keys))
         signs = np.where(hashed & _SIGN_BIT, -1, 1).astype(np.int64)
         buckets = ((hashed & ~_SIGN_BIT) % np.uint64(self.n_features)).astype(np.int64)
@@ -410,7 +417,7 @@ def featurizer_from(spec: Mapping[str, Any], cache_dir: str | None = None) -> Fe
             str(spec["tokenizer"]),
             int(spec["n_features"]),
             int(spec.get("ngram_max", 2)),
-            bool(spec.get("fold_case", True)),
+            bool(spec.get("fold_case", False)),
             spec.get("tokenizer_sha256_16"),
         )
     if spec.get("kind") == "hashed":
@@ -679,25 +686,40 @@ def weighted_average(scores: Sequence[float], lengths: Sequence[int]) -> float:
 def assemble(
     window_scores: np.ndarray, owners: Sequence[int], lengths: Sequence[int], n_docs: int, criteria: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Per-document columns from the flat window scores (window w belongs to document owners[w])."""
-    per_doc: list[list[int]] = [[] for _ in range(n_docs)]
-    for w, owner in enumerate(owners):
-        per_doc[owner].append(w)
+    """Per-document columns from the flat window scores (window w belongs to document owners[w]).
+
+    The average is ``weighted_average`` of the float32 window ratings, computed on whole arrays:
+    each product n_w·s_w is exact in float64 (24-bit ratings times lengths far below 2^29) and
+    ``math.fsum`` rounds their sum once, so the bits are those of the per-window formula.
+    """
+    order = np.argsort(np.asarray(owners, dtype=np.int64), kind="stable")  # windows of a doc together, in order
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(np.asarray(owners, dtype=np.int64), minlength=n_docs))])
+    bounds_list = bounds.tolist()
+    window_lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)[order]
+    scores = np.asarray(window_scores, dtype=np.float32).reshape(len(order), -1)[order]
+    ratings = scores.T.tolist()
+    products = (scores.astype(np.float64) * window_lengths[:, None].astype(np.float64)).T.tolist()
+    lengths_list = window_lengths.tolist()
+    totals = [sum(lengths_list[bounds_list[d] : bounds_list[d + 1]]) for d in range(n_docs)]
     out: dict[str, np.ndarray] = {}
     for c, criterion in enumerate(criteria):
         chunks = np.empty(n_docs, dtype=object)
         average = np.zeros(n_docs, dtype=np.float32)
-        for d, rows in enumerate(per_doc):
-            values = np.asarray(window_scores[rows, c], dtype=np.float32)
-            chunks[d] = values.tolist()
-            average[d] = weighted_average(values.astype(np.float64), [lengths[w] for w in rows])
+        rated, weighted = ratings[c], products[c]
+        for d in range(n_docs):
+            a, b = bounds_list[d], bounds_list[d + 1]
+            chunks[d] = rated[a:b]
+            if totals[d] > 0:
+                average[d] = math.fsum(weighted[a:b]) / float(totals[d])
+            else:  # no tokens: the single (empty) window's rating, as weighted_average
+                average[d] = rated[a] if b > a else 0.0
         out[f"{criterion}_chunks"] = chunks
         out[f"{criterion}_average"] = average
     chunk_lengths = np.empty(n_docs, dtype=object)
-    for d, rows in enumerate(per_doc):
-        chunk_lengths[d] = [int(lengths[w]) for w in rows]
+    for d in range(n_docs):
+        chunk_lengths[d] = lengths_list[bounds_list[d] : bounds_list[d + 1]]
     out["chunk_lengths"] = chunk_lengths
-    out["length"] = np.array([sum(lengths[w] for w in rows) for rows in per_doc], dtype=np.int64)
+    out["length"] = np.array(totals, dtype=np.int64)
     return out
 
 
