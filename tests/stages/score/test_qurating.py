@@ -176,7 +176,7 @@ def bundled() -> LocalQuRater:
 
 def text_of_tokens(n: int) -> str:
     tokenizer = load_tokenizer()
-    text = "the" + " the" * (n - 1)
+    text = " the" * n  # one token repeated: every full window holds the same ids
     assert len(tokenizer.encode([text])[0]) == n
     return text
 
