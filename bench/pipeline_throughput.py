@@ -208,7 +208,8 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     from winnow.stages.langid.stage import LangIdStep
     from winnow.stages.normalize.stage import NormalizeStep
     from winnow.stages.pii.stage import PiiStep
-    from winnow.stages.score.scorer import ScorerFactory
+    from winnow.stages.score.scorer import ScorerFactory, TokenizedTexts, score_tokenized
+    from winnow.stages.score.stage import ScoreDoFn
 
     defaults = yaml.safe_load((ROOT / "winnow" / "data" / "default.yaml").read_text())
     sections = {k: defaults[k] for k in ("normalize", "langid", "filter", "pii", "dedup", "score", "tag")}
@@ -247,9 +248,25 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     runners.append(("dedup: minhash signatures", batched(signatures, texts, 512)))
     tokenizer = load_tokenizer(config.tokenizer.path, config.tokenizer.eos_token)
     runners.append(("score: n_tokens", batched(tokenizer.count, texts)))
+    # Each scorer on batches already tokenised with the run tokenizer (what it costs inside the stage,
+    # where n_tokens has encoded the batch), then the stage's DoFn itself: n_tokens and every scorer.
+    shared = [TokenizedTexts(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+    for batch in shared:
+        batch.token_ids(tokenizer)
+    factories = []
     for entry in config.score.scorers:
-        scorer = ScorerFactory(entry.with_run_tokenizer(config.tokenizer))()
-        runners.append((f"score: {entry.name}", batched(scorer.score, texts, entry.batch_size)))
+        factory = ScorerFactory(entry.with_run_tokenizer(config.tokenizer))
+        factories.append((entry.name, factory, entry.batch_size))
+        scorer = factory()
+
+        def score_shared(scorer: Any = scorer) -> None:
+            for batch in shared:
+                score_tokenized(scorer, batch)
+
+        runners.append((f"score: {entry.name} (ids shared)", score_shared))
+    stage = ScoreDoFn(config.tokenizer, factories)
+    stage.setup()
+    runners.append(("score: stage DoFn (all)", batched(lambda batch: list(stage.process(batch)), docs)))
     for taxonomy in ("topic", "format"):
         entry = getattr(config.tag, taxonomy)
         tagger = load_tagger(taxonomy, entry.mode, entry.path, use_url=entry.use_url, batch_size=entry.batch_size)
@@ -261,13 +278,16 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     return runners
 
 
-def per_step(corpus: Path, limit: int, profile: bool) -> None:
+def per_step(corpus: Path, limit: int, profile: bool, only: str = "") -> None:
     docs = load_docs(corpus)[:limit]
     print(f"\nper step, this checkout, one core, {len(docs)} documents (raw corpus order):")
     print(f"{'step':28s} {'CPU s':>7s} {'docs/CPU-s':>11s}")
     groups: dict[str, float] = {}
+    wholes: dict[str, float] = {}
     profiles = []
     for name, run in step_runners(docs):
+        if only and not name.startswith(only):
+            continue
         profiler = cProfile.Profile(time.process_time) if profile else None
         start = time.process_time()
         if profiler:
@@ -277,9 +297,17 @@ def per_step(corpus: Path, limit: int, profile: bool) -> None:
             profiler.disable()
             profiles.append((name, profiler))
         seconds = time.process_time() - start
-        groups[name.split(":")[0]] = groups.get(name.split(":")[0], 0.0) + seconds
+        group = name.split(":")[0]
+        if "stage DoFn" in name:  # the whole stage in one row: it stands for the stage, not its parts' sum
+            wholes[group] = seconds
+        else:
+            groups[group] = groups.get(group, 0.0) + seconds
         print(f"{name:28s} {seconds:7.2f} {len(docs) / seconds:11.0f}", flush=True)
-    print("per stage (sum of its steps):", ", ".join(f"{k} {len(docs) / v:.0f} docs/s" for k, v in groups.items()))
+    groups.update(wholes)
+    print(
+        "per stage (sum of its steps, or its DoFn row):",
+        ", ".join(f"{k} {len(docs) / v:.0f} docs/s" for k, v in groups.items()),
+    )
     for name, profiler in profiles:
         print(f"\nprofile of {name} (own CPU time, top 8):")
         stream = io.StringIO()
@@ -298,6 +326,7 @@ def main() -> None:
     parser.add_argument("--step-docs", type=int, default=5000, help="documents for the per-step figures")
     parser.add_argument("--steps-only", action="store_true", help="only the per-step figures of this checkout")
     parser.add_argument("--profile", action="store_true", help="cProfile each step (own time, top functions)")
+    parser.add_argument("--only", default="", help="per-step figures only of steps whose name starts with this")
     args = parser.parse_args()
     os.environ.setdefault("RAYON_NUM_THREADS", "1")  # one core per process, for both versions
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -322,7 +351,7 @@ def main() -> None:
             print(f"  {name} step seconds (Beam, wall): {row['timings']}")
         if len(rows) == 2:
             print(f"ratio this checkout / baseline, docs per CPU-second: {rows[1][1]['cpu'] / rows[0][1]['cpu']:.2f}×")
-    per_step(corpus, args.step_docs, args.profile)
+    per_step(corpus, args.step_docs, args.profile, args.only)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from winnow.stages.score.preselect import roc_auc  # noqa: E402
 from winnow.stages.score.qurating import (  # noqa: E402
     CRITERIA,
     HashedNgrams,
+    HashedTokenNgrams,
     LocalQuRater,
     derived_pair_groups,
     excerpt_records,
@@ -342,9 +343,17 @@ def main() -> None:
     parser.add_argument("--corpora", type=Path, default=Path("/work/shared/corpora"))
     parser.add_argument("--out", type=Path, default=ROOT / "winnow/data/models/qurating")
     parser.add_argument(
-        "--encoder", default="hashed", help="hashed (the bundled model), model2vec or minilm (for comparison)."
+        "--encoder",
+        default="hashed",
+        help="hashed (token n-grams of the bundled BPE: the bundled model), hashed-words, static or minilm (for "
+        "comparison).",
     )
-    parser.add_argument("--ngram-max", type=int, default=2, help="Longest hashed word n-gram (hashed encoder).")
+    parser.add_argument("--ngram-max", type=int, default=2, help="Longest hashed n-gram (hashed encoders).")
+    parser.add_argument(
+        "--fold-case",
+        action="store_true",
+        help="hashed encoder: one feature for case and leading-space variants of a token (compared, not chosen).",
+    )
     parser.add_argument("--max-pairs", type=int, default=3000, help="Derived pairs per criterion, at most.")
     args = parser.parse_args()
 
@@ -352,7 +361,12 @@ def main() -> None:
     sources = excerpt_records(pointwise_records(args.corpora), tokenizer, SEED, per_doc=2)
     formats = excerpt_records(format_records(args.corpora, tuple(FORMAT_PLAN)), tokenizer, SEED, per_doc=2)
     humans = excerpt_records(human_records(args.corpora), tokenizer, SEED, per_doc=2)
-    featurizer = HashedNgrams(ngram_max=args.ngram_max) if args.encoder == "hashed" else make_featurizer(args.encoder)
+    if args.encoder == "hashed":
+        featurizer: Any = HashedTokenNgrams(ngram_max=args.ngram_max, fold_case=args.fold_case)
+    elif args.encoder == "hashed-words":
+        featurizer = HashedNgrams(ngram_max=args.ngram_max)
+    else:
+        featurizer = make_featurizer(args.encoder)
     trained: dict[str, tuple[Any, dict[str, Any], list[dict[str, Any]]]] = {}
     choice: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="winnow-qurater-") as tmp:

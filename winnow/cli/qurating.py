@@ -81,7 +81,9 @@ def train(
         float, typer.Option(help="Keep a label when |2y − 1| ≥ this (0.5: y ≤ 0.25 or y ≥ 0.75).")
     ] = 0.5,
     label_temperature: Annotated[float, typer.Option(help="y ← σ(logit(y)/T); 1 is off.")] = 1.0,
-    encoder: Annotated[str, typer.Option(help="Frozen features: hashed (default), static or minilm.")] = "hashed",
+    encoder: Annotated[
+        str, typer.Option(help="Frozen features: hashed (token n-grams), hashed-words, static or minilm.")
+    ] = "hashed",
     validation: Annotated[float, typer.Option(help="Share of groups held out for validation.")] = 0.1,
     l2: Annotated[float, typer.Option(help="L2 penalty on the head weights.")] = 1e-4,
     max_pairs: Annotated[int, typer.Option(help="Derived pairs per criterion, at most.")] = 4000,

@@ -10,9 +10,11 @@ given instead; the manifest records its name and hash so budgets are comparable.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,7 @@ class Tokenizer:
             raise ValueError(f"tokenizer {path} has no end-of-text token {eos_token!r}")
         self.eos_token = eos_token
         self.eos_id = int(eos)
+        self.round_trips = byte_level_round_trip(json.loads(payload))
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens (callers add EOS where a method does)."""
@@ -58,6 +61,28 @@ class Tokenizer:
     def describe(self) -> dict[str, str]:
         """Name, path and content hash, for the manifest."""
         return {"name": self.name, "path": self.path, "sha256_16": self.version}
+
+
+def byte_level_round_trip(spec: dict[str, Any]) -> bool:
+    """Whether ``decode(encode(text)) == text`` for every text, read off the tokenizer's JSON.
+
+    True for a plain byte-level BPE (GPT-2 style, as the bundled one): no normalizer, the ByteLevel
+    pre-tokenizer without an added prefix space, every byte in the vocabulary, the ByteLevel
+    decoder, and added tokens that neither strip nor normalise their neighbours. Then encoding
+    loses nothing and callers may use the text where they would decode its ids.
+    """
+    model, pre, decoder = spec.get("model") or {}, spec.get("pre_tokenizer") or {}, spec.get("decoder") or {}
+    if spec.get("normalizer") is not None or model.get("type") != "BPE" or model.get("dropout"):
+        return False
+    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        return False
+    if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or decoder.get("type") != "ByteLevel":
+        return False
+    if any(t.get("lstrip") or t.get("rstrip") or t.get("normalized") for t in spec.get("added_tokens") or []):
+        return False
+    from tokenizers.pre_tokenizers import ByteLevel  # lazy: tokenizers only when a tokenizer is loaded
+
+    return set(ByteLevel.alphabet()) <= set(model.get("vocab") or {})
 
 
 @lru_cache(maxsize=4)

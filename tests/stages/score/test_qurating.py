@@ -176,7 +176,7 @@ def bundled() -> LocalQuRater:
 
 def text_of_tokens(n: int) -> str:
     tokenizer = load_tokenizer()
-    text = "the" + " the" * (n - 1)
+    text = " the" * n  # one token repeated: every full window holds the same ids
     assert len(tokenizer.encode([text])[0]) == n
     return text
 
@@ -201,11 +201,16 @@ def test_window_ratings_are_ratings_of_the_window_text(bundled):
     ids = bundled.tokenizer.encode([text])[0]
     assert len(ids) > 512
     out = bundled.score([text])
-    windows = [bundled.tokenizer.decode(ids[s : s + 512]) for s in range(0, len(ids), 512)]
-    direct = bundled.rate_windows(windows)
+    id_windows = [ids[s : s + 512] for s in range(0, len(ids), 512)]
+    direct = bundled.rate_token_windows(id_windows)
     for c, criterion in enumerate(CRITERIA):
         np.testing.assert_allclose(out[f"{criterion}_chunks"][0], direct[:, c], rtol=1e-5, atol=1e-6)
     assert out["length"][0] == len(ids) == sum(out["chunk_lengths"][0])
+    # The head rates token features of the window; its text, re-encoded to the same ids, rates the same.
+    texts = [bundled.tokenizer.decode(w) for w in id_windows]
+    same = [i for i, t in enumerate(texts) if bundled.tokenizer.encode([t])[0] == list(id_windows[i])]
+    assert same
+    np.testing.assert_array_equal(bundled.rate_windows([texts[i] for i in same]), direct[same])
 
 
 def test_empty_document_gets_a_finite_rating(bundled):

@@ -38,7 +38,7 @@ from winnow.core.embedders import sentence_encoder
 from winnow.core.hashing import uniform
 from winnow.core.models import file_digest, resolve_model_path
 from winnow.core.tokenizer import BUNDLED_TOKENIZER, load_tokenizer
-from winnow.stages.score.scorer import ScoreColumn, ScorerOptions
+from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, TokenizedTexts
 
 # --- the contract (docs/dataman.md#criteria-and-domains, docs/dataman.md#criteria-and-domains,
 # docs/dataman.md#the-model-and-its-contract) -----------------------------------------------------
@@ -418,10 +418,23 @@ class LocalTruncation:
 
         self.tokenizer = load_tokenizer(tokenizer_path or BUNDLED_TOKENIZER)
 
-    def __call__(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    def __call__(self, texts: Sequence[str], batch: TokenizedTexts | None = None) -> tuple[list[str], list[int]]:
+        """The truncated texts and their lengths; ``batch`` (these texts, tokenised by the score stage) spares
+        encoding the texts that cleanup leaves as they are and that fit in one character piece."""
         pieces = [char_pieces(reference_cleanup(t)) for t in texts]
-        ids = iter(self.tokenizer.encode([piece for parts in pieces for piece in parts]))  # one batched call
-        out = [truncate_ids([next(ids) for _ in parts], self.tokenizer.decode) for parts in pieces]
+        known = batch.cached_ids(self.tokenizer) if batch is not None else None
+        # A text that is its own single piece has exactly the ids the stage computed for it.
+        reuse = [known is not None and parts == [text] for parts, text in zip(pieces, texts, strict=True)]
+        todo = [piece for parts, shared in zip(pieces, reuse, strict=True) if not shared for piece in parts]
+        encoded = iter(self.tokenizer.encode(todo))  # one batched call for the rest
+        out = []
+        for d, parts in enumerate(pieces):
+            if reuse[d] and self.tokenizer.round_trips and len(known[d]) <= TOKEN_LIMIT:  # type: ignore[index]
+                # Decoding all of a text's ids gives the text back (byte-level BPE): skip the decode.
+                out.append((texts[d].strip(), len(known[d])))  # type: ignore[index]
+                continue
+            ids = [known[d]] if reuse[d] else [next(encoded) for _ in parts]  # type: ignore[index]
+            out.append(truncate_ids(ids, self.tokenizer.decode))
         return [t for t, _ in out], [n for _, n in out]
 
 
@@ -673,7 +686,11 @@ class DataManLocalScorer:
         self.columns = OUTPUT_COLUMNS
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        truncated, lengths = self.truncate(texts)
+        return self.score_tokenized(TokenizedTexts(texts))
+
+    def score_tokenized(self, batch: TokenizedTexts) -> dict[str, np.ndarray]:
+        """``score`` reusing the batch's run-tokenizer ids where the model's tokenizer is the same file."""
+        truncated, lengths = self.truncate(batch.texts, batch)
         letters, scores = self.model.predict(self.encoder.encode(truncated))
         ratings = [
             DataManRating(letter, tuple(int(scores[c][i]) for c in CRITERIA)) for i, letter in enumerate(letters)

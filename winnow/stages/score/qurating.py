@@ -6,8 +6,9 @@
   label temperature tempers it (y ← σ(logit(y)/T)), and the Bradley–Terry loss
   BCE(σ(s_j − s_i), y_ij) is averaged over every valid ordered pair of a group (both orders,
   diagonal and −100 masked). The paper fine-tunes a 1.3B LM; local mode keeps the loss and the
-  4-output bias-free linear head and freezes the features: hashed word n-grams by default (no
-  model to fetch or distil, byte-identical everywhere), or static/MiniLM embeddings.
+  4-output bias-free linear head and freezes the features: hashed token n-grams of the run
+  tokenizer's ids by default (no model to fetch or distil, byte-identical everywhere, and the
+  stage's ids are reused), hashed word n-grams, or static/MiniLM embeddings.
 * Inference (docs/qurating.md#rating-documents): the whole document is tokenised, cut into consecutive 512-token windows
   (the last may be shorter), every window is rated, and the document rating per criterion is
   the token-weighted mean. Columns match the reference annotator: ``<criterion>_chunks``,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -43,7 +45,7 @@ from winnow.core.embedders import is_static, sentence_encoder, torch_device
 from winnow.core.hashing import h64, uniform
 from winnow.core.models import file_digest, resolve_model_path
 from winnow.core.tokenizer import BUNDLED_TOKENIZER
-from winnow.stages.score.scorer import ScoreColumn, ScorerOptions
+from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, TokenizedTexts
 
 CRITERIA: tuple[str, ...] = ("writing_style", "required_expertise", "facts_and_trivia", "educational_value")
 MISSING = -100.0
@@ -261,6 +263,134 @@ class HashedNgrams:
         return exact.l2_normalise_rows(matrix)
 
 
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_SIGN_BIT = np.uint64(1 << 63)
+
+
+def _mix64(keys: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 keys: wrap-around integer arithmetic, the same bits on every machine."""
+    h = keys.astype(np.uint64, copy=True)
+    h ^= h >> np.uint64(30)
+    h *= _MIX_1
+    h ^= h >> np.uint64(27)
+    h *= _MIX_2
+    h ^= h >> np.uint64(31)
+    return h
+
+
+class HashedTokenNgrams:
+    """Token 1–``ngram_max``-grams of a window's ids hashed into signed buckets, log(1+|count|), L2-normalised.
+
+    The QuRater's default features since the score stage shares the run tokenizer's ids (the ids
+    of every window are at hand, so no window is decoded and split into words again). Hashing is
+    splitmix64 on (id) and (id_a, id_b) keys in uint64 arithmetic and the counts are exact
+    integers, so features, and ratings, are the same bits on every machine and in every batch.
+    ``fold_case`` (off in the bundled head: it was compared on the choose split and not chosen)
+    first maps each id to a canonical id for its text with case and surrounding whitespace
+    removed, so " The", "the" and "THE" count as one feature, as they do in word features.
+
+    ``tokenizer`` is the tokenizer the head was trained with (its content digest is recorded);
+    windows cut by another run tokenizer are decoded and re-encoded with it.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str = BUNDLED_TOKENIZER,
+        n_features: int = 1 << 18,
+        ngram_max: int = 2,
+        fold_case: bool = False,
+        tokenizer_sha256_16: str | None = None,
+    ):
+        if ngram_max not in (1, 2, 3):
+            raise ValueError("hashed token n-grams are 1-, 1–2- or 1–3-grams")
+        self.tokenizer_path = tokenizer
+        self.n_features = int(n_features)
+        self.ngram_max = int(ngram_max)
+        self.fold_case = bool(fold_case)
+        self.tokenizer = window_tokenizer(tokenizer)
+        if tokenizer_sha256_16 is not None and tokenizer_sha256_16 != self.tokenizer.version:
+            raise ValueError(
+                f"the QuRater head was trained with tokenizer {tokenizer} of digest {tokenizer_sha256_16}, "
+                f"but that path now holds {self.tokenizer.version}"
+            )
+        self._fold = _case_fold_table(tokenizer) if self.fold_case else None
+
+    @property
+    def tokenizer_version(self) -> str:
+        return self.tokenizer.version
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "hashed_tokens",
+            "n_features": self.n_features,
+            "ngram_max": self.ngram_max,
+            "fold_case": self.fold_case,
+            "tokenizer": self.tokenizer_path,
+            "tokenizer_sha256_16": self.tokenizer.version,
+        }
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        """Features of whole texts (training excerpts; windows of another tokenizer)."""
+        return self.from_ids(self.tokenizer.encode(list(texts)))
+
+    def from_ids(self, windows: Sequence[Sequence[int]]) -> Any:
+        """Features of windows given as ids of this featurizer's tokenizer (one CSR row per window)."""
+        from scipy import sparse  # lazy: scipy only where this path runs
+
+        n = len(windows)
+        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=n)
+        ids = np.fromiter(itertools.chain.from_iterable(windows), dtype=np.int64, count=int(lengths.sum()))
+        if self._fold is not None and len(ids):
+            ids = self._fold[ids]
+        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        # Unigram keys are id + 1 (< 2^32); bigram keys put the first id in the high 32 bits, so the two never meet.
+        keys = [ids.astype(np.uint64) + np.uint64(1)]
+        key_rows = [rows]
+        if self.ngram_max >= 2 and len(ids) > 1:
+            pair = rows[1:] == rows[:-1]  # both tokens in the same window
+            first, second = ids[:-1][pair].astype(np.uint64), ids[1:][pair].astype(np.uint64)
+            keys.append(((first + np.uint64(1)) << np.uint64(32)) | (second + np.uint64(1)))
+            key_rows.append(rows[:-1][pair])
+        if self.ngram_max >= 3 and len(ids) > 2:
+            triple = (rows[2:] == rows[1:-1]) & (rows[1:-1] == rows[:-2])
+            a, b, c = (ids[i : len(ids) - 2 + i][triple].astype(np.uint64) for i in range(3))
+            # A trigram key is the mixed bigram key folded with the third id (another domain than the two above).
+            keys.append(_mix64(((a + np.uint64(1)) << np.uint64(32)) | (b + np.uint64(1))) ^ (c + np.uint64(1)))
+            key_rows.append(rows[:-2][triple])
+        hashed = _mix64(np.concatenate(keys))
+        signs = np.where(hashed & _SIGN_BIT, -1, 1).astype(np.int64)
+        buckets = ((hashed & ~_SIGN_BIT) % np.uint64(self.n_features)).astype(np.int64)
+        counts = sparse.csr_matrix(
+            (signs, (np.concatenate(key_rows), buckets)), shape=(n, self.n_features), dtype=np.int64
+        )
+        counts.sum_duplicates()
+        counts.eliminate_zeros()
+        # log(1 + |count|) from a correctly rounded table and an exactly rounded norm (winnow.core.exact).
+        features = sparse.csr_matrix(
+            (np.sign(counts.data) * exact.log_of_counts(np.abs(counts.data) + 1), counts.indices, counts.indptr),
+            shape=counts.shape,
+        )
+        return exact.l2_normalise_rows(features)
+
+
+@lru_cache(maxsize=4)
+def _case_fold_table(path: str) -> np.ndarray:
+    """id → the smallest id whose decoded text, stripped and lower-cased, is the same (the id itself when the
+    token is whitespace only or not a whole character)."""
+    tokenizer = window_tokenizer(path)
+    size = tokenizer.vocab_size
+    table = np.arange(size, dtype=np.int64)
+    first: dict[str, int] = {}
+    for token in range(size):
+        text = tokenizer.decode([token])
+        key = text.strip().lower()
+        if not key or "\ufffd" in text:
+            continue
+        table[token] = first.setdefault(key, token)
+    return table
+
+
 @dataclass
 class EmbeddingFeatures:
     """Frozen sentence embeddings (``static`` or ``minilm``) from ``winnow.core.embedders``."""
@@ -278,7 +408,18 @@ class EmbeddingFeatures:
         return np.asarray(self._model.encode(list(texts)), dtype=np.float64)
 
 
-def featurizer_from(spec: Mapping[str, Any], cache_dir: str | None = None) -> HashedNgrams | EmbeddingFeatures:
+Featurizer = HashedTokenNgrams | HashedNgrams | EmbeddingFeatures
+
+
+def featurizer_from(spec: Mapping[str, Any], cache_dir: str | None = None) -> Featurizer:
+    if spec.get("kind") == "hashed_tokens":
+        return HashedTokenNgrams(
+            str(spec["tokenizer"]),
+            int(spec["n_features"]),
+            int(spec.get("ngram_max", 2)),
+            bool(spec.get("fold_case", False)),
+            spec.get("tokenizer_sha256_16"),
+        )
     if spec.get("kind") == "hashed":
         return HashedNgrams(int(spec["n_features"]), int(spec.get("ngram_max", 2)))
     if spec.get("kind") == "embedding":
@@ -286,13 +427,16 @@ def featurizer_from(spec: Mapping[str, Any], cache_dir: str | None = None) -> Ha
     raise ValueError(f"unknown featurizer {spec!r}")
 
 
-def make_featurizer(encoder: str, cache_dir: str | None = None) -> HashedNgrams | EmbeddingFeatures:
-    """``hashed`` (default), ``static`` (``model2vec``, its former name) or ``minilm``."""
+def make_featurizer(encoder: str, cache_dir: str | None = None, tokenizer: str | None = None) -> Featurizer:
+    """``hashed`` (default: token n-grams of ``tokenizer``, the bundled BPE unless given), ``hashed-words``
+    (word n-grams, the previous default), ``static`` (``model2vec``, its former name) or ``minilm``."""
     if encoder == "hashed":
+        return HashedTokenNgrams(tokenizer or BUNDLED_TOKENIZER)
+    if encoder == "hashed-words":
         return HashedNgrams()
     if is_static(encoder) or encoder == "minilm":
         return EmbeddingFeatures(encoder, cache_dir)
-    raise ValueError(f"unknown encoder {encoder!r}; use hashed, static or minilm")
+    raise ValueError(f"unknown encoder {encoder!r}; use hashed, hashed-words, static or minilm")
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -460,7 +604,7 @@ def derived_pair_groups(
 
 def train_qurater(
     groups: Sequence[JudgmentGroup],
-    featurizer: HashedNgrams | EmbeddingFeatures,
+    featurizer: Featurizer,
     *,
     threshold: float = 0.5,
     temperature: float = 1.0,
@@ -542,25 +686,40 @@ def weighted_average(scores: Sequence[float], lengths: Sequence[int]) -> float:
 def assemble(
     window_scores: np.ndarray, owners: Sequence[int], lengths: Sequence[int], n_docs: int, criteria: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Per-document columns from the flat window scores (window w belongs to document owners[w])."""
-    per_doc: list[list[int]] = [[] for _ in range(n_docs)]
-    for w, owner in enumerate(owners):
-        per_doc[owner].append(w)
+    """Per-document columns from the flat window scores (window w belongs to document owners[w]).
+
+    The average is ``weighted_average`` of the float32 window ratings, computed on whole arrays:
+    each product n_w·s_w is exact in float64 (24-bit ratings times lengths far below 2^29) and
+    ``math.fsum`` rounds their sum once, so the bits are those of the per-window formula.
+    """
+    order = np.argsort(np.asarray(owners, dtype=np.int64), kind="stable")  # windows of a doc together, in order
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(np.asarray(owners, dtype=np.int64), minlength=n_docs))])
+    bounds_list = bounds.tolist()
+    window_lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)[order]
+    scores = np.asarray(window_scores, dtype=np.float32).reshape(len(order), -1)[order]
+    ratings = scores.T.tolist()
+    products = (scores.astype(np.float64) * window_lengths[:, None].astype(np.float64)).T.tolist()
+    lengths_list = window_lengths.tolist()
+    totals = [sum(lengths_list[bounds_list[d] : bounds_list[d + 1]]) for d in range(n_docs)]
     out: dict[str, np.ndarray] = {}
     for c, criterion in enumerate(criteria):
         chunks = np.empty(n_docs, dtype=object)
         average = np.zeros(n_docs, dtype=np.float32)
-        for d, rows in enumerate(per_doc):
-            values = np.asarray(window_scores[rows, c], dtype=np.float32)
-            chunks[d] = values.tolist()
-            average[d] = weighted_average(values.astype(np.float64), [lengths[w] for w in rows])
+        rated, weighted = ratings[c], products[c]
+        for d in range(n_docs):
+            a, b = bounds_list[d], bounds_list[d + 1]
+            chunks[d] = rated[a:b]
+            if totals[d] > 0:
+                average[d] = math.fsum(weighted[a:b]) / float(totals[d])
+            else:  # no tokens: the single (empty) window's rating, as weighted_average
+                average[d] = rated[a] if b > a else 0.0
         out[f"{criterion}_chunks"] = chunks
         out[f"{criterion}_average"] = average
     chunk_lengths = np.empty(n_docs, dtype=object)
-    for d, rows in enumerate(per_doc):
-        chunk_lengths[d] = [int(lengths[w]) for w in rows]
+    for d in range(n_docs):
+        chunk_lengths[d] = lengths_list[bounds_list[d] : bounds_list[d + 1]]
     out["chunk_lengths"] = chunk_lengths
-    out["length"] = np.array([sum(lengths[w] for w in rows) for rows in per_doc], dtype=np.int64)
+    out["length"] = np.array(totals, dtype=np.int64)
     return out
 
 
@@ -599,6 +758,10 @@ class WindowTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
 
 @lru_cache(maxsize=4)
 def window_tokenizer(path: str) -> WindowTokenizer:
@@ -629,18 +792,31 @@ class LocalQuRater:
         self.columns = qurating_columns(self.head.criteria)
         self._layer: exact.QuantizedLinear | None = None
 
-    def rate_windows(self, texts: Sequence[str]) -> np.ndarray:
-        """Ratings (n × 4) of texts that are already windows (an exact integer linear layer)."""
+    def _apply(self, features: Any) -> np.ndarray:
         if self._layer is None:
             self._layer = exact.QuantizedLinear(self.head.weights)
-        return self._layer.apply(self.featurizer.transform(list(texts)))
+        return self._layer.apply(features)
+
+    def rate_windows(self, texts: Sequence[str]) -> np.ndarray:
+        """Ratings (n × 4) of texts that are already windows (an exact integer linear layer)."""
+        return self._apply(self.featurizer.transform(list(texts)))
+
+    def rate_token_windows(self, token_windows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Ratings (n × 4) of windows given as run-tokenizer ids: token features straight from the ids when the
+        head was trained on this tokenizer, else the windows' text."""
+        featurizer = self.featurizer
+        if isinstance(featurizer, HashedTokenNgrams) and featurizer.tokenizer_version == self.tokenizer.version:
+            return self._apply(featurizer.from_ids(token_windows))
+        return self.rate_windows([self.tokenizer.decode(w) if len(w) else "" for w in token_windows])
+
+    def score_tokenized(self, batch: TokenizedTexts) -> dict[str, np.ndarray]:
+        """``score`` on a batch whose run-tokenizer ids may be computed already (the score stage's n_tokens)."""
+        flat, owners = split_documents(batch.token_ids(self.tokenizer), self.window_tokens)
+        scores = self.rate_token_windows(flat)
+        return assemble(scores, owners, [len(w) for w in flat], len(batch), self.head.criteria)
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        ids = self.tokenizer.encode(list(texts))
-        flat, owners = split_documents(ids, self.window_tokens)
-        window_texts = [self.tokenizer.decode(w) if len(w) else "" for w in flat]
-        scores = self.rate_windows(window_texts)
-        return assemble(scores, owners, [len(w) for w in flat], len(texts), self.head.criteria)
+        return self.score_tokenized(TokenizedTexts(texts))
 
 
 class ReferenceQuRater:

@@ -6,6 +6,11 @@ batch of texts to one array per column. Keeping it this small is what lets one B
 (``winnow.stages.score.stage``) run any model, and lets tests and benches call a scorer on a
 plain list.
 
+A scorer may also take a ``TokenizedTexts`` (``score_tokenized``): the batch's texts with their
+token ids, computed once per tokenizer for the whole batch. The stage counts ``n_tokens`` with the
+run tokenizer and hands the same object to every scorer, so a scorer cutting windows or
+truncating with that tokenizer (QuRating, DataMan's local mode) does not tokenise the batch again.
+
 A backend is one module holding its scorer class and its options (a ``ScorerOptions``
 subclass whose ``backend`` literal is the config's tag, with ``build()`` and ``fields()``);
 ``winnow.stages.score.registry`` lists the backends. Models load from a local path, from this
@@ -46,6 +51,51 @@ class Scorer(Protocol):
     columns: tuple[ScoreColumn, ...]
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+
+class BatchTokenizer(Protocol):
+    """What ``TokenizedTexts`` needs of a tokenizer: a content digest and batched ids."""
+
+    version: str
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+
+class TokenizedTexts:
+    """One batch's texts and their token ids, computed at most once per tokenizer and shared.
+
+    The ids are keyed by the tokenizer's content digest (``version``): two tokenizer objects
+    loaded from the same file give the same ids, whoever loaded them. It lives for one batch
+    only (no process-wide cache), and every row's ids depend on its own text alone.
+    """
+
+    def __init__(self, texts: Sequence[str], ids: dict[str, list[list[int]]] | None = None):
+        self.texts = list(texts)
+        self._ids: dict[str, list[list[int]]] = dict(ids or {})
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def token_ids(self, tokenizer: BatchTokenizer) -> list[list[int]]:
+        """Every text's ids under ``tokenizer``, encoded in one batched call the first time."""
+        ids = self._ids.get(tokenizer.version)
+        if ids is None:
+            ids = self._ids[tokenizer.version] = tokenizer.encode(self.texts)
+        return ids
+
+    def cached_ids(self, tokenizer: BatchTokenizer) -> list[list[int]] | None:
+        """The ids if some caller has encoded this batch with ``tokenizer`` already, else None."""
+        return self._ids.get(tokenizer.version)
+
+    def take(self, rows: Sequence[int]) -> TokenizedTexts:
+        """The rows ``rows`` of this batch, with the ids computed so far."""
+        return TokenizedTexts([self.texts[i] for i in rows], {k: [v[i] for i in rows] for k, v in self._ids.items()})
+
+
+def score_tokenized(scorer: Scorer, batch: TokenizedTexts) -> dict[str, np.ndarray]:
+    """``scorer.score_tokenized(batch)`` where the scorer has it (it reuses the batch's ids), else ``score``."""
+    method = getattr(scorer, "score_tokenized", None)
+    return method(batch) if method is not None else scorer.score(batch.texts)
 
 
 def texts_of(batch: pa.RecordBatch | pa.Table | Sequence[str], text_column: str = "text") -> list[str]:
