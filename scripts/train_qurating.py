@@ -345,14 +345,14 @@ def main() -> None:
     parser.add_argument(
         "--encoder",
         default="hashed",
-        help="hashed (token n-grams of the bundled BPE: the bundled model), hashed-words, static or minilm (for "
-        "comparison).",
+        help="hashed (word n-grams: the bundled model), hashed-tokens (ids of the bundled BPE), static or minilm "
+        "(for comparison).",
     )
     parser.add_argument("--ngram-max", type=int, default=2, help="Longest hashed n-gram (hashed encoders).")
     parser.add_argument(
         "--fold-case",
         action="store_true",
-        help="hashed encoder: one feature for case and leading-space variants of a token (compared, not chosen).",
+        help="hashed-tokens encoder: one feature for case and leading-space variants of a token.",
     )
     parser.add_argument("--max-pairs", type=int, default=3000, help="Derived pairs per criterion, at most.")
     args = parser.parse_args()
@@ -362,9 +362,9 @@ def main() -> None:
     formats = excerpt_records(format_records(args.corpora, tuple(FORMAT_PLAN)), tokenizer, SEED, per_doc=2)
     humans = excerpt_records(human_records(args.corpora), tokenizer, SEED, per_doc=2)
     if args.encoder == "hashed":
-        featurizer: Any = HashedTokenNgrams(ngram_max=args.ngram_max, fold_case=args.fold_case)
-    elif args.encoder == "hashed-words":
-        featurizer = HashedNgrams(ngram_max=args.ngram_max)
+        featurizer: Any = HashedNgrams(ngram_max=args.ngram_max)
+    elif args.encoder == "hashed-tokens":
+        featurizer = HashedTokenNgrams(ngram_max=args.ngram_max, fold_case=args.fold_case)
     else:
         featurizer = make_featurizer(args.encoder)
     trained: dict[str, tuple[Any, dict[str, Any], list[dict[str, Any]]]] = {}

@@ -82,7 +82,7 @@ def train(
     ] = 0.5,
     label_temperature: Annotated[float, typer.Option(help="y ← σ(logit(y)/T); 1 is off.")] = 1.0,
     encoder: Annotated[
-        str, typer.Option(help="Frozen features: hashed (token n-grams), hashed-words, static or minilm.")
+        str, typer.Option(help="Frozen features: hashed (word n-grams), hashed-tokens, static or minilm.")
     ] = "hashed",
     validation: Annotated[float, typer.Option(help="Share of groups held out for validation.")] = 0.1,
     l2: Annotated[float, typer.Option(help="L2 penalty on the head weights.")] = 1e-4,

@@ -428,15 +428,16 @@ def featurizer_from(spec: Mapping[str, Any], cache_dir: str | None = None) -> Fe
 
 
 def make_featurizer(encoder: str, cache_dir: str | None = None, tokenizer: str | None = None) -> Featurizer:
-    """``hashed`` (default: token n-grams of ``tokenizer``, the bundled BPE unless given), ``hashed-words``
-    (word n-grams, the previous default), ``static`` (``model2vec``, its former name) or ``minilm``."""
+    """``hashed`` (default and the bundled head: word n-grams of each window's text), ``hashed-tokens``
+    (n-grams of ``tokenizer``'s ids, the bundled BPE unless given: no decode, but a weaker
+    required-expertise head, see the model README), ``static`` (``model2vec``, its former name) or ``minilm``."""
     if encoder == "hashed":
-        return HashedTokenNgrams(tokenizer or BUNDLED_TOKENIZER)
-    if encoder == "hashed-words":
         return HashedNgrams()
+    if encoder == "hashed-tokens":
+        return HashedTokenNgrams(tokenizer or BUNDLED_TOKENIZER)
     if is_static(encoder) or encoder == "minilm":
         return EmbeddingFeatures(encoder, cache_dir)
-    raise ValueError(f"unknown encoder {encoder!r}; use hashed, hashed-words, static or minilm")
+    raise ValueError(f"unknown encoder {encoder!r}; use hashed, hashed-tokens, static or minilm")
 
 
 # --- training ------------------------------------------------------------------------------------
