@@ -56,16 +56,17 @@ from winnow.core.taggers import (  # noqa: E402
     FeatureSpec,
     LabelledExamples,
     LinearTagger,
-    clear_embedding_memo,
     count_matrix,
     embedding_sums,
     labelled_examples,
     load_tagger,
+    tag_probabilities,
 )
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_tagger  # noqa: E402  (the shipped recipe and its choice grid live there)
 
+TAGS = ("topic", "format")
 Predictor = Callable[[Sequence[str], Sequence[str | None]], np.ndarray]
 _WORDS = re.compile(r"\w+")
 
@@ -98,7 +99,6 @@ class FeatureCache:
         if spec.embedding:
             ekey = (spec.embedding, spec.embedding_input, spec.embedding_chars, spec.use_url)
             if ekey not in self._sums:
-                clear_embedding_memo()
                 self._sums[ekey] = embedding_sums(self.data.texts, self.data.urls, spec)[0]
             sums = self._sums[ekey][rows]
         return self._counts[key][rows], sums
@@ -213,7 +213,6 @@ def scores(truth: np.ndarray, predicted: np.ndarray, confident: np.ndarray) -> d
 def timed(predict: Predictor, part: LabelledExamples) -> tuple[np.ndarray, float]:
     """Predictions and docs per CPU-second of this process (one thread; each model pays for its own
     features and embedding)."""
-    clear_embedding_memo()
     started = time.process_time()
     predicted = np.asarray(predict(part.texts, part.urls))
     return predicted, len(part.texts) / max(1e-9, time.process_time() - started)
@@ -221,15 +220,11 @@ def timed(predict: Predictor, part: LabelledExamples) -> tuple[np.ndarray, float
 
 def time_tag_stage(part: LabelledExamples, folder: Path | None = None, batch: int = 256) -> float:
     """Docs per CPU-second of a tagger pair as the tag stage runs it (topic then format per batch)."""
-    taggers = [
-        load_tagger(t, "local", str(folder / f"{t}-tagger.zip") if folder else f"winnow:models/tagger/{t}-tagger.zip")
-        for t in ("topic", "format")
-    ]
-    clear_embedding_memo()
+    paths = {t: str(folder / f"{t}-tagger.zip") if folder else f"winnow:models/tagger/{t}-tagger.zip" for t in TAGS}
+    taggers = {t: load_tagger(t, "local", path) for t, path in paths.items()}
     started = time.process_time()
     for start in range(0, len(part.texts), batch):
-        for tagger in taggers:
-            tagger.probabilities(part.texts[start : start + batch], part.urls[start : start + batch])
+        tag_probabilities(taggers, part.texts[start : start + batch], part.urls[start : start + batch])
     return len(part.texts) / (time.process_time() - started)
 
 
