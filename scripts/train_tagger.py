@@ -81,7 +81,7 @@ def choice_grid(taxonomy: str, quick: bool = False) -> dict[str, Setting]:
 
 
 # Picked on choose by bench/tagging_eval.py (figures in winnow/data/models/tagger/README.md).
-CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=4"}
+CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=8, flat"}
 CLASSIFIER = "svm"
 # Test sample: real pages cut short so tests/data/tagging stays small (< 300 KB gzip'd).
 SAMPLE_CHARS = 700
