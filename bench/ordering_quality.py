@@ -56,7 +56,7 @@ from winnow.core.domains import TAXONOMIES  # noqa: E402
 from winnow.core.evaluation import three_way_split  # noqa: E402
 from winnow.core.hashing import h64  # noqa: E402
 from winnow.core.static_embedding import load_static_embedding  # noqa: E402
-from winnow.core.taggers import LinearTagger, clear_embedding_memo, labelled_examples  # noqa: E402
+from winnow.core.taggers import LinearTagger, labelled_examples  # noqa: E402
 from winnow.stages.order import ordering  # noqa: E402
 from winnow.stages.order.config import OrderConfig  # noqa: E402
 
@@ -144,9 +144,9 @@ def fit_only_topic_tagger(rows: list[dict], parts: np.ndarray) -> Path:
     if not path.exists():
         fit_rows = [row for row, part in zip(rows, parts, strict=True) if part == "fit"]
         data = labelled_examples(fit_rows, TAXONOMIES["topic"], label_field="topic_id", weight_field="topic_confidence")
-        spec, c = train_tagger.choice_grid("topic")[train_tagger.CHOSEN["topic"]]
+        spec, c, weighting = train_tagger.choice_grid("topic")[train_tagger.CHOSEN["topic"]]
+        assert (c, weighting) == (4.0, "confidence"), "the fit-only tagger must use the shipped C and weighting"
         tagger = LinearTagger.fit("topic", TAXONOMIES["topic"], data.texts, data.urls, data.targets, data.weights, spec)
-        assert c == 4.0, "the fit-only tagger must use the shipped C"
         CACHE.mkdir(parents=True, exist_ok=True)
         tagger.save(path)
     return path
@@ -154,7 +154,6 @@ def fit_only_topic_tagger(rows: list[dict], parts: np.ndarray) -> Path:
 
 def embed(encoder: Any, texts: list[str], urls: list[str | None]) -> tuple[np.ndarray, float]:
     """Vectors and docs per CPU-second (256-document batches, as the order stage embeds)."""
-    clear_embedding_memo()
     started = time.process_time()
     chunks = []
     for i in range(0, len(texts), 256):

@@ -200,7 +200,7 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     import yaml
 
     from winnow.config import parse_config
-    from winnow.core.taggers import load_tagger
+    from winnow.core.taggers import load_tagger, tag_probabilities
     from winnow.core.tokenizer import load_tokenizer
     from winnow.stages.dedup.minhash import MinHasher, ShingleHasher
     from winnow.stages.dedup.stage import text_hash
@@ -267,14 +267,17 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     stage = ScoreDoFn(config.tokenizer, factories)
     stage.setup()
     runners.append(("score: stage DoFn (all)", batched(lambda batch: list(stage.process(batch)), docs)))
+    taggers = {}
     for taxonomy in ("topic", "format"):
         entry = getattr(config.tag, taxonomy)
-        tagger = load_tagger(taxonomy, entry.mode, entry.path, use_url=entry.use_url, batch_size=entry.batch_size)
+        taggers[taxonomy] = load_tagger(
+            taxonomy, entry.mode, entry.path, use_url=entry.use_url, batch_size=entry.batch_size
+        )
 
-        def tag(start: int, tagger: Any = tagger) -> None:
-            tagger.probabilities(texts[start : start + 256], urls[start : start + 256])
+    def tag(start: int) -> None:  # as the tag stage runs them: one batch's feature pieces for both
+        tag_probabilities(taggers, texts[start : start + 256], urls[start : start + 256])
 
-        runners.append((f"tag: {taxonomy}", lambda tag=tag: [tag(i) for i in range(0, len(texts), 256)] and None))
+    runners.append(("tag: topic + format", lambda: [tag(i) for i in range(0, len(texts), 256)] and None))
     return runners
 
 

@@ -56,16 +56,17 @@ from winnow.core.taggers import (  # noqa: E402
     FeatureSpec,
     LabelledExamples,
     LinearTagger,
-    clear_embedding_memo,
     count_matrix,
     embedding_sums,
     labelled_examples,
     load_tagger,
+    tag_probabilities,
 )
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_tagger  # noqa: E402  (the shipped recipe and its choice grid live there)
 
+TAGS = ("topic", "format")
 Predictor = Callable[[Sequence[str], Sequence[str | None]], np.ndarray]
 _WORDS = re.compile(r"\w+")
 
@@ -98,18 +99,21 @@ class FeatureCache:
         if spec.embedding:
             ekey = (spec.embedding, spec.embedding_input, spec.embedding_chars, spec.use_url)
             if ekey not in self._sums:
-                clear_embedding_memo()
                 self._sums[ekey] = embedding_sums(self.data.texts, self.data.urls, spec)[0]
             sums = self._sums[ekey][rows]
         return self._counts[key][rows], sums
 
 
-def winnow_candidate(taxonomy: str, cache: FeatureCache, spec: FeatureSpec, c: float) -> Callable:
+def winnow_candidate(taxonomy: str, cache: FeatureCache, setting: train_tagger.Setting) -> Callable:
+    spec, c, weighting = setting
+
     def train(part: LabelledExamples) -> Predictor:
-        rows = np.asarray(part.ids_rows)  # type: ignore[attr-defined]
+        weights = train_tagger.example_weights(part.weights, weighting)
+        kept = weights > 0  # a weighting that drops low-confidence labels leaves those rows out
+        rows = np.asarray(part.ids_rows)[kept]  # type: ignore[attr-defined]
         counts, sums = cache.inputs(spec, rows)
         tagger = LinearTagger.fit_features(
-            taxonomy, TAXONOMIES[taxonomy], spec, counts, sums, part.targets, part.weights, "svm", c
+            taxonomy, TAXONOMIES[taxonomy], spec, counts, sums, part.targets[kept], weights[kept], "svm", c
         )
         predict = lambda texts, urls: np.argmax(tagger.logits(texts, urls), axis=1)  # noqa: E731
         predict.tagger = tagger  # type: ignore[attr-defined]
@@ -178,10 +182,13 @@ def fasttext_peer(lr: float, ngrams: int, epochs: int = 25) -> Callable:
 # --- protocol -------------------------------------------------------------------------------------
 
 
-def candidates(taxonomy: str, cache: FeatureCache, quick: bool, peers: Sequence[str]) -> list[Candidate]:
+def candidates(
+    taxonomy: str, cache: FeatureCache, quick: bool, peers: Sequence[str], only: str | None = None
+) -> list[Candidate]:
     out = [
-        Candidate("winnow", name, winnow_candidate(taxonomy, cache, spec, c))
-        for name, (spec, c) in train_tagger.choice_grid(taxonomy, quick).items()
+        Candidate("winnow", name, winnow_candidate(taxonomy, cache, setting))
+        for name, setting in train_tagger.choice_grid(taxonomy, quick).items()
+        if only is None or re.fullmatch(only, name)
     ]
     costs = (0.5, 1.0) if quick else (0.25, 0.5, 1.0, 2.0, 4.0)
     if "tfidf-svm" in peers:
@@ -206,7 +213,6 @@ def scores(truth: np.ndarray, predicted: np.ndarray, confident: np.ndarray) -> d
 def timed(predict: Predictor, part: LabelledExamples) -> tuple[np.ndarray, float]:
     """Predictions and docs per CPU-second of this process (one thread; each model pays for its own
     features and embedding)."""
-    clear_embedding_memo()
     started = time.process_time()
     predicted = np.asarray(predict(part.texts, part.urls))
     return predicted, len(part.texts) / max(1e-9, time.process_time() - started)
@@ -214,15 +220,11 @@ def timed(predict: Predictor, part: LabelledExamples) -> tuple[np.ndarray, float
 
 def time_tag_stage(part: LabelledExamples, folder: Path | None = None, batch: int = 256) -> float:
     """Docs per CPU-second of a tagger pair as the tag stage runs it (topic then format per batch)."""
-    taggers = [
-        load_tagger(t, "local", str(folder / f"{t}-tagger.zip") if folder else f"winnow:models/tagger/{t}-tagger.zip")
-        for t in ("topic", "format")
-    ]
-    clear_embedding_memo()
+    paths = {t: str(folder / f"{t}-tagger.zip") if folder else f"winnow:models/tagger/{t}-tagger.zip" for t in TAGS}
+    taggers = {t: load_tagger(t, "local", path) for t, path in paths.items()}
     started = time.process_time()
     for start in range(0, len(part.texts), batch):
-        for tagger in taggers:
-            tagger.probabilities(part.texts[start : start + batch], part.urls[start : start + batch])
+        tag_probabilities(taggers, part.texts[start : start + batch], part.urls[start : start + batch])
     return len(part.texts) / (time.process_time() - started)
 
 
@@ -241,7 +243,12 @@ def line(name: str, result: dict[str, float], speed: float | None = None) -> str
 
 
 def evaluate_taxonomy(
-    taxonomy: str, rows: list[dict], quick: bool, peers: Sequence[str], fit_report: bool = True
+    taxonomy: str,
+    rows: list[dict],
+    quick: bool,
+    peers: Sequence[str],
+    fit_report: bool = True,
+    only: str | None = None,
 ) -> dict[str, Any]:
     labels = TAXONOMIES[taxonomy]
     data = labelled_examples(rows, labels, label_field=f"{taxonomy}_id", weight_field=f"{taxonomy}_confidence")
@@ -255,7 +262,7 @@ def evaluate_taxonomy(
         flush=True,
     )
     cache = FeatureCache(data)
-    found = candidates(taxonomy, cache, quick, peers)
+    found = candidates(taxonomy, cache, quick, peers, only)
     print("## choose (trained on fit)", flush=True)
     for candidate in found:
         started = time.perf_counter()
@@ -319,11 +326,12 @@ def main() -> None:
     parser.add_argument("--peers", default="tfidf-svm,fasttext", help="Peer families to train and tune beside winnow.")
     parser.add_argument("--no-fit-report", action="store_true", help="Skip the report block of models trained on fit.")
     parser.add_argument("--json", help="Also write the results here.")
+    parser.add_argument("--only", help="Only winnow settings whose name matches this regex (a partial grid).")
     args = parser.parse_args()
     rows = train_tagger.read_rows(args.corpora)  # the normalize stage's defaults applied
     peers = args.peers.split(",")
     results = [
-        evaluate_taxonomy(taxonomy, rows, args.quick, peers, not args.no_fit_report)
+        evaluate_taxonomy(taxonomy, rows, args.quick, peers, not args.no_fit_report, args.only)
         for taxonomy in args.taxonomies.split(",")
     ]
     report = results[-1].pop("_report")

@@ -21,6 +21,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,18 +41,47 @@ def embedded(scale: float) -> FeatureSpec:
     return FeatureSpec(embedding="static-minilm", embedding_chars=1500, embedding_scale=scale)
 
 
-def choice_grid(taxonomy: str, quick: bool = False) -> dict[str, tuple[FeatureSpec, float]]:
-    """The settings ``bench/tagging_eval.py`` compares on *choose*: name → (spec, C)."""
+class Setting(NamedTuple):
+    """One candidate recipe: features, the SVM's C and how label confidences weight the examples."""
+
+    spec: FeatureSpec
+    regularisation: float
+    weighting: str = "confidence"
+
+
+# How WebOrganizer's label confidences (model outputs, 0.5–1.0 here) weight training examples. Which one
+# is used is picked on *choose* like every other setting [ours]:
+WEIGHTINGS = ("confidence", "confidence^2", "flat", "confidence, drop<0.6", "confidence, drop<0.7")
+
+
+def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
+    """Per-example training weights from label confidences; 0 means the example is left out."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    if weighting == "confidence":
+        return confidence
+    if weighting == "confidence^2":
+        return confidence * confidence
+    if weighting == "flat":
+        return np.ones_like(confidence)
+    if weighting.startswith("confidence, drop<"):
+        return np.where(confidence >= float(weighting.removeprefix("confidence, drop<")), confidence, 0.0)
+    raise ValueError(f"unknown weighting {weighting!r} (known: {WEIGHTINGS})")
+
+
+def choice_grid(taxonomy: str, quick: bool = False) -> dict[str, Setting]:
+    """The settings ``bench/tagging_eval.py`` compares on *choose*: name → setting."""
     if quick:
-        return {"embedding 0.5, C=4": (embedded(0.5), 4.0), "sparse, C=4": (SPARSE, 4.0)}
-    grid = {f"embedding 0.5, C={c:g}": (embedded(0.5), c) for c in (2.0, 4.0, 8.0)}
-    grid |= {f"embedding {s:g}, C=4": (embedded(s), 4.0) for s in (0.3, 1.0)}
-    grid |= {f"sparse, C={c:g}": (SPARSE, c) for c in ((2.0, 4.0, 8.0) if taxonomy == "format" else (4.0,))}
+        return {"embedding 0.5, C=4": Setting(embedded(0.5), 4.0), "sparse, C=4": Setting(SPARSE, 4.0)}
+    grid = {f"embedding 0.5, C={c:g}": Setting(embedded(0.5), c) for c in (2.0, 4.0, 8.0, 16.0)}
+    grid |= {f"embedding {s:g}, C=4": Setting(embedded(s), 4.0) for s in (0.3, 1.0)}
+    grid |= {f"sparse, C={c:g}": Setting(SPARSE, c) for c in ((2.0, 4.0, 8.0) if taxonomy == "format" else (4.0,))}
+    for c in (4.0, 8.0):  # label-confidence weighting at the two best C values of the earlier grid
+        grid |= {f"embedding 0.5, C={c:g}, {w}": Setting(embedded(0.5), c, w) for w in WEIGHTINGS[1:]}
     return grid
 
 
 # Picked on choose by bench/tagging_eval.py (figures in winnow/data/models/tagger/README.md).
-CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=4"}
+CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=8, flat"}
 CLASSIFIER = "svm"
 # Test sample: real pages cut short so tests/data/tagging stays small (< 300 KB gzip'd).
 SAMPLE_CHARS = 700
@@ -78,14 +110,16 @@ def train(rows: list[dict], out: Path, taxonomies: Sequence[str] = tuple(TAXONOM
     for taxonomy in taxonomies:
         labels = TAXONOMIES[taxonomy]
         data = labelled_examples(training, labels, label_field=f"{taxonomy}_id", weight_field=f"{taxonomy}_confidence")
-        spec, regularisation = choice_grid(taxonomy)[CHOSEN[taxonomy]]
+        spec, regularisation, weighting = choice_grid(taxonomy)[CHOSEN[taxonomy]]
+        weights = example_weights(data.weights, weighting)
+        data = data.subset(weights > 0)
         tagger = LinearTagger.fit(
             taxonomy,
             labels,
             data.texts,
             data.urls,
             data.targets,
-            data.weights,
+            weights[weights > 0],
             spec,
             classifier=CLASSIFIER,
             regularisation=regularisation,

@@ -28,7 +28,7 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,6 +141,11 @@ class StaticEmbedding:
         A pure function of the word, so the memo changes no value, only the cost: the taggers
         tokenise each distinct word once per process instead of every page in full.
         """
+        found = self._word_table(words)
+        return [found[word] for word in words]
+
+    def _word_table(self, words: Iterable[str]) -> dict[str, tuple[int, ...]]:
+        """Distinct word → its ids (``_word_ids``), one memo look-up per distinct word."""
         memo = self._word_memo
         if len(memo) > WORD_MEMO_LIMIT:
             memo.clear()
@@ -159,8 +164,9 @@ class StaticEmbedding:
                 encodings = self.tokenizer.encode_batch_fast([_valid_utf8(w) for w in new], add_special_tokens=False)
             unk = self.unk_id
             for word, encoding in zip(new, encodings, strict=True):
-                found[word] = memo[word] = tuple(i for i in encoding.ids if i != unk)
-        return [found[word] for word in words]
+                ids = encoding.ids
+                found[word] = memo[word] = tuple(i for i in ids if i != unk) if unk in ids else tuple(ids)
+        return found
 
     def word_sums(self, documents: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Exact int64 sums of the table rows of each document's words [n, dim], and token counts [n].
@@ -169,14 +175,14 @@ class StaticEmbedding:
         ``[UNK]`` dropped), cut to the first ``token_limit``. Callers pass words already split (the
         taggers' lower-cased ``\\w+`` words), so punctuation, which the full tokenizer would keep as
         tokens, is not part of this vector: it is a different input from ``sums``, not a faster route
-        to the same one.
+        to the same one. The batch's distinct words are looked up once for all its documents.
         """
         limit = self.token_limit
-        lists = []
-        for words in documents:
-            ids = list(itertools.chain.from_iterable(self._word_ids(words)))
-            lists.append(ids[:limit])
-        lengths = np.fromiter((len(ids) for ids in lists), dtype=np.int64, count=len(lists))
+        lookup = self._word_table(itertools.chain.from_iterable(documents)).__getitem__
+        lists = [
+            list(itertools.islice(itertools.chain.from_iterable(map(lookup, words)), limit)) for words in documents
+        ]
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
         flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
         return self._sum_rows(flat, lengths), lengths
 

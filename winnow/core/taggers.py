@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -146,16 +147,15 @@ def layout_terms(text: str) -> list[str]:
     """Page-shape features for the format taxonomy: WebOrganizer's formats (Truncated, Listicle, Q&A,
     Comment Section, Product Page, ...) show in length, line structure, how lines start and how the
     text ends, which bag-of-words features do not see."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
     terms = [f"layout:chars{len(text).bit_length()}", f"layout:lines{len(lines).bit_length()}"]
     if lines:
-        mean_line = sum(len(line) for line in lines) // len(lines)
+        lengths = list(map(len, lines))
+        mean_line = sum(lengths) // len(lines)
         terms.append(f"layout:linelen{mean_line.bit_length()}")
-        short = sum(len(line) < 40 for line in lines) * 4 // len(lines)
+        short = sum(1 for length in lengths if length < 40) * 4 // len(lines)
         terms.append(f"layout:short{short}")
-    for line in lines[:200]:
-        first = _WORD.search(line[:40].lower())
-        terms.append(f"start:{first.group(0) if first else line[:1]}")
+        terms += _line_starts(lines[:200])
     words = [*_WORD.findall(text[:300].lower())[:5], "|", *_WORD.findall(text[-300:].lower())[-5:]]
     terms += [f"edge:{w}" for w in words]
     tail = text.rstrip()[-1:]
@@ -168,13 +168,24 @@ def layout_terms(text: str) -> list[str]:
     return terms
 
 
+# The first word of each line, found by one regex pass over the lines' first 40 characters joined by
+# newlines (no line holds one: ``splitlines`` removed them). Lower-casing the joined string equals
+# lower-casing each line, because the one context-dependent mapping (final sigma) looks no further
+# than the nearest character that is neither cased nor case-ignorable, and a newline is neither.
+_LINE_START = re.compile(r"^[^\w\n]*(\w*)", re.MULTILINE)
+
+
+def _line_starts(lines: Sequence[str]) -> list[str]:
+    """``start:`` + each line's first lower-cased word (its first character when it has none)."""
+    firsts = _LINE_START.findall("\n".join([line[:40] for line in lines]).lower())
+    if len(firsts) != len(lines):  # cannot happen (each line is non-empty); the per-line way if it did
+        firsts = [found.group(0) if (found := _WORD.search(line[:40].lower())) else "" for line in lines]
+    return [f"start:{first or line[:1]}" for first, line in zip(firsts, lines, strict=True)]
+
+
 # Dense embeddings a FeatureSpec may name → their dimension. ``static-minilm`` is winnow's shipped
 # static embedding (``winnow.core.static_embedding``, MiniLM-derived, exact integer sums).
 EMBEDDINGS: dict[str, int] = {"static-minilm": 256}
-# The topic and format taggers see the same batch in turn: the last batch's embeddings and sparse
-# features are kept so the tag stage computes them once. Keyed by the exact input strings (and the
-# spec, and the IDF), so never stale; one (key, value) item each, so threads never see a mixed pair.
-_LAST: dict[str, Any] = {}
 
 
 def embedding_encoder(name: str) -> StaticEmbedding:
@@ -187,16 +198,6 @@ def embedding_encoder(name: str) -> StaticEmbedding:
 def embedding_digest(name: str) -> str:
     """Digest of the embedding's shipped files: a model records the table it was trained on."""
     return embedding_encoder(name).digest
-
-
-def clear_embedding_memo() -> None:
-    """Forget the last batch's embeddings and features (benches time each tagger on its own)."""
-    _LAST.clear()
-
-
-def _memo(slot: str, key: Any) -> Any:
-    last = _LAST.get(slot)
-    return last[1] if last is not None and last[0] == key else None
 
 
 def _embedding_inputs(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> tuple[str, ...]:
@@ -217,20 +218,12 @@ def embedding_sums(
     its batch or the machine (a row without tokens gets 0). With ``embedding_input`` ``words`` the
     input is that string's lower-cased ``\\w+`` words (``StaticEmbedding.word_sums``).
     """
-    inputs = _embedding_inputs(texts, urls, spec)
-    key = (spec.embedding, spec.embedding_input, inputs)
-    found = _memo("embedding", key)
-    if found is not None:
-        return found
-    encoder = embedding_encoder(spec.embedding)
-    if spec.embedding_input == "words":
-        sums, _ = encoder.word_sums([_WORD.findall(text.lower()) for text in inputs])
-    else:
-        sums, _ = encoder.sums(list(inputs))
+    return BatchFeatures(texts, urls).embedding_sums(spec)
+
+
+def _sums_and_inverse_norms(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     norms = np.sqrt((sums * sums).sum(axis=1).astype(np.float64))  # an exact int64 sum of squares
-    inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    _LAST["embedding"] = (key, (sums, inverse))
-    return sums, inverse
+    return sums, np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
 
 def document_embeddings(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> np.ndarray:
@@ -251,17 +244,18 @@ _MIX_2 = np.uint64(0x94D049BB133111EB)
 
 def term_hashes(terms: Sequence[str]) -> np.ndarray:
     """xxh3-64 of each term's UTF-8 bytes (uint64), memoised per process (a pure function: the memo
-    changes the cost, never a value)."""
+    changes the cost, never a value). Each distinct term of the call is looked up, and hashed when
+    new, once; the occurrences then read a local table at C speed."""
     memo = _HASH_MEMO
     if len(memo) > HASH_MEMO_LIMIT:
         memo.clear()
-    values = list(map(memo.get, terms))  # C-speed lookups; the misses are filled below
-    if None in values:
-        for position, value in enumerate(values):
-            if value is None:
-                term = terms[position]
-                values[position] = memo[term] = xxhash.xxh3_64_intdigest(term.encode("utf-8", "surrogatepass"))
-    return np.array(values, dtype=np.uint64)
+    table = dict.fromkeys(terms)  # local: another thread may clear the memo meanwhile
+    for term in table:
+        value = memo.get(term)
+        if value is None:
+            value = memo[term] = xxhash.xxh3_64_intdigest(term.encode("utf-8", "surrogatepass"))
+        table[term] = value
+    return np.fromiter(map(table.__getitem__, terms), dtype=np.uint64, count=len(terms))
 
 
 def mix_hashes(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -322,6 +316,11 @@ def hashed_counts(text: str, url: str | None, spec: FeatureSpec) -> tuple[np.nda
 
 def count_matrix(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> Any:
     """Sparse (documents × buckets) matrix of raw term counts."""
+    return BatchFeatures(texts, urls).counts(spec)
+
+
+def _csr_of_documents(texts: Sequence[str], urls: Sequence[str | None], spec: FeatureSpec) -> Any:
+    """``count_matrix`` one document at a time (``hashing`` ``terms``, file formats 1 and 2)."""
     from scipy.sparse import csr_matrix  # lazy: scipy only where this path runs
 
     indptr = [0]
@@ -340,6 +339,142 @@ def count_matrix(texts: Sequence[str], urls: Sequence[str | None], spec: Feature
         ),
         shape=(len(texts), spec.buckets),
     )
+
+
+def _word_count_csr(words: Sequence[list[str]], others: Sequence[list[str]], spec: FeatureSpec) -> Any:
+    """The batch's count matrix (``hashing`` ``words``) in a few array operations: every term of every
+    document is hashed in one call, n-grams are mixed over the batch's words end to end (those that
+    would cross into the next document are dropped) and one sort of (document, bucket) keys counts
+    them. The same counts as ``hashed_counts`` per document: integers, whatever the batch."""
+    from scipy.sparse import csr_matrix  # lazy: scipy only where this path runs
+
+    n = len(words)
+    word_lengths = np.fromiter(map(len, words), dtype=np.int64, count=n)
+    word_hashes = term_hashes(list(itertools.chain.from_iterable(words)))
+    owner = np.repeat(np.arange(n, dtype=np.int64), word_lengths)
+    hashes, owners = [word_hashes], [owner]
+    if spec.word_ngrams > 1 and len(word_hashes):
+        end = np.repeat(np.cumsum(word_lengths), word_lengths)  # one past each word's document's last word
+        start = np.arange(len(word_hashes), dtype=np.int64)
+        gram = word_hashes
+        for size in range(2, spec.word_ngrams + 1):
+            gram = mix_hashes(gram[:-1], word_hashes[size - 1 :])
+            inside = start[: len(gram)] + size <= end[: len(gram)]
+            hashes.append(gram[inside])
+            owners.append(owner[: len(gram)][inside])
+    other_lengths = np.fromiter(map(len, others), dtype=np.int64, count=n)
+    hashes.append(term_hashes(list(itertools.chain.from_iterable(others))))
+    owners.append(np.repeat(np.arange(n, dtype=np.int64), other_lengths))
+    shift = spec.buckets_log2
+    # int32 keys sort faster; a batch of up to 2^(31 - buckets_log2) documents fits them.
+    key_type = np.int32 if n << shift < 1 << 31 else np.int64
+    buckets = (np.concatenate(hashes) & np.uint64(spec.buckets - 1)).astype(key_type)
+    keys, counts = np.unique((np.concatenate(owners).astype(key_type) << shift) | buckets, return_counts=True)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys >> shift, minlength=n), out=indptr[1:])
+    return csr_matrix(
+        (counts.astype(np.float64), (keys & (spec.buckets - 1)).astype(np.int64), indptr),
+        shape=(n, spec.buckets),
+    )
+
+
+class BatchFeatures:
+    """The feature pieces of one batch that several taggers read, each computed once on first use.
+
+    The tag stage runs the topic and format taggers on the same batch: their sparse specs are equal
+    (one count matrix) and they embed the same input (one set of embedding sums); only their IDFs and
+    heads differ. ``tag_probabilities`` hands one of these to every tagger; a tagger called alone
+    makes its own, so a config that enables one taxonomy pays for one. Every piece is a pure
+    function of each row, so sharing changes the cost, never a value.
+    """
+
+    def __init__(self, texts: Sequence[str], urls: Sequence[str | None] | None = None):
+        self.texts = [text or "" for text in texts]
+        self.urls = list(urls) if urls is not None else [None] * len(self.texts)
+        if len(self.urls) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.urls)} urls")
+        self._counts: dict[tuple[Any, ...], Any] = {}
+        self._sums: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._words: dict[tuple[int, int | None], tuple[list[list[str]], list[list[str]] | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def words(self, max_chars: int, head_chars: int | None = None) -> tuple[list[list[str]], list[list[str]] | None]:
+        """Each text's lower-cased ``\\w+`` words of its first ``max_chars`` characters and, with
+        ``head_chars``, those of its first ``head_chars`` (the embedding's cut), found in one pass."""
+        key = (max_chars, head_chars)
+        if key not in self._words:
+            if head_chars is None or head_chars >= max_chars:
+                words = [_WORD.findall(text[:max_chars].lower()) for text in self.texts]
+                heads = (
+                    None if head_chars is None else [_WORD.findall(text[:head_chars].lower()) for text in self.texts]
+                )
+            else:
+                pairs = [_words_and_head(text[:max_chars], head_chars) for text in self.texts]
+                words, heads = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+            self._words[key] = (words, heads)
+        return self._words[key]
+
+    def counts(self, spec: FeatureSpec) -> Any:
+        """The raw term-count matrix (CSR, documents × buckets) of a sparse spec."""
+        key = spec.sparse_key()
+        if key not in self._counts:
+            if spec.hashing != "words":
+                self._counts[key] = _csr_of_documents(self.texts, self.urls, spec)
+            else:
+                words, _ = self.words(spec.max_chars, _head_chars(spec))
+                others = []
+                for text, url in zip(self.texts, self.urls, strict=True):
+                    other = url_terms(url) if spec.use_url and url else []
+                    if spec.layout:
+                        other += layout_terms(text[: spec.max_chars])
+                    others.append(other)
+                self._counts[key] = _word_count_csr(words, others, spec)
+        return self._counts[key]
+
+    def embedding_sums(self, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+        """``embedding_sums`` of the batch (int64 sums and 1/‖sum‖ per row)."""
+        if not spec.embedding:
+            raise ValueError("this feature spec has no embedding")
+        key = (spec.embedding, spec.embedding_input, spec.embedding_chars, spec.use_url)
+        if key not in self._sums:
+            encoder = embedding_encoder(spec.embedding)
+            if spec.embedding_input == "words":
+                # The words of "{url}\n{head}": the URL's words, then the head's (the newline splits
+                # words and stops final-sigma context, so the parts lower-case as the whole does).
+                _, heads = self.words(spec.max_chars, spec.embedding_chars)
+                documents = [
+                    [*_WORD.findall((url or "").lower()), *head] if spec.use_url else head
+                    for url, head in zip(self.urls, heads or [], strict=True)
+                ]
+                sums, _ = encoder.word_sums(documents)
+            else:
+                sums, _ = encoder.sums(list(_embedding_inputs(self.texts, self.urls, spec)))
+            self._sums[key] = _sums_and_inverse_norms(sums)
+        return self._sums[key]
+
+
+def _head_chars(spec: FeatureSpec) -> int | None:
+    """The embedding's character cut when it reads words (so one pass finds both word lists)."""
+    return spec.embedding_chars if spec.embedding and spec.embedding_input == "words" else None
+
+
+def _words_and_head(text: str, head_chars: int) -> tuple[list[str], list[str]]:
+    """``_WORD.findall(text.lower())`` and ``_WORD.findall(text[:head_chars].lower())`` from one pass
+    over the text: the head's words, then the rest's, joined when a word straddles the cut.
+
+    Valid because ``str.lower`` maps each character alone except a capital sigma (final or not depends
+    on its neighbours); a text holding one takes the direct way.
+    """
+    if "Σ" in text:
+        return _WORD.findall(text.lower()), _WORD.findall(text[:head_chars].lower())
+    head, rest = text[:head_chars].lower(), text[head_chars:].lower()
+    head_words = _WORD.findall(head)
+    rest_words = _WORD.findall(rest)
+    if head_words and rest_words and _WORD.match(head, len(head) - 1) and _WORD.match(rest):
+        return [*head_words[:-1], head_words[-1] + rest_words[0], *rest_words[1:]], head_words
+    return head_words + rest_words, head_words
 
 
 def tfidf(counts: Any, idf: np.ndarray) -> Any:
@@ -416,33 +551,51 @@ class LinearTagger:
         elif self.dense_weights is not None:
             raise ValueError("dense weights given but the feature spec has no embedding")
         self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
-        self._idf_digest = hashlib.sha256(self.idf.tobytes()).hexdigest()
         # Inference is integer arithmetic (winnow.core.exact): a document's logits are the same bits
         # in any batch and on any machine.
-        self._sparse = exact.QuantizedLinear.from_quantized(self.weights, self.scales, self.bias)
+        # The sparse head as float64 holding the int8 values: see ``_sparse_logits`` for why that is exact.
+        self._sparse_weights = self.weights.astype(np.float64)
+        self._sparse_scale = self.scales.astype(np.float64) / float(1 << exact.GRID_BITS)
+        self._sparse_bias = self.bias.astype(np.float64)
         self._dense = None if self.dense_weights is None else exact.QuantizedLinear(self.dense_weights)
 
-    def features(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> Any:
-        """TF-IDF rows (CSR, L2-normalised); the last batch's are reused by a tagger with the same
-        sparse spec and IDF (the tag stage's topic and format taggers share them)."""
-        urls = list(urls) if urls is not None else [None] * len(texts)
-        key = (self.spec.sparse_key(), self._idf_digest, tuple(texts), tuple(urls))
-        found = _memo("features", key)
-        if found is None:
-            found = tfidf(count_matrix(texts, urls, self.spec), self.idf.astype(np.float64))
-            _LAST["features"] = (key, found)
-        return found
+    def features(
+        self, texts: Sequence[str], urls: Sequence[str | None] | None = None, shared: BatchFeatures | None = None
+    ) -> Any:
+        """TF-IDF rows (CSR, L2-normalised) from the batch's counts (``shared``'s when given)."""
+        shared = shared if shared is not None else BatchFeatures(texts, urls)
+        return tfidf(shared.counts(self.spec), self.idf.astype(np.float64))
 
-    def logits(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
-        urls = list(urls) if urls is not None else [None] * len(texts)
-        out = self._sparse.apply(self.features(texts, urls))
+    def logits(
+        self, texts: Sequence[str], urls: Sequence[str | None] | None = None, shared: BatchFeatures | None = None
+    ) -> np.ndarray:
+        """Logits of each row; ``shared`` (the same texts and URLs) lends feature pieces computed
+        already for another tagger (``tag_probabilities``)."""
+        if shared is None:
+            shared = BatchFeatures(texts, urls)
+        elif len(shared) != len(texts):
+            raise ValueError(f"shared features hold {len(shared)} rows, not {len(texts)}")
+        out = self._sparse_logits(self.features(texts, urls, shared))
         if self._dense is not None:
-            sums, inverse = embedding_sums(texts, urls, self.spec)
+            sums, inverse = shared.embedding_sums(self.spec)
             out = out + self._dense.apply_integers(sums, inverse * self.spec.embedding_scale)
         return out
 
-    def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
-        return exact.softmax(self.logits(texts, urls)).astype(np.float32)
+    def probabilities(
+        self, texts: Sequence[str], urls: Sequence[str | None] | None = None, shared: BatchFeatures | None = None
+    ) -> np.ndarray:
+        return exact.softmax(self.logits(texts, urls, shared)).astype(np.float32)
+
+    def _sparse_logits(self, features: Any) -> np.ndarray:
+        """``exact.QuantizedLinear.apply`` of the int8 head, the same bits, in float64 (scipy's float64
+        product is ~2× faster than its int64 one). Exact: a unit row rounded onto the 2^-20 grid holds
+        integers with Σ|x| ≤ 2^20·√nnz + nnz/2 (< 2^36 for up to 2^30 buckets) and the weights are
+        integers ≤ 127, so every partial sum of the products, in any order, is an integer below 2^43,
+        which float64 holds exactly (as int64 did)."""
+        grid = features.tocsr(copy=True)
+        grid.data = exact.to_grid(grid.data).astype(np.float64)
+        dots = np.asarray(grid @ self._sparse_weights, dtype=np.float64)
+        return dots * self._sparse_scale + self._sparse_bias
 
     # -- persistence: an uncompressed zip of .npy arrays + a JSON header, byte-deterministic --
 
@@ -524,8 +677,9 @@ class LinearTagger:
         ``regularisation`` is scikit-learn's ``C``. Both solvers are deterministic.
         """
         spec = spec or FeatureSpec()
-        counts = count_matrix(texts, urls, spec)
-        sums = embedding_sums(texts, urls, spec)[0] if spec.embedding else None
+        batch = BatchFeatures(texts, urls)
+        counts = batch.counts(spec)
+        sums = batch.embedding_sums(spec)[0] if spec.embedding else None
         return cls.fit_features(
             taxonomy, labels, spec, counts, sums, targets, sample_weight, classifier, regularisation, meta
         )
@@ -724,8 +878,21 @@ class ReferenceTagger:
                 rows.append(self.model(**encoded).logits.float().cpu().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def probabilities(self, texts: Sequence[str], urls: Sequence[str | None] | None = None) -> np.ndarray:
+    def probabilities(
+        self, texts: Sequence[str], urls: Sequence[str | None] | None = None, shared: BatchFeatures | None = None
+    ) -> np.ndarray:
+        """Softmax of the logits (``shared`` is accepted for ``tag_probabilities`` and unused: the
+        checkpoint computes its own inputs)."""
         return exact.softmax(self.logits(texts, urls)).astype(np.float32)
+
+
+def tag_probabilities(
+    taggers: Mapping[str, LinearTagger | ReferenceTagger], texts: Sequence[str], urls: Sequence[str | None]
+) -> dict[str, np.ndarray]:
+    """Every tagger's probabilities for one batch, the shared feature pieces computed once
+    (``BatchFeatures``): what the tag stage runs. Each row is what the tagger gives alone."""
+    shared = BatchFeatures(texts, urls)
+    return {name: tagger.probabilities(texts, urls, shared) for name, tagger in taggers.items()}
 
 
 def load_tagger(

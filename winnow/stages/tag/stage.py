@@ -31,7 +31,7 @@ from winnow.beam.combiners import MinMaxFn
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, counter, rejected
 from winnow.core.config import TokenizerConfig
 from winnow.core.domains import TAXONOMIES, dataman_domain_of_topic, dataman_letter
-from winnow.core.taggers import load_tagger, tags_from_probabilities
+from winnow.core.taggers import load_tagger, tag_probabilities, tags_from_probabilities
 from winnow.core.tokenizer import load_tokenizer, token_counts
 from winnow.stages.tag.config import TagConfig, TaggerEntry
 from winnow.stages.tag.statistics import DomainStats, prior
@@ -112,8 +112,8 @@ class TagDoFn(beam.DoFn):
         texts = [doc.get("text") or "" for doc in batch]
         urls = [doc.get("url") for doc in batch]
         columns: list[dict[str, Any]] = [{} for _ in batch]
-        for taxonomy, tagger in self.taggers.items():
-            probabilities = tagger.probabilities(texts, urls)
+        # Both taggers read one set of feature pieces (counts, embedding sums), computed once per batch.
+        for taxonomy, probabilities in tag_probabilities(self.taggers, texts, urls).items():
             if probabilities.shape != (len(batch), len(TAXONOMIES[taxonomy])):
                 raise ValueError(f"{taxonomy} tagger returned shape {probabilities.shape}")
             if not np.all(np.isfinite(probabilities)):
