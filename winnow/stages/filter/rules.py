@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import accumulate, chain
 from typing import Any
-
-import numpy as np
 
 from winnow.stages.filter.blocklist import UrlBlocklist
 
@@ -270,20 +271,40 @@ def _split_chunk(chunk: str) -> list[str]:
     return _rejoin(out) if len(out) > 1 else out
 
 
+def _chunk_tokens(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk (the uncached path of ``split_words``)."""
+    special = _SPECIALS.get(chunk)
+    if special is not None:
+        return tuple(special)
+    if chunk.isalpha() or chunk.isdigit():
+        return (chunk,)
+    return tuple(_split_chunk(chunk))
+
+
+# Chunk -> tokens, shared by every text this process splits. Web text repeats its chunks ("the",
+# "it.", "(see") so most lookups hit, which turns the per-chunk affix procedure into one dict
+# lookup. Results are a pure function of the chunk, so the cache cannot change any output; it is
+# emptied when full to bound memory (about 20 MB at this size).
+_CHUNK_CACHE: dict[str, tuple[str, ...]] = {}
+_CHUNK_CACHE_SIZE = 1 << 17
+
+
 def split_words(text: str) -> list[str]:
     """Word and punctuation tokens, by the rules of spaCy's English tokenizer (see module doc)."""
-    out: list[str] = []
-    append, extend = out.append, out.extend
-    specials = _SPECIALS
-    for chunk in text.split():
-        special = specials.get(chunk)
-        if special is not None:
-            extend(special)
-        elif chunk.isalpha() or chunk.isdigit():
-            append(chunk)
-        else:
-            extend(_split_chunk(chunk))
-    return out
+    chunks = text.split()
+    cache = _CHUNK_CACHE
+    parts = list(map(cache.get, chunks))
+    if None in parts:
+        if len(cache) + len(chunks) > _CHUNK_CACHE_SIZE:
+            cache.clear()
+        for i, part in enumerate(parts):
+            if part is None:
+                chunk = chunks[i]
+                part = cache.get(chunk)  # a chunk seen earlier in this text
+                if part is None:
+                    part = cache[chunk] = _chunk_tokens(chunk)
+                parts[i] = part
+    return list(chain.from_iterable(parts))
 
 
 def count_sentences(words: Sequence[str], stop_at: int | None = None) -> int:
@@ -347,13 +368,42 @@ class DocStats:
         return len(_ALPHA_TOKEN_LINE.findall(self.words_joined))
 
     @cached_property
-    def word_ids(self) -> np.ndarray:
-        vocab: dict[str, int] = {}
-        return np.fromiter((vocab.setdefault(w, len(vocab)) for w in self.words), dtype=np.int64, count=len(self.words))
+    def word_offsets(self) -> list[int]:
+        """Cumulative word lengths: ``words[i:j]`` hold ``word_offsets[j] - word_offsets[i]`` characters."""
+        return [0, *accumulate(map(len, self.words))]
 
     @cached_property
-    def word_lengths(self) -> np.ndarray:
-        return np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
+    def _repeated_by_n(self) -> dict[int, tuple[list[int], list[Any]]]:
+        return {}
+
+    def repeated_ngrams(self, n: int) -> tuple[list[int], list[Any]]:
+        """Positions (ascending) where a word n-gram starts that occurs more than once, with a label each.
+
+        Equal labels mean equal n-grams (compared exactly, word by word). An n-gram can only repeat
+        where its leading (n-1)-gram repeats, so n is built from n-1 and the work shrinks as n grows
+        instead of covering every position for every n.
+        """
+        if n < 1:
+            raise ValueError(f"n-gram size must be at least 1, got {n}")
+        done = self._repeated_by_n
+        words = self.words
+        if 1 not in done:
+            counts = Counter(words)
+            positions = [i for i, word in enumerate(words) if counts[word] > 1]
+            done[1] = (positions, [words[i] for i in positions])
+        k = max(m for m in done if m <= n)
+        positions, labels = done[k]
+        while k < n:
+            k += 1
+            cut = bisect_right(positions, len(words) - k)  # an n-gram at p needs p + k <= len(words)
+            positions, labels = positions[:cut], labels[:cut]
+            keys = list(zip(labels, [words[p + k - 1] for p in positions], strict=True))
+            counts = Counter(keys)
+            ids = {key: i for i, key in enumerate(counts)}  # small int labels keep the next keys cheap to hash
+            kept = [(p, ids[key]) for p, key in zip(positions, keys, strict=True) if counts[key] > 1]
+            positions, labels = [p for p, _ in kept], [label for _, label in kept]
+            done[k] = (positions, labels)
+        return positions, labels
 
 
 @dataclass(frozen=True)
@@ -504,7 +554,7 @@ def gopher_mean_word_length(s: DocStats, min_len: float | None = 3, max_len: flo
     n = len(s.words) - n_sym
     if n <= 0:
         return Drop("gopher_mean_word_length", 0, min_len)
-    mean = (sum(map(len, s.words)) - sym_chars) / n
+    mean = (s.word_offsets[-1] - sym_chars) / n
     if (min_len and mean < min_len) or (max_len and mean > max_len):
         return Drop("gopher_mean_word_length", round(mean, 3), min_len if min_len and mean < min_len else max_len)
     return None
@@ -575,17 +625,6 @@ def _duplicates(items: Sequence[str]) -> tuple[int, int]:
     return count, chars
 
 
-def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
-    """One 64-bit key per word n-gram (polynomial hash; collisions are negligible at 2^-64)."""
-    m = len(ids) - n + 1
-    keys = np.zeros(m, dtype=np.uint64)
-    mult = np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            keys = keys * mult + (ids[k : k + m].astype(np.uint64) + np.uint64(1))
-    return keys
-
-
 def top_ngram_char_fraction(s: DocStats, n: int) -> float:
     """Characters covered by the most frequent n-gram (space-joined length x count) / text length.
 
@@ -593,12 +632,15 @@ def top_ngram_char_fraction(s: DocStats, n: int) -> float:
     """
     if len(s.words) < n or not s.text:
         return 0.0
-    keys = _ngram_keys(s.word_ids, n)
-    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
-    top = counts.max()
-    best = first[counts == top].min()
-    length = int(s.word_lengths[best : best + n].sum()) + n - 1
-    return length * int(top) / len(s.text)
+    positions, labels = s.repeated_ngrams(n)
+    top, best = 1, 0  # no n-gram repeats: every count is 1 and the first n-gram wins the tie
+    if positions:
+        counts = Counter(labels)
+        top = max(counts.values())
+        best = next(p for p, label in zip(positions, labels, strict=True) if counts[label] == top)
+    offsets = s.word_offsets
+    length = offsets[best + n] - offsets[best] + n - 1
+    return length * top / len(s.text)
 
 
 def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
@@ -606,25 +648,18 @@ def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
 
     Greedy left to right: a repeated n-gram counts its characters (words concatenated) and
     the scan jumps past it. Only n-grams that occur more than once can change the result, so
-    the Python loop visits just those positions; the rest is vectorised.
+    the scan visits just those positions.
     """
-    words = s.words
-    if len(words) < n or not s.text:
+    if len(s.words) < n or not s.text:
         return 0.0
-    keys = _ngram_keys(s.word_ids, n)
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    repeated = np.nonzero(counts[inverse] > 1)[0]
-    if len(repeated) == 0:
-        return 0.0
-    gram_of = inverse[repeated].tolist()
-    cum = np.concatenate(([0], np.cumsum(s.word_lengths)))
-    seen: set[int] = set()
+    offsets = s.word_offsets
+    seen: set[Any] = set()
     chars, next_free = 0, 0
-    for pos, gram in zip(repeated.tolist(), gram_of, strict=True):
+    for pos, gram in zip(*s.repeated_ngrams(n), strict=True):
         if pos < next_free:
             continue
         if gram in seen:
-            chars += int(cum[pos + n] - cum[pos])
+            chars += offsets[pos + n] - offsets[pos]
             next_free = pos + n
         else:
             seen.add(gram)
