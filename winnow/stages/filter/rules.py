@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_right
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate, chain
+from itertools import accumulate, chain, count
 from typing import Any
+
+import numpy as np
 
 from winnow.stages.filter.blocklist import UrlBlocklist
 
@@ -271,8 +271,8 @@ def _split_chunk(chunk: str) -> list[str]:
     return _rejoin(out) if len(out) > 1 else out
 
 
-def _chunk_tokens(chunk: str) -> tuple[str, ...]:
-    """The tokens of one whitespace-free chunk (the uncached path of ``split_words``)."""
+def _chunk_tokens_slow(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk, by the full procedure (the reference ``_chunk_tokens`` keeps)."""
     special = _SPECIALS.get(chunk)
     if special is not None:
         return tuple(special)
@@ -281,12 +281,39 @@ def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     return tuple(_split_chunk(chunk))
 
 
+def _chunk_tokens(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk, as ``_chunk_tokens_slow`` gives them.
+
+    Fast path for the commonest shapes, a word with one character before or after it ("end,",
+    "(see"): letters alone never match a prefix, suffix, infix or URL rule, so when the procedure
+    would peel exactly that one character off (and no special case is involved), the word and the
+    character are the tokens. Anything else takes the full procedure.
+    """
+    special = _SPECIALS.get(chunk)
+    if special is not None:
+        return tuple(special)
+    if chunk.isalpha() or chunk.isdigit():
+        return (chunk,)
+    if len(chunk) > 1:
+        word = chunk[:-1]
+        if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
+            m = _SUFFIX.search(chunk)
+            if m is not None and m.start() == len(word):
+                return (word, chunk[-1])
+        word = chunk[1:]
+        if word.isalpha() and word not in _SPECIALS:
+            m = _PREFIX.match(chunk)
+            if m is not None and m.end() == 1:
+                return (chunk[0], word)
+    return tuple(_split_chunk(chunk))
+
+
 # Chunk -> tokens, shared by every text this process splits. Web text repeats its chunks ("the",
 # "it.", "(see") so most lookups hit, which turns the per-chunk affix procedure into one dict
 # lookup. Results are a pure function of the chunk, so the cache cannot change any output; it is
-# emptied when full to bound memory (about 20 MB at this size).
+# emptied when full to bound memory (about 60 MB at this size).
 _CHUNK_CACHE: dict[str, tuple[str, ...]] = {}
-_CHUNK_CACHE_SIZE = 1 << 17
+_CHUNK_CACHE_SIZE = 1 << 18
 
 
 def split_words(text: str) -> list[str]:
@@ -373,37 +400,60 @@ class DocStats:
         return [0, *accumulate(map(len, self.words))]
 
     @cached_property
-    def _repeated_by_n(self) -> dict[int, tuple[list[int], list[Any]]]:
+    def word_ids(self) -> np.ndarray:
+        """Each word's id, ids numbered in order of first occurrence."""
+        ids = dict(zip(dict.fromkeys(self.words), count()))
+        return np.fromiter(map(ids.__getitem__, self.words), dtype=np.uint64, count=len(self.words))
+
+    @cached_property
+    def _ngram_keys_by_n(self) -> dict[int, np.ndarray]:
         return {}
 
-    def repeated_ngrams(self, n: int) -> tuple[list[int], list[Any]]:
-        """Positions (ascending) where a word n-gram starts that occurs more than once, with a label each.
+    def ngram_keys(self, n: int) -> np.ndarray:
+        """One 64-bit key per word n-gram: a polynomial hash (collisions are negligible at 2^-64).
 
-        Equal labels mean equal n-grams (compared exactly, word by word). An n-gram can only repeat
-        where its leading (n-1)-gram repeats, so n is built from n-1 and the work shrinks as n grows
-        instead of covering every position for every n.
+        ``key_n[i] = key_(n-1)[i] * M + id[i + n - 1] + 1``, so each n costs one vector step from n-1.
         """
         if n < 1:
             raise ValueError(f"n-gram size must be at least 1, got {n}")
+        done = self._ngram_keys_by_n
+        k = max((m for m in done if m <= n), default=0)
+        keys = done[k] if k else np.zeros(len(self.words) + 1, dtype=np.uint64)
+        ids = self.word_ids
+        with np.errstate(over="ignore"):
+            while k < n:
+                k += 1
+                m = len(ids) - k + 1
+                keys = done[k] = keys[:m] * _NGRAM_MULT + (ids[k - 1 : k - 1 + m] + np.uint64(1))
+        return keys
+
+    @cached_property
+    def _repeated_by_n(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def repeated_ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (ascending) where an n-gram starts that occurs more than once, and a label each
+        (equal labels: equal keys).
+
+        An n-gram can only repeat where its leading (n-1)-gram repeats, so once a smaller size is
+        done only its repeated positions are looked at, and the work shrinks as n grows.
+        """
         done = self._repeated_by_n
-        words = self.words
-        if 1 not in done:
-            counts = Counter(words)
-            positions = [i for i, word in enumerate(words) if counts[word] > 1]
-            done[1] = (positions, [words[i] for i in positions])
-        k = max(m for m in done if m <= n)
-        positions, labels = done[k]
-        while k < n:
-            k += 1
-            cut = bisect_right(positions, len(words) - k)  # an n-gram at p needs p + k <= len(words)
-            positions, labels = positions[:cut], labels[:cut]
-            keys = list(zip(labels, [words[p + k - 1] for p in positions], strict=True))
-            counts = Counter(keys)
-            ids = {key: i for i, key in enumerate(counts)}  # small int labels keep the next keys cheap to hash
-            kept = [(p, ids[key]) for p, key in zip(positions, keys, strict=True) if counts[key] > 1]
-            positions, labels = [p for p, _ in kept], [label for _, label in kept]
-            done[k] = (positions, labels)
-        return positions, labels
+        if n not in done:
+            keys = self.ngram_keys(n)
+            smaller = max((m for m in done if m < n), default=0)
+            positions = done[smaller][0] if smaller else np.arange(len(keys))
+            positions = positions[positions < len(keys)]
+            if len(positions) == 0:  # nothing repeats at a smaller size, so nothing larger can
+                done[n] = (positions, positions)
+                return done[n]
+            _, inverse, counts = np.unique(keys[positions], return_inverse=True, return_counts=True)
+            repeated = counts[inverse] > 1
+            done[n] = (positions[repeated], inverse[repeated])
+        return done[n]
+
+
+_NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass(frozen=True)
@@ -427,6 +477,7 @@ C4_POLICY_SUBSTRINGS = (
     "use of cookies",
     "use cookies",
 )
+_POLICY = re.compile("|".join(map(re.escape, C4_POLICY_SUBSTRINGS)))
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 
 
@@ -484,16 +535,16 @@ def c4_filter_lines(
         if keep_paragraphs and not line:
             pending_break = bool(kept)
             continue
-        n_words = len(line.split())
-        if max_word_length >= 0 and len(line) > max_word_length and any(len(w) > max_word_length for w in line.split()):
+        uncited = line  # words are counted before citations go, as C4 does
+        if max_word_length >= 0 and len(line) > max_word_length and max(map(len, line.split())) > max_word_length:
             remove("too_long_word")
             continue
-        if remove_citations:
+        if remove_citations and "[" in line:
             line = _CITATION.sub("", line)
         if terminal_punctuation and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
             remove("no_terminal_punct")
             continue
-        if n_words < min_words_per_line:
+        if len(uncited.split()) < min_words_per_line:
             remove("too_few_words")
             continue
         lower = line.lower()
@@ -504,7 +555,7 @@ def c4_filter_lines(
             continue
         if curly_bracket and "{" in line:
             return LineFilterResult(text, 0, 0, removed_by, Drop("c4_curly_bracket"))
-        if policy and any(p in lower for p in C4_POLICY_SUBSTRINGS):
+        if policy and _POLICY.search(lower):
             remove("policy")
             continue
         if min_sentences > 0 and sentences < min_sentences:
@@ -632,15 +683,11 @@ def top_ngram_char_fraction(s: DocStats, n: int) -> float:
     """
     if len(s.words) < n or not s.text:
         return 0.0
-    positions, labels = s.repeated_ngrams(n)
-    top, best = 1, 0  # no n-gram repeats: every count is 1 and the first n-gram wins the tie
-    if positions:
-        counts = Counter(labels)
-        top = max(counts.values())
-        best = next(p for p, label in zip(positions, labels, strict=True) if counts[label] == top)
+    _, first, counts = np.unique(s.ngram_keys(n), return_index=True, return_counts=True)
+    top = counts.max()
+    best = first[counts == top].min()
     offsets = s.word_offsets
-    length = offsets[best + n] - offsets[best] + n - 1
-    return length * top / len(s.text)
+    return (offsets[best + n] - offsets[best] + n - 1) * int(top) / len(s.text)
 
 
 def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
@@ -648,14 +695,18 @@ def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
 
     Greedy left to right: a repeated n-gram counts its characters (words concatenated) and
     the scan jumps past it. Only n-grams that occur more than once can change the result, so
-    the scan visits just those positions.
+    the Python loop visits just those positions; the rest is vectorised.
     """
-    if len(s.words) < n or not s.text:
+    words = s.words
+    if len(words) < n or not s.text:
+        return 0.0
+    repeated, grams = s.repeated_ngrams(n)
+    if len(repeated) == 0:
         return 0.0
     offsets = s.word_offsets
-    seen: set[Any] = set()
+    seen: set[int] = set()
     chars, next_free = 0, 0
-    for pos, gram in zip(*s.repeated_ngrams(n), strict=True):
+    for pos, gram in zip(repeated.tolist(), grams.tolist(), strict=True):
         if pos < next_free:
             continue
         if gram in seen:
