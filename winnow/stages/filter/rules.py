@@ -14,11 +14,12 @@ Design:
   rewrites the text, and it reports how many lines and characters it removed.
 
 Words: datatrove splits words with spaCy's English tokenizer. spaCy is a heavy dependency
-for splitting words, so ``split_words`` is a single regular expression that reproduces the
+for splitting words, so ``split_words`` reimplements, with a few regular expressions, the
 spaCy rules that move the ratios (punctuation split off words, ``n't``/``'s`` contractions,
 hyphens as tokens, URLs and numbers such as ``3.5`` or ``1,000`` kept whole, common
 abbreviations such as ``Mr.`` or ``U.S.`` kept whole). It is ~20x faster than spaCy and
-the bench reports what the approximation costs in agreement.
+the bench reports what the approximation costs in agreement. A chunk's tokens depend on the
+chunk alone, so they are memoised per process (``_CHUNK_CACHE``).
 """
 
 from __future__ import annotations
