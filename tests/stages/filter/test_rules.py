@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,6 +186,67 @@ def test_split_words_follows_spacy_rules() -> None:
         "...",
     ]
     assert h.split_words("dont cannot gonna") == ["do", "nt", "can", "not", "gon", "na"]
+
+
+# Texts that reach every branch of the word splitter: the fast path's guards (special cases such
+# as "dont," or "Mr.", affixes that are not one character, "C$"), scripts without case or outside
+# the BMP, combining marks, punctuation runs, URLs and e-mails, blank lines, \r\n, no-break and
+# zero-width spaces.
+TRICKY_TEXTS = [
+    "end, (see “Fortress” 'em dont, Mr. a. McD. USA. U.S., (PDF) it's ’s —word word— C$5 US$ A$.",
+    "日本語の文章。 中文，测试！ 한국어? ไทย. עברית, العربية؟ हिन्दी। Ελληνικά; Русский:",
+    "cafe\u0301, nai\u0308ve. e\u0301t\u00e9) \U0001d400\U0001d401. \U00020000\U00020001, 😀, ☺. ✓word",
+    "!!! ?! ... word... wait…… --- a--b x—y 3-4 5+ 10km, 20°C. $5, 5$ 1,000. 3.5% (1) [2] {3}",
+    "http://x.org/a?b=1. www.example.com, mail@example.org. (https://a.b/c) <a@b.co>",
+    "line one.\r\nline two\r\n\r\n\n  \t\nlast\u00a0line\u00a0here,\u2009thin\u200bzero\u3000ideo.",
+    "'' ’’ :) :-( <3 ¯\\(ツ)/¯ o'clock ma'am Ima gonna cannot 5pm 12a.m. e.g., i.e.) v.s.",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_split_words_fast_path_agrees_with_the_full_procedure(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = [token for chunk in text.split() for token in h._chunk_tokens_slow(chunk)]
+    for chunk in text.split():
+        assert h._chunk_tokens(chunk) == h._chunk_tokens_slow(chunk), chunk
+    monkeypatch.setattr(h, "_CHUNK_CACHE", {})
+    assert h.split_words(text) == expected  # cold cache
+    assert h.split_words(text) == expected  # every chunk from the cache
+    monkeypatch.setattr(h, "_CHUNK_CACHE_SIZE", 4)  # a cache emptied while splitting
+    assert h.split_words(text + " " + text) == expected + expected
+
+
+def _brute_force_ngram_fractions(words: list[str], text: str, n: int) -> tuple[float, float]:
+    """The Gopher n-gram definitions written the plain way: (top n-gram fraction, duplicated fraction)."""
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0, 0.0
+    gram, top = Counter(grams).most_common(1)[0]
+    top_frac = (sum(map(len, gram)) + n - 1) * top / len(text)
+    seen: set[tuple[str, ...]] = set()
+    chars, i = 0, 0
+    while i < len(grams):
+        if grams[i] in seen:
+            chars += sum(map(len, grams[i]))
+            i += n
+        else:
+            seen.add(grams[i])
+            i += 1
+    # the greedy scan only records n-grams it visits, like the rule: a skipped one is not "seen"
+    return top_frac, chars / len(text)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ngram_rules_match_the_plain_definitions(seed: int) -> None:
+    rng = random.Random(seed)
+    vocab = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "slept"][: 3 + seed]
+    words = [rng.choice(vocab) for _ in range(40 + 30 * seed)]
+    text = " ".join(words)
+    s = h.DocStats(text)
+    assert s.words == words
+    for n in (2, 3, 4, 5, 6, 7, 8, 9, 10):
+        top, dup = _brute_force_ngram_fractions(words, text, n)
+        assert h.top_ngram_char_fraction(s, n) == top, n
+        assert h.duplicated_ngram_char_fraction(s, n) == dup, n
 
 
 def test_count_sentences_like_the_sentencizer() -> None:
