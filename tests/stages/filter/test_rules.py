@@ -271,3 +271,19 @@ def test_c4_keeps_paragraph_breaks_for_the_gopher_paragraph_rules() -> None:
     kept = h.c4_filter_lines(text, min_sentences=0, keep_paragraphs=True)
     assert kept.text == "First paragraph has enough words.\nIt goes on here.\n\nSecond paragraph starts here."
     assert kept.lines_removed == 1  # "Menu"; blank lines are separators, not removed lines
+
+
+def test_token_classes_match_the_plain_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Symbol-only tokens (punctuation, "$", "►", "_"), tokens with a letter (any script), and neither
+    # (digits, "%2", "°"): counted per token, and the same from the memo.
+    text = "Hello , world ... $ ► __ 42 ² x² 3.5 %2 ° ½ Ωmega 名前 (a) — _x_ ?! Hello ,"
+    words = h.split_words(text)
+    symbol = [w for w in words if all(c in h._SYMBOLS for c in w)]
+    # "holds a letter" is the regex class [^\W\d_]: alphanumeric but not a decimal digit, so "²" and "½" count.
+    alpha = sum(any(c.isalnum() and not c.isdecimal() for c in w) for w in words)
+    monkeypatch.setattr(h, "_TOKEN_CLASS_CACHE", {})
+    for _ in range(2):  # cold memo, then warm
+        s = h.DocStats(text)
+        assert s.symbol_token_chars == (len(symbol), sum(map(len, symbol)))
+        assert s.alpha_token_count == alpha
+    assert 0 < len(symbol) < len(words) and 0 < alpha < len(words)

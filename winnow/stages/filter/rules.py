@@ -55,16 +55,12 @@ def _symbol_chars() -> str:
     chars = [chr(c) for c in range(0x10000) if unicodedata.category(chr(c)).startswith("P")]
     chars += [chr(c) for c in range(32)] + [chr(c) for c in range(0x80, 0xA0)]
     chars += list(_EXTRA_SYMBOLS)
-    # Tokens never hold whitespace; keeping it out also keeps the per-line regexes below
-    # (tokens joined by "\n") from matching across tokens.
+    # Tokens never hold whitespace, so whitespace is left out of the class.
     return "".join(sorted(c for c in set(chars) if not c.isspace()))
 
 
 _SYMBOLS = _symbol_chars()
 _SYMBOL_CLASS = "[" + re.escape(_SYMBOLS) + "]"
-# With tokens joined by "\n", these count symbol-only / alphabetic tokens in one C-level pass.
-_SYMBOL_TOKEN_LINE = re.compile(r"^" + _SYMBOL_CLASS + r"+$", re.M)
-_ALPHA_TOKEN_LINE = re.compile(r"^[^\n]*?[^\W\d_][^\n]*$", re.M)
 _PUNCT_ONLY = re.compile(r"[" + re.escape("".join(c for c in _SYMBOLS if unicodedata.category(c)[0] == "P")) + r"]+")
 
 # ---------------------------------------------------------------------------------------------
@@ -382,18 +378,37 @@ class DocStats:
         return [line for line in self.text.split("\n") if line.strip()]
 
     @cached_property
-    def words_joined(self) -> str:
-        return "\n".join(self.words)
+    def _token_classes(self) -> list[int]:
+        """Per word: 1 if it holds a letter, ``-len`` if it is made only of symbols, else 0 (see ``_token_class``).
+
+        The classes come from a per-process memo, as the chunk tokens do, so a document costs a few
+        C-level passes over its words instead of two regex scans of the joined words.
+        """
+        memo = _TOKEN_CLASS_CACHE
+        classes = list(map(memo.get, self.words))
+        if None in classes:
+            if len(memo) + len(classes) > _TOKEN_CLASS_CACHE_SIZE:
+                memo.clear()
+            for i, cls in enumerate(classes):
+                if cls is None:
+                    word = self.words[i]
+                    cls = memo.get(word)
+                    if cls is None:
+                        cls = memo[word] = 1 if word.isalpha() else _token_class(word)
+                    classes[i] = cls
+        return classes
 
     @cached_property
     def symbol_token_chars(self) -> tuple[int, int]:
         """(number, total length) of tokens made only of punctuation/symbols."""
-        found = _SYMBOL_TOKEN_LINE.findall(self.words_joined)
-        return len(found), sum(map(len, found))
+        classes = self._token_classes
+        n_alpha = classes.count(1)
+        # Classes sum to n_alpha minus the symbol tokens' total length.
+        return len(classes) - n_alpha - classes.count(0), n_alpha - sum(classes)
 
     @cached_property
     def alpha_token_count(self) -> int:
-        return len(_ALPHA_TOKEN_LINE.findall(self.words_joined))
+        return self._token_classes.count(1)
 
     @cached_property
     def word_offsets(self) -> list[int]:
@@ -457,6 +472,24 @@ class DocStats:
 
 
 _NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+_SYMBOL_TOKEN = re.compile(_SYMBOL_CLASS + "+")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _token_class(token: str) -> int:
+    """1: the token holds a letter (Gopher's alpha words); ``-len(token)``: it is made only of symbols
+    (not a word for Gopher's counts); 0: neither. Symbol characters are never letters, so the classes
+    do not overlap."""
+    if _HAS_LETTER.search(token):
+        return 1
+    return -len(token) if _SYMBOL_TOKEN.fullmatch(token) else 0
+
+
+# Token -> class, a pure function of the token (so it cannot change any output); emptied when full.
+_TOKEN_CLASS_CACHE: dict[str, int] = {}
+_TOKEN_CLASS_CACHE_SIZE = 1 << 18
 
 
 def _key_groups(keys: np.ndarray, inverse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
