@@ -135,11 +135,10 @@ def test_skillit_plan_and_utk_packing_run_from_config_on_the_bundled_sample(tmp_
         assert all(metadata.row_group(i).num_rows <= 64 for i in range(metadata.num_row_groups))
     assert max(r["contexts"] for r in packing.values()) > 64  # so the row-group cap is exercised
 
-    again = configured_run(forward, tmp_path / "b", plan)
+    # One rerun on the reversed input: equal bytes there also cover a plain rerun (kept to one for CI time).
     reversed_input = configured_run(backward, tmp_path / "c", plan)
     written = parquet_files(out)
-    assert written and parquet_files(tmp_path / "b") == written
-    assert parquet_files(tmp_path / "c") == written
-    for other in (again.manifest, reversed_input.manifest):
-        assert other["counts"] == counts
-        assert other["packing"] == manifest["packing"] and other["mixture"] == manifest["mixture"]
+    assert written and parquet_files(tmp_path / "c") == written
+    other = reversed_input.manifest
+    assert other["counts"] == counts
+    assert other["packing"] == manifest["packing"] and other["mixture"] == manifest["mixture"]
