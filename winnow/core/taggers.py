@@ -553,10 +553,7 @@ class LinearTagger:
         self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
         # Inference is integer arithmetic (winnow.core.exact): a document's logits are the same bits
         # in any batch and on any machine.
-        # The sparse head as float64 holding the int8 values: see ``_sparse_logits`` for why that is exact.
-        self._sparse_weights = self.weights.astype(np.float64)
-        self._sparse_scale = self.scales.astype(np.float64) / float(1 << exact.GRID_BITS)
-        self._sparse_bias = self.bias.astype(np.float64)
+        self._sparse = exact.QuantizedLinear.from_quantized(self.weights, self.scales, self.bias)
         self._dense = None if self.dense_weights is None else exact.QuantizedLinear(self.dense_weights)
 
     def features(
@@ -575,7 +572,7 @@ class LinearTagger:
             shared = BatchFeatures(texts, urls)
         elif len(shared) != len(texts):
             raise ValueError(f"shared features hold {len(shared)} rows, not {len(texts)}")
-        out = self._sparse_logits(self.features(texts, urls, shared))
+        out = self._sparse.apply(self.features(texts, urls, shared))
         if self._dense is not None:
             sums, inverse = shared.embedding_sums(self.spec)
             out = out + self._dense.apply_integers(sums, inverse * self.spec.embedding_scale)
@@ -585,17 +582,6 @@ class LinearTagger:
         self, texts: Sequence[str], urls: Sequence[str | None] | None = None, shared: BatchFeatures | None = None
     ) -> np.ndarray:
         return exact.softmax(self.logits(texts, urls, shared)).astype(np.float32)
-
-    def _sparse_logits(self, features: Any) -> np.ndarray:
-        """``exact.QuantizedLinear.apply`` of the int8 head, the same bits, in float64 (scipy's float64
-        product is ~2× faster than its int64 one). Exact: a unit row rounded onto the 2^-20 grid holds
-        integers with Σ|x| ≤ 2^20·√nnz + nnz/2 (< 2^36 for up to 2^30 buckets) and the weights are
-        integers ≤ 127, so every partial sum of the products, in any order, is an integer below 2^43,
-        which float64 holds exactly (as int64 did)."""
-        grid = features.tocsr(copy=True)
-        grid.data = exact.to_grid(grid.data).astype(np.float64)
-        dots = np.asarray(grid @ self._sparse_weights, dtype=np.float64)
-        return dots * self._sparse_scale + self._sparse_bias
 
     # -- persistence: an uncompressed zip of .npy arrays + a JSON header, byte-deterministic --
 
