@@ -47,6 +47,7 @@ import xxhash
 from winnow.core import exact
 from winnow.core.domains import TAXONOMIES
 from winnow.core.hashing import uniform
+from winnow.core.memo import memoised_values
 from winnow.core.models import file_digest, resolve_model_path
 from winnow.core.static_embedding import StaticEmbedding, load_static_embedding
 
@@ -244,18 +245,13 @@ _MIX_2 = np.uint64(0x94D049BB133111EB)
 
 def term_hashes(terms: Sequence[str]) -> np.ndarray:
     """xxh3-64 of each term's UTF-8 bytes (uint64), memoised per process (a pure function: the memo
-    changes the cost, never a value). Each distinct term of the call is looked up, and hashed when
-    new, once; the occurrences then read a local table at C speed."""
-    memo = _HASH_MEMO
-    if len(memo) > HASH_MEMO_LIMIT:
-        memo.clear()
-    table = dict.fromkeys(terms)  # local: another thread may clear the memo meanwhile
-    for term in table:
-        value = memo.get(term)
-        if value is None:
-            value = memo[term] = xxhash.xxh3_64_intdigest(term.encode("utf-8", "surrogatepass"))
-        table[term] = value
-    return np.fromiter(map(table.__getitem__, terms), dtype=np.uint64, count=len(terms))
+    changes the cost, never a value; ``winnow.core.memo``)."""
+    values = memoised_values(terms, _HASH_MEMO, _term_hash, HASH_MEMO_LIMIT)
+    return np.fromiter(values, dtype=np.uint64, count=len(terms))
+
+
+def _term_hash(term: str) -> int:
+    return xxhash.xxh3_64_intdigest(term.encode("utf-8", "surrogatepass"))
 
 
 def mix_hashes(left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow.core.memo import memoised_values
 from winnow.stages.filter.blocklist import UrlBlocklist
 
 # ---------------------------------------------------------------------------------------------
@@ -315,19 +316,7 @@ _CHUNK_CACHE_SIZE = 1 << 18
 
 def split_words(text: str) -> list[str]:
     """Word and punctuation tokens, by the rules of spaCy's English tokenizer (see module doc)."""
-    chunks = text.split()
-    cache = _CHUNK_CACHE
-    parts = list(map(cache.get, chunks))
-    if None in parts:
-        if len(cache) + len(chunks) > _CHUNK_CACHE_SIZE:
-            cache.clear()
-        for i, part in enumerate(parts):
-            if part is None:
-                chunk = chunks[i]
-                part = cache.get(chunk)  # a chunk seen earlier in this text
-                if part is None:
-                    part = cache[chunk] = _chunk_tokens(chunk)
-                parts[i] = part
+    parts = memoised_values(text.split(), _CHUNK_CACHE, _chunk_tokens, _CHUNK_CACHE_SIZE)
     return list(chain.from_iterable(parts))
 
 
@@ -384,19 +373,7 @@ class DocStats:
         The classes come from a per-process memo, as the chunk tokens do, so a document costs a few
         C-level passes over its words instead of two regex scans of the joined words.
         """
-        memo = _TOKEN_CLASS_CACHE
-        classes = list(map(memo.get, self.words))
-        if None in classes:
-            if len(memo) + len(classes) > _TOKEN_CLASS_CACHE_SIZE:
-                memo.clear()
-            for i, cls in enumerate(classes):
-                if cls is None:
-                    word = self.words[i]
-                    cls = memo.get(word)
-                    if cls is None:
-                        cls = memo[word] = 1 if word.isalpha() else _token_class(word)
-                    classes[i] = cls
-        return classes
+        return memoised_values(self.words, _TOKEN_CLASS_CACHE, _token_class, _TOKEN_CLASS_CACHE_SIZE)
 
     @cached_property
     def symbol_token_chars(self) -> tuple[int, int]:
@@ -482,7 +459,7 @@ def _token_class(token: str) -> int:
     """1: the token holds a letter (Gopher's alpha words); ``-len(token)``: it is made only of symbols
     (not a word for Gopher's counts); 0: neither. Symbol characters are never letters, so the classes
     do not overlap."""
-    if _HAS_LETTER.search(token):
+    if token.isalpha() or _HAS_LETTER.search(token):
         return 1
     return -len(token) if _SYMBOL_TOKEN.fullmatch(token) else 0
 

@@ -1,0 +1,34 @@
+"""A bounded per-process memo for pure functions called on many repeated items (words, chunks, terms).
+
+Web text repeats its words, so the filter's word splitting, Gopher's token classes and the taggers'
+term hashes are each computed once per distinct item and then looked up at C speed. The function
+must be pure: the memo then changes the cost, never a value, whatever the process has seen before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+Key = TypeVar("Key")
+Value = TypeVar("Value")
+
+
+def memoised_values(
+    items: Sequence[Key], memo: dict[Key, Value], compute: Callable[[Key], Value], limit: int
+) -> list[Value]:
+    """``[compute(item) for item in items]`` read from ``memo`` where it holds them (``compute`` never
+    returns None). The memo is emptied before it would grow past ``limit`` entries; the values of this
+    call are kept locally, so a clear by another thread meanwhile cannot lose one."""
+    values = list(map(memo.get, items))
+    if None in values:
+        if len(memo) + len(items) > limit:
+            memo.clear()
+        for position, value in enumerate(values):
+            if value is None:
+                item = items[position]
+                value = memo.get(item)  # an item seen earlier in this call
+                if value is None:
+                    value = memo[item] = compute(item)
+                values[position] = value
+    return values  # type: ignore[return-value]
