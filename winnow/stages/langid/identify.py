@@ -4,7 +4,7 @@ lid.176 is the model CCNet, RefinedWeb, DCLM and FineWeb use; it ships with winn
 (``winnow/data/models/lid.176.ftz``, CC BY-SA 3.0, see the README there) and is loaded with
 the ``fasttext`` module of ``fasttext-numpy2-wheel``. fastText predicts one line at a time,
 so newlines are replaced by spaces first, as DCLM does. A long document is read through a bounded
-sample of its lines (``sample_text``): fastText's cost grows with the text it reads. CLD2
+sample of windows spread over it (``sample_text``): fastText's cost grows with the text it reads. CLD2
 (``pycld2``) is a second backend: no model file and faster on long documents, with fewer
 languages (see bench/langid_eval.py).
 

@@ -6,9 +6,10 @@
   label temperature tempers it (y ← σ(logit(y)/T)), and the Bradley–Terry loss
   BCE(σ(s_j − s_i), y_ij) is averaged over every valid ordered pair of a group (both orders,
   diagonal and −100 masked). The paper fine-tunes a 1.3B LM; local mode keeps the loss and the
-  4-output bias-free linear head and freezes the features: hashed token n-grams of the run
-  tokenizer's ids by default (no model to fetch or distil, byte-identical everywhere, and the
-  stage's ids are reused), hashed word n-grams, or static/MiniLM embeddings.
+  4-output bias-free linear head and freezes the features: hashed word n-grams of each window's
+  text by default (no model to fetch or distil, byte-identical everywhere), hashed token n-grams of
+  the window's ids (no decode; compared and not shipped, see the model README), or static/MiniLM
+  embeddings.
 * Inference (docs/qurating.md#rating-documents): the whole document is tokenised, cut into consecutive 512-token windows
   (the last may be shorter), every window is rated, and the document rating per criterion is
   the token-weighted mean. Columns match the reference annotator: ``<criterion>_chunks``,
@@ -282,8 +283,9 @@ def _mix64(keys: np.ndarray) -> np.ndarray:
 class HashedTokenNgrams:
     """Token 1–``ngram_max``-grams of a window's ids hashed into signed buckets, log(1+|count|), L2-normalised.
 
-    The QuRater's default features since the score stage shares the run tokenizer's ids (the ids
-    of every window are at hand, so no window is decoded and split into words again). Hashing is
+    With the score stage's shared run-tokenizer ids no window is decoded and split into words
+    again; the bundled head does not use them (its required-expertise head was much weaker, see the
+    model README), a head trained with ``--encoder hashed-tokens`` does. Hashing is
     splitmix64 on (id) and (id_a, id_b) keys in uint64 arithmetic and the counts are exact
     integers, so features, and ratings, are the same bits on every machine and in every batch.
     ``fold_case`` (off in the bundled head: it was compared on the choose split and not chosen)
@@ -675,23 +677,15 @@ def windows(ids: Sequence[int], size: int = WINDOW_TOKENS) -> list[Sequence[int]
     return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
-def weighted_average(scores: Sequence[float], lengths: Sequence[int]) -> float:
-    """Σ n_w·s_w / Σ n_w; a document with no tokens gets its single (empty) window's score."""
-    total = float(sum(lengths))
-    if total <= 0:
-        return float(scores[0]) if len(scores) else 0.0
-    # math.fsum: the exactly rounded sum, so the average never depends on the CPU (np.dot may).
-    return math.fsum(float(s) * float(n) for s, n in zip(scores, lengths, strict=True)) / total
-
-
 def assemble(
     window_scores: np.ndarray, owners: Sequence[int], lengths: Sequence[int], n_docs: int, criteria: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Per-document columns from the flat window scores (window w belongs to document owners[w]).
 
-    The average is ``weighted_average`` of the float32 window ratings, computed on whole arrays:
-    each product n_w·s_w is exact in float64 (24-bit ratings times lengths far below 2^29) and
-    ``math.fsum`` rounds their sum once, so the bits are those of the per-window formula.
+    The average is Σ n_w·s_w / Σ n_w over the float32 window ratings s_w and lengths n_w: each
+    product is exact in float64 (24-bit ratings times lengths far below 2^29) and ``math.fsum``
+    rounds their sum once, so it never depends on the CPU or the order. A document with no tokens
+    gets its single (empty) window's rating.
     """
     order = np.argsort(np.asarray(owners, dtype=np.int64), kind="stable")  # windows of a doc together, in order
     bounds = np.concatenate([[0], np.cumsum(np.bincount(np.asarray(owners, dtype=np.int64), minlength=n_docs))])
@@ -712,7 +706,7 @@ def assemble(
             chunks[d] = rated[a:b]
             if totals[d] > 0:
                 average[d] = math.fsum(weighted[a:b]) / float(totals[d])
-            else:  # no tokens: the single (empty) window's rating, as weighted_average
+            else:  # no tokens: the single (empty) window's rating
                 average[d] = rated[a] if b > a else 0.0
         out[f"{criterion}_chunks"] = chunks
         out[f"{criterion}_average"] = average
