@@ -142,3 +142,28 @@ def test_the_same_bits_with_numpy_simd_dispatch_switched_off() -> None:
     assert scalar["enabled"] == []  # the dispatch really was switched off in the child
     assert plain["digest"] == scalar["digest"]
     assert len(hashlib.sha256(b"").hexdigest()) == len(plain["digest"])
+
+
+def test_sparse_apply_equals_the_int64_product_on_both_sides_of_the_float64_bound() -> None:
+    """The sparse path multiplies in float64 only while every partial sum stays an exact integer; its
+    output must be the int64 product's bits, and rows too large for that bound must take int64."""
+    rng = np.random.default_rng(0)
+    # Positive weights, so the large rows' running sums really climb past 2^53 (random signs would
+    # cancel and stay exact by luck).
+    layer = exact.QuantizedLinear(0.5 + rng.random(size=(4096, 5)), rng.normal(size=5))
+
+    def int64_reference(rows: csr_matrix) -> np.ndarray:
+        grid = rows.copy()
+        grid.data = exact.to_grid(grid.data)
+        dots = (grid.astype(np.int64) @ layer.weights).astype(np.float64)
+        return dots * (layer.col_scale / float(1 << exact.GRID_BITS)) + layer.bias
+
+    dense = rng.normal(size=(40, 4096)) * (rng.random((40, 4096)) < 0.05)
+    unit = csr_matrix(dense / np.linalg.norm(dense, axis=1, keepdims=True))
+    assert layer.apply(unit).tobytes() == int64_reference(unit).tobytes()
+    # Values of ~2^8 (grid integers ~2^28, odd low bits): Σ|x|·max|W| passes 2^53, where a float64
+    # product would round; the int64 path must be taken and give the exact sums.
+    large = csr_matrix(256.0 + rng.random((3, 4096)))
+    grid = exact.to_grid(large.data)
+    assert float(np.abs(grid).sum()) * float(np.abs(layer.weights).max()) >= 2.0**53
+    assert layer.apply(large).tobytes() == int64_reference(large).tobytes()
