@@ -32,3 +32,33 @@ def memoised_values(
                     value = memo[item] = compute(item)
                 values[position] = value
     return values  # type: ignore[return-value]
+
+
+def memoised_batch_values(
+    items: Sequence[Key], memo: dict[Key, Value], compute_many: Callable[[list[Key]], Sequence[Value]], limit: int
+) -> list[Value]:
+    """``memoised_values`` for a function that is cheaper on many items at once (a batched tokenizer call):
+    the distinct items the memo lacks go to ``compute_many`` in one call, which returns their values in order.
+    The memo is emptied before those would grow it past ``limit`` entries."""
+    values = list(map(memo.get, items))
+    if None in values:
+        gaps = _positions_of_none(values)  # found at C speed: most items are hits
+        missing = list(dict.fromkeys(items[position] for position in gaps))
+        if len(memo) + len(missing) > limit:
+            memo.clear()
+        computed = dict(zip(missing, compute_many(missing), strict=True))
+        memo.update(computed)
+        for position in gaps:
+            values[position] = computed[items[position]]
+    return values  # type: ignore[return-value]
+
+
+def _positions_of_none(values: list[object]) -> list[int]:
+    positions = []
+    position = -1
+    try:
+        while True:
+            position = values.index(None, position + 1)
+            positions.append(position)
+    except ValueError:
+        return positions
