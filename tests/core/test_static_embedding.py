@@ -246,3 +246,23 @@ def test_word_sums_are_exact_sums_of_each_words_own_tokens(embedding):
     for words, row in zip(pages[:3], cut, strict=True):
         ids = [i for w in words for i in embedding.tokenizer.encode(w, add_special_tokens=False).ids][:8]
         np.testing.assert_array_equal(row, embedding.table[ids].astype(np.int64).sum(axis=0))
+
+
+def test_ids_built_from_memoised_space_chunks_equal_encoding_the_whole_text(embedding):
+    from tokenizers import Tokenizer
+
+    reference = Tokenizer.from_file(str(MODEL_DIR / TOKENIZER_FILE))
+    reference.no_padding()
+    reference.no_truncation()
+    unk = reference.token_to_id("[UNK]")
+    texts = [
+        "ΟΔΟΣ ΟΔΟΣ. Σ Σα İstanbul İ \u0301accent-first e\u0301 a \u0301\u0300 marks",
+        "東京都は 日本の首都 です。  double  spaces\ttab\nnew\u00a0nbsp\u3000ideographic   ",
+        "x" * 150 + " supercalifragilisticexpialidocious " + "café, naïve; (résumé)! 😀 \x00\x07ctrl \ufffd",
+        "word " * 700,  # more than token_limit tokens: cut after the first 512
+        "one-chunk-" * 300,  # a single chunk of more than token_limit tokens
+    ]
+    for _ in range(2):  # the second pass reads every chunk from the memo
+        for text, ids in zip(texts, embedding.token_ids(texts), strict=True):
+            full = reference.encode(text[: embedding.max_chars], add_special_tokens=False).ids[:DEFAULT_TOKEN_LIMIT]
+            assert ids.tolist() == [i for i in full if i != unk]
