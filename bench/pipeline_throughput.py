@@ -195,8 +195,12 @@ def run_child(python: Path, corpus: Path, stages: str, workers: int, own_tree: b
 # --- per-step figures (this checkout, one core) ----------------------------------------------------
 
 
-def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], None]]]:
-    """(name, zero-argument callable doing the step over ``docs``) with every model loaded already."""
+def step_runners(docs: list[dict[str, Any]], unseen: list[dict[str, Any]]) -> list[tuple[str, Callable[[], None]]]:
+    """(name, zero-argument callable doing the step over ``docs``) with every model loaded already.
+
+    The score stage's DoFn row runs on ``unseen``, as many other documents: its per-process memos
+    (token pieces, WordPiece chunks) are warm from the rows before, as in a long-running worker,
+    but no page it scores has been seen, so the row does not flatter the memos."""
     import yaml
 
     from winnow.config import parse_config
@@ -214,7 +218,7 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
     defaults = yaml.safe_load((ROOT / "winnow" / "data" / "default.yaml").read_text())
     sections = {k: defaults[k] for k in ("normalize", "langid", "filter", "pii", "dedup", "score", "tag")}
     config = parse_config({"inputs": [{"paths": ["x.jsonl"]}], **sections}, origin="<bench>")
-    for doc in docs:
+    for doc in docs + unseen:
         doc.setdefault("source", "bench")
         doc.setdefault("metadata", {})
     texts = [doc["text"] for doc in docs]
@@ -266,7 +270,7 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
         runners.append((f"score: {entry.name} (ids shared)", score_shared))
     stage = ScoreDoFn(config.tokenizer, factories)
     stage.setup()
-    runners.append(("score: stage DoFn (all)", batched(lambda batch: list(stage.process(batch)), docs)))
+    runners.append(("score: stage DoFn (all)", batched(lambda batch: list(stage.process(batch)), unseen)))
     taggers = {}
     for taxonomy in ("topic", "format"):
         entry = getattr(config.tag, taxonomy)
@@ -282,13 +286,19 @@ def step_runners(docs: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Non
 
 
 def per_step(corpus: Path, limit: int, profile: bool, only: str = "") -> None:
-    docs = load_docs(corpus)[:limit]
-    print(f"\nper step, this checkout, one core, {len(docs)} documents (raw corpus order):")
+    loaded = load_docs(corpus)
+    docs, unseen = loaded[:limit], loaded[limit : 2 * limit]
+    if len(unseen) < limit:
+        raise SystemExit(f"--step-docs {limit}: the corpus has {len(loaded)} documents, the score row needs twice that")
+    print(
+        f"\nper step, this checkout, one core, {len(docs)} documents (raw corpus order;"
+        f" the score DoFn row: the next {len(unseen)})"
+    )
     print(f"{'step':28s} {'CPU s':>7s} {'docs/CPU-s':>11s}")
     groups: dict[str, float] = {}
     wholes: dict[str, float] = {}
     profiles = []
-    for name, run in step_runners(docs):
+    for name, run in step_runners(docs, unseen):
         if only and not name.startswith(only):
             continue
         profiler = cProfile.Profile(time.process_time) if profile else None
