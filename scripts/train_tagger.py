@@ -54,8 +54,19 @@ class Setting(NamedTuple):
 WEIGHTINGS = ("confidence", "confidence^2", "flat", "confidence, drop<0.6", "confidence, drop<0.7")
 
 
-def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
-    """Per-example training weights from label confidences; 0 means the example is left out."""
+def example_weights(confidence: np.ndarray, weighting: str, targets: np.ndarray | None = None) -> np.ndarray:
+    """Per-example training weights from label confidences; 0 means the example is left out.
+
+    A ``", balanced^p"`` suffix multiplies each weight by (mean class count / its class's count)^p,
+    counted on ``targets``: macro-F1 weighs every class alike, so rare classes may deserve a
+    larger pull [ours, picked on *choose*]."""
+    if ", balanced" in weighting:
+        weighting, power = weighting.split(", balanced")
+        counts = np.bincount(np.asarray(targets), minlength=1).astype(np.float64)
+        present = counts > 0
+        factor = np.zeros_like(counts)
+        factor[present] = (counts[present].mean() / counts[present]) ** float(power.removeprefix("^") or 1)
+        return example_weights(confidence, weighting) * factor[np.asarray(targets)]
     confidence = np.asarray(confidence, dtype=np.float64)
     if weighting == "confidence":
         return confidence
