@@ -176,7 +176,9 @@ def varied_docs(corpora: Path) -> list[tuple[str, str]]:
     C4, arXiv, StackExchange, patents, NIH abstracts), C4 and Guardian pages, CCNet and raw Common
     Crawl documents. None of them is a labelled set a bench reports on; their S labels come from the
     ladder like every other pool document's."""
-    docs = [(f"brown-{r['id']}", brown_detokenised(r["text"])) for r in _jsonl(corpora / "nltk-corpora" / "brown.jsonl.gz")]
+    docs = [
+        (f"brown-{r['id']}", brown_detokenised(r["text"])) for r in _jsonl(corpora / "nltk-corpora" / "brown.jsonl.gz")
+    ]
     docs += [
         (f"aeb-{r['id'][:16]}", r["article_body"])
         for r in _jsonl(corpora / "article-extraction-benchmark" / "pages.jsonl.gz")
