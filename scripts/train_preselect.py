@@ -159,58 +159,11 @@ def chatter_docs(corpora: Path) -> list[tuple[str, str]]:
     return [(doc_id, text) for doc_id, text in docs if text and text.strip()]
 
 
-_BROWN_SPACE = re.compile(r" ([.,;:?!)\]'])|([(\[]) |(`{2}|'{2}) ?")
-_BROWN_CLITIC = re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)\b")
-
-
-def brown_detokenised(text: str) -> str:
-    """Brown's text has a space around every token ("say , `` no '' ."); character LMs would score
-    the spacing, not the prose, so the common cases are joined back."""
-    text = _BROWN_CLITIC.sub(r"\1", text)
-    return _BROWN_SPACE.sub(lambda m: m.group(1) or m.group(2) or '"', text)
-
-
-def varied_docs(corpora: Path) -> list[tuple[str, str]]:
-    """(id, text) of more varied English text for the pool [ours]: the Brown corpus (15 genres,
-    detokenised), extraction-benchmark article bodies, Data-Juicer's English samples (Common Crawl,
-    C4, arXiv, StackExchange, patents, NIH abstracts), C4 and Guardian pages, CCNet and raw Common
-    Crawl documents. None of them is a labelled set a bench reports on; their S labels come from the
-    ladder like every other pool document's."""
-    docs = [
-        (f"brown-{r['id']}", brown_detokenised(r["text"])) for r in _jsonl(corpora / "nltk-corpora" / "brown.jsonl.gz")
-    ]
-    docs += [
-        (f"aeb-{r['id'][:16]}", r["article_body"])
-        for r in _jsonl(corpora / "article-extraction-benchmark" / "pages.jsonl.gz")
-    ]
-    english = ("stackexchange", "redpajama/", "pile/")
-    docs += [
-        (f"dj-{r['id']}", r["text"])
-        for r in _jsonl(corpora / "data-juicer-demos" / "docs.jsonl.gz")
-        if r["source_label"].startswith(english)
-    ]
-    for prefix, name in (
-        ("c4", "olmo-test-fixtures/c4_sample.jsonl.gz"),
-        ("guardian", "olmo-test-fixtures/paloma_c4_100_domains_guardian.jsonl.gz"),
-        ("ccnet", "dolma-test-fixtures/ccnet_en_head.jsonl.gz"),
-        ("cc", "dolma-test-fixtures/cc_documents.jsonl.gz"),
-    ):
-        docs += [(f"{prefix}-{r['id']}", r["text"]) for r in _jsonl(corpora / name)]
-    return [(doc_id, text) for doc_id, text in docs if isinstance(text, str) and len(text.strip()) >= 200]
-
-
-# Which texts make the pool, compared on *choose* (issue 16): "base" is the earlier pool, "varied" adds
-# ``varied_docs``.
-POOLS = ("base", "varied")
-
-
-def pool_docs(corpora: Path, pool: str = "base") -> list[tuple[str, str]]:
-    """(id, text) of the pool: fit-split DCLM web pages and human-quality documents, plus chatter
-    (and, for the "varied" pool, ``varied_docs``)."""
+def pool_docs(corpora: Path) -> list[tuple[str, str]]:
+    """(id, text) of the pool: fit-split DCLM web pages and human-quality documents, plus chatter."""
     docs = [(f"dclm-{p['id']}", p["view"] or p["text"]) for p in web_pages(corpora) if p["split"] == FIT]
     docs += [(f"hq-{r['id']}", r["text"]) for r in human_documents(corpora) if r["split"] == FIT]
-    extra = varied_docs(corpora) if pool == "varied" else []
-    return [(i, t) for i, t in docs if t and t.strip()] + chatter_docs(corpora) + extra
+    return [(i, t) for i, t in docs if t and t.strip()] + chatter_docs(corpora)
 
 
 def choose_set(corpora: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
@@ -306,7 +259,6 @@ def main() -> int:
     parser.add_argument("--max-chars", type=int, default=8000, help="BPC on the first N characters of a document.")
     parser.add_argument("--cutoff", type=int, default=QUANTIZE_CUTOFF, help="Words + n-grams kept when quantizing.")
     parser.add_argument("--dsub", type=int, default=QUANTIZE_DSUB, help="Dimensions per product-quantized sub-vector.")
-    parser.add_argument("--pool", choices=POOLS, default="base", help="Which texts make the pool.")
     parser.add_argument("--keep-bin", action="store_true", help="Also write the ~800 MB unquantized .bin.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -314,7 +266,7 @@ def main() -> int:
     if args.only == "test-data":
         build_test_data(args.corpora)
         return 0
-    reference, pool = reference_docs(args.corpora), pool_docs(args.corpora, args.pool)
+    reference, pool = reference_docs(args.corpora), pool_docs(args.corpora)
     best, candidates, ladder, losses = choose_ladder(reference, pool, args.corpora, args.max_chars, log)
     report = train_local(
         reference,
