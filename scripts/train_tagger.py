@@ -90,6 +90,7 @@ def example_weights(confidence: np.ndarray, weighting: str, targets: np.ndarray 
 
 OFFSET_GRID = np.round(np.arange(-1.0, 1.0001, 0.05), 2)  # logit units (after the temperature)
 OFFSET_SWEEPS = 3
+OFFSET_FOLDS = 5
 
 
 def macro_f1_offsets(logits: np.ndarray, targets: np.ndarray, n_labels: int) -> np.ndarray:
@@ -163,11 +164,19 @@ def choice_grid(taxonomy: str, quick: bool = False) -> dict[str, Setting]:
     grid |= {f"sparse, C={c:g}": Setting(SPARSE, c) for c in ((2.0, 4.0, 8.0) if taxonomy == "format" else (4.0,))}
     for c in (4.0, 8.0):  # label-confidence weighting at the two best C values of the earlier grid
         grid |= {f"embedding 0.5, C={c:g}, {w}": Setting(embedded(0.5), c, w) for w in WEIGHTINGS[1:]}
+    if taxonomy == "format":  # issue 16, second round: class-balanced weights and label offsets
+        balanced = ("flat, balanced^0.5", "flat, balanced^1", "flat, balanced^2", "confidence, balanced^1")
+        grid |= {f"embedding 0.5, C=8, {w}": Setting(embedded(0.5), 8.0, w) for w in balanced}
+        grid |= {
+            f"embedding 0.5, C={c:g}, flat, balanced^1": Setting(embedded(0.5), c, "flat, balanced^1")
+            for c in (4.0, 16.0)
+        }
+        grid["embedding 0.5, C=8, flat, offsets"] = Setting(embedded(0.5), 8.0, "flat", OFFSET_FOLDS)
     return grid
 
 
 # Picked on choose by bench/tagging_eval.py (figures in winnow/data/models/tagger/README.md).
-CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=8, flat"}
+CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=8, flat, balanced^2"}
 CLASSIFIER = "svm"
 # Test sample: real pages cut short so tests/data/tagging stays small (< 300 KB gzip'd).
 SAMPLE_CHARS = 700
