@@ -144,8 +144,8 @@ def fit_only_topic_tagger(rows: list[dict], parts: np.ndarray) -> Path:
     if not path.exists():
         fit_rows = [row for row, part in zip(rows, parts, strict=True) if part == "fit"]
         data = labelled_examples(fit_rows, TAXONOMIES["topic"], label_field="topic_id", weight_field="topic_confidence")
-        spec, c, weighting = train_tagger.choice_grid("topic")[train_tagger.CHOSEN["topic"]]
-        assert (c, weighting) == (4.0, "confidence"), "the fit-only tagger must use the shipped C and weighting"
+        spec, c, weighting, folds = train_tagger.choice_grid("topic")[train_tagger.CHOSEN["topic"]]
+        assert (c, weighting, folds) == (4.0, "confidence", 0), "the fit-only tagger must use the shipped recipe"
         tagger = LinearTagger.fit("topic", TAXONOMIES["topic"], data.texts, data.urls, data.targets, data.weights, spec)
         CACHE.mkdir(parents=True, exist_ok=True)
         tagger.save(path)

@@ -55,7 +55,6 @@ from winnow.core.evaluation import macro_f1, three_way_split  # noqa: E402
 from winnow.core.taggers import (  # noqa: E402
     FeatureSpec,
     LabelledExamples,
-    LinearTagger,
     count_matrix,
     embedding_sums,
     labelled_examples,
@@ -105,16 +104,9 @@ class FeatureCache:
 
 
 def winnow_candidate(taxonomy: str, cache: FeatureCache, setting: train_tagger.Setting) -> Callable:
-    spec, c, weighting = setting
-
     def train(part: LabelledExamples) -> Predictor:
-        weights = train_tagger.example_weights(part.weights, weighting)
-        kept = weights > 0  # a weighting that drops low-confidence labels leaves those rows out
-        rows = np.asarray(part.ids_rows)[kept]  # type: ignore[attr-defined]
-        counts, sums = cache.inputs(spec, rows)
-        tagger = LinearTagger.fit_features(
-            taxonomy, TAXONOMIES[taxonomy], spec, counts, sums, part.targets[kept], weights[kept], "svm", c
-        )
+        counts, sums = cache.inputs(setting.spec, np.asarray(part.ids_rows))  # type: ignore[attr-defined]
+        tagger = train_tagger.fit_setting(taxonomy, part, counts, sums, setting)
         predict = lambda texts, urls: np.argmax(tagger.logits(texts, urls), axis=1)  # noqa: E731
         predict.tagger = tagger  # type: ignore[attr-defined]
         return predict
