@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,13 @@ class Tokenizer:
             raise ValueError(f"tokenizer {path} has no end-of-text token {eos_token!r}")
         self.eos_token = eos_token
         self.eos_id = int(eos)
-        self.round_trips = byte_level_round_trip(json.loads(payload))
+        self._payload = payload
+
+    @cached_property
+    def round_trips(self) -> bool:
+        """``byte_level_round_trip`` of this tokenizer; parsed on first use (the JSON parse costs about a
+        quarter of a second, and most processes that load a tokenizer never ask)."""
+        return byte_level_round_trip(json.loads(self._payload))
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens (callers add EOS where a method does)."""
