@@ -5,6 +5,8 @@ duplicates, see dedup_quality.py) plus seeded light edits (must go) and heavy ed
 stay) until the uncompressed JSONL reaches --mb (default 100 MB); written once as .jsonl.gz
 to bench/.cache. All tools use word 5-grams, 112 permutations as 14 bands × 8 rows, seed 1.
 
+  * winnow run: the command a user runs, `winnow run --stages dedup` (default config: exact, then
+    MinHash with text verification; default local runner and its worker processes, all counted).
   * winnow: MinHashDedup (default: poly64 hash, affine64, verification on) on FnApiRunner,
     in-memory, one worker; and winnow in datatrove-compatible mode (xxh64, mersenne61, no
     verification), whose signatures equal datatrove's with a whitespace tokenizer.
@@ -20,7 +22,7 @@ per family (an original and its light edits at exact Jaccard ≥ 0.8), all but o
 removing more than that, or any heavy edit or unrelated document, is a false positive; edits
 at 0.5 ≤ J < 0.8 are not scored. Then a scaling table of winnow on 1×, 2×, 4× subsamples.
 
-    python bench/dedup_vs_peers.py [--mb 100] [--scale-mb 25] [--skip-spacy]
+    python bench/dedup_vs_peers.py [--mb 100] [--scale-mb 25 | 0] [--skip-spacy] [--tools winnow-run,datasketch]
 """
 
 from __future__ import annotations
@@ -250,12 +252,26 @@ def run_tool(name: str, data: Path, work: Path) -> tuple[dict[str, float], set[s
             target.symlink_to(data)
         tokenizer = "whitespace" if name.endswith("whitespace") else "default"
         stats = measure([str(python), str(script), str(folder), str(work / name), tokenizer, str(out)])
+    elif name == "winnow-run":
+        # The command a user runs (default config's dedup section: exact, then MinHash with text
+        # verification), on the default local runner with its worker processes; their CPU counts.
+        target = work / "winnow-run-out"
+        cli = "from winnow.cli.main import main; main()"
+        env = {**os.environ, "WINNOW_CACHE": str(work / "winnow-cache")}
+        command = [sys.executable, "-c", cli, "run", "--input", str(data), "--stages", "dedup"]
+        stats = measure([*command, "--output", str(target), "--quiet"], env=env)
+        import pyarrow.parquet as pq
+
+        removed = pq.read_table(target / "removed", columns=["id", "reason"]).to_pylist()
+        out.write_text(json.dumps([r["id"] for r in removed if r["reason"].startswith("dedup:")]))
+        subprocess.run(["rm", "-rf", str(target)], check=True)
     else:
         stats = measure(me)
     return stats, set(json.loads(out.read_text()))
 
 
 TOOLS = {
+    "winnow-run": "winnow run --stages dedup (CLI)",
     "winnow": "winnow MinHashDedup (default)",
     "winnow-datatrove-mode": "winnow (xxh64, mersenne61, no verify)",
     "datasketch": "datasketch 2.0 MinHash+LSH+UF",
@@ -267,7 +283,7 @@ TOOLS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=100.0, help="target uncompressed corpus size")
-    parser.add_argument("--scale-mb", type=float, default=25.0, help="1× of the scaling table")
+    parser.add_argument("--scale-mb", type=float, default=25.0, help="1× of the scaling table; 0 skips it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--skip-spacy", action="store_true", help="leave out datatrove with spaCy (slowest)")
@@ -299,19 +315,24 @@ def main() -> None:
             precision, recall = score(removed, truth)
             rows.append((name, stats, len(removed), precision, recall))
             print(f"  done {name}: {stats['wall']:.1f}s", flush=True)
-        base = next((r for r in rows if r[0] == "winnow"), rows[0])
+        base = next((r for r in rows if r[0] == "winnow-run"), rows[0])
         header = (
             f"{'tool':40s} {'wall s':>7s} {'CPU s':>7s} {'MB/CPU-s':>9s} {'peak RSS MB':>11s} "
-            f"{'removed':>8s} {'P':>6s} {'R':>6s} {'CPU vs winnow':>13s}"
+            f"{'removed':>8s} {'P':>6s} {'R':>6s} {'CPU vs winnow run':>16s}"
         )
         print(header)
         for name, stats, count, precision, recall in rows:
             print(
                 f"{TOOLS[name]:40s} {stats['wall']:7.1f} {stats['cpu']:7.1f} {mb / stats['cpu']:9.2f} "
                 f"{stats['rss_mb']:11.0f} {count:8d} {precision:6.3f} {recall:6.3f} "
-                f"{stats['cpu'] / base[1]['cpu']:12.2f}×"
+                f"{stats['cpu'] / base[1]['cpu']:15.2f}×"
             )
 
+        peer = next((r for r in rows if r[0] == "datasketch"), None)
+        if peer is not None and base[0] == "winnow-run":
+            print(f"winnow run MB/CPU-s ÷ datasketch's: {peer[1]['cpu'] / base[1]['cpu']:.2f}×")
+        if args.scale_mb <= 0:
+            return
         print(f"\nscaling, winnow default (1× = {args.scale_mb:g} MB subsample of the corpus):")
         print(
             f"{'size':>6s} {'MB':>7s} {'wall s':>7s} {'CPU s':>7s} {'MB/CPU-s':>9s} "

@@ -404,3 +404,25 @@ def finalize_parts(
             section[name] = sorted(orphans, key=lambda payload: sorted(payload.items()))
     out.append(("section", {"section": TOKENS, "root": TOKENS, **section}))
     return out
+
+
+class DocumentItems(beam.DoFn):
+    """``document_item`` with the rows that have no token at all (an empty text without EOS) counted.
+
+    Here rather than in ``winnow.run.tokens``: a worker that unpickles it then imports no run config."""
+
+    EMPTY = "empty"
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def process(self, record: dict[str, Any], plan: dict) -> Any:
+        produced = False
+        for item in document_item(record, plan, **self.options):
+            produced = True
+            yield item
+        if not produced:
+            field = self.options["partition_field"]
+            partition = partition_dir(field, record.get(field)) if field else ""
+            path = dataset_key(dataset_ref(DOCUMENTS, phase_of(partition))).path
+            yield beam.pvalue.TaggedOutput(self.EMPTY, (path, 1))

@@ -7,70 +7,28 @@ the manifest and checks against the accounting invariant after the pipeline fini
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import Any
-
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, StageSpec, ToDocuments, rejected
+from winnow.beam.contract import KEPT, REJECTED, REMOVED, StageSpec, ToDocuments
 from winnow.beam.read import ReadInputs
 from winnow.beam.write import (
     WriteShards,
-    atomic_write_bytes,
     document_sort_key,
     ordered_sort_key,
     rejected_sort_key,
     removed_sort_key,
 )
 from winnow.config import WinnowConfig
-from winnow.core.batches import document_count, is_batch, select
+from winnow.core.batches import document_count
 from winnow.core.schemas import document_schema, rejected_schema, removed_schema
 from winnow.run.progress import ProgressTap
 from winnow.run.registry import build_stage
+from winnow.run.steps import RequireText, kept_kinds, removal_key, write_summary
 from winnow.run.tokens import WriteTokens
 
 SUMMARY_FILE = "_summary.json"
-
-
-_NO_TEXT = "HTML record has no text: enable the `extract` stage to extract it"
-
-
-class RequireText(beam.DoFn):
-    """Documents that still carry only HTML when the stages are done had no extract stage."""
-
-    def process(self, doc: Document | Any) -> Iterator[Any]:
-        if is_batch(doc):
-            if "html" not in doc.schema.names:
-                yield doc
-                return
-            html, text = doc.column("html").to_pylist(), doc.column("text").to_pylist()
-            bad = [h is not None and not t for h, t in zip(html, text, strict=True)]
-            if not any(bad):
-                yield doc
-                return
-            if not all(bad):
-                yield select(doc, [not b for b in bad])
-            for row in ToDocuments().process(select(doc, bad)):
-                yield rejected(row, "write", _NO_TEXT)
-        elif "html" in doc and not doc.get("text"):
-            yield rejected(doc, "write", _NO_TEXT)
-        else:
-            yield doc
-
-
-def _kept_kinds(element: Any) -> Iterator[tuple[str, int]]:
-    """("kept", n) and ("repeats", n): rows with epoch ≥ 1 repeat a kept document."""
-    if is_batch(element):
-        epochs = element.column("epoch").to_pylist() if "epoch" in element.schema.names else []
-        repeats = sum(1 for e in epochs if (e or 0) > 0)
-        yield "kept", element.num_rows - repeats
-        if repeats:
-            yield "repeats", repeats
-    else:
-        yield ("repeats" if (element.get("epoch") or 0) > 0 else "kept"), 1
 
 
 def data_schema(config: WinnowConfig, stages: list[StageSpec]) -> pa.Schema:
@@ -78,43 +36,6 @@ def data_schema(config: WinnowConfig, stages: list[StageSpec]) -> pa.Schema:
     fixed = [column for spec in stages for column in spec.columns]
     configured = [column for spec in stages for column in spec.config_columns(getattr(config, spec.name))]
     return document_schema(fixed + configured)
-
-
-def _removal_key(record: dict[str, Any]) -> tuple[str, str]:
-    kind = "duplicate" if record.get("duplicate_of") is not None else "filtered"
-    return (kind, record["reason"])
-
-
-def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {
-        "input": 0,
-        "kept": 0,
-        "repeats": 0,
-        "removed": [],
-        "rejected": [],
-        "files": [],
-        "sections": {},
-    }
-    for kind, value in items:
-        if kind in ("input", "kept", "repeats"):
-            summary[kind] += value
-        elif kind == "removed":
-            (removal_kind, reason), count = value
-            summary["removed"].append({"kind": removal_kind, "reason": reason, "count": count})
-        elif kind == "rejected":
-            stage, count = value
-            summary["rejected"].append({"stage": stage, "count": count})
-        elif kind == "section":
-            record = dict(value)
-            summary["sections"].setdefault(record.pop("section", "selection"), []).append(record)
-        else:
-            summary["files"].append(value)
-    summary["removed"].sort(key=lambda r: (r["kind"], r["reason"]))
-    summary["rejected"].sort(key=lambda r: r["stage"])
-    summary["files"].sort(key=lambda f: f["file"])
-    for records in summary["sections"].values():
-        records.sort(key=lambda r: json.dumps(r, sort_keys=True))
-    atomic_write_bytes(path, json.dumps(summary, indent=1, sort_keys=True).encode())
 
 
 def build_pipeline(
@@ -227,9 +148,9 @@ def build_pipeline(
     summary_items = [
         input_count | "TagInput" >> beam.Map(lambda n: ("input", n)),
         # Rows with epoch ≥ 1 repeat a kept document (upsampling, multi-epoch mixing): counted apart.
-        kept | "KeptOrRepeat" >> beam.FlatMap(_kept_kinds) | "CountKept" >> beam.CombinePerKey(sum),
+        kept | "KeptOrRepeat" >> beam.FlatMap(kept_kinds) | "CountKept" >> beam.CombinePerKey(sum),
         removed_all
-        | "RemovalKey" >> beam.Map(_removal_key)
+        | "RemovalKey" >> beam.Map(removal_key)
         | "CountRemoved" >> beam.combiners.Count.PerElement()
         | "TagRemoved" >> beam.Map(lambda kv: ("removed", kv)),
         rejected_all
@@ -262,5 +183,5 @@ def build_pipeline(
         summary_items
         | "AllSummary" >> beam.Flatten()
         | "CollectSummary" >> beam.combiners.ToList()
-        | "WriteSummary" >> beam.Map(_write_summary, summary_path)
+        | "WriteSummary" >> beam.Map(write_summary, summary_path)
     )

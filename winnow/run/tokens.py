@@ -27,14 +27,10 @@ import pyarrow as pa
 
 from winnow.beam.contract import counter
 from winnow.beam.tokens import (
-    DOCUMENTS,
+    DocumentItems,
     TokenizeDocuments,
     WriteTokenParts,
-    dataset_key,
-    dataset_ref,
-    document_item,
     finalize_parts,
-    phase_of,
 )
 from winnow.beam.write import WriteShards, partition_dir, shard_plan
 from winnow.config import WinnowConfig
@@ -54,26 +50,6 @@ from winnow.stages.score.soft_labels import (
 TOKENIZE_BATCH = 256
 EMPTY_NOTE = "empty_documents_skipped"
 SOFT_LABELS = "soft_labels"
-
-
-class _DocumentItems(beam.DoFn):
-    """``document_item`` with the rows that have no token at all (an empty text without EOS) counted."""
-
-    EMPTY = "empty"
-
-    def __init__(self, **options: Any):
-        self.options = options
-
-    def process(self, record: dict[str, Any], plan: dict) -> Any:
-        produced = False
-        for item in document_item(record, plan, **self.options):
-            produced = True
-            yield item
-        if not produced:
-            field = self.options["partition_field"]
-            partition = partition_dir(field, record.get(field)) if field else ""
-            path = dataset_key(dataset_ref(DOCUMENTS, phase_of(partition))).path
-            yield beam.pvalue.TaggedOutput(self.EMPTY, (path, 1))
 
 
 class SoftLabelsDoFn(beam.DoFn):
@@ -162,11 +138,11 @@ class WriteTokens(beam.PTransform):
             | "Tokenize" >> beam.ParDo(TokenizeDocuments(config.tokenizer.path, config.tokenizer.eos_token, dtype.name))
         )
         documents = tokenized | "Documents" >> beam.ParDo(
-            _DocumentItems(partition_field=field, ordered=ordered, append_eos=tokens.append_eos, dtype=dtype), plan
-        ).with_outputs(_DocumentItems.EMPTY, main="items")
+            DocumentItems(partition_field=field, ordered=ordered, append_eos=tokens.append_eos, dtype=dtype), plan
+        ).with_outputs(DocumentItems.EMPTY, main="items")
         items = [documents["items"]]
         notes = [
-            documents[_DocumentItems.EMPTY]
+            documents[DocumentItems.EMPTY]
             | "CountEmpty" >> beam.CombinePerKey(sum)
             | "EmptyNote" >> beam.Map(lambda kv: ("note", (EMPTY_NOTE, kv[0], {"count": kv[1]})))
         ]

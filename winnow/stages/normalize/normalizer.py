@@ -35,15 +35,13 @@ def _control_points() -> list[int]:
     return [c for c, kind in enumerate(categories) if (kind == "Cc" or kind == "Cf") and c not in keep]
 
 
-def _control_class() -> re.Pattern[str]:
-    return re.compile(f"[{_class_body(_control_points())}]+")
-
-
-_CONTROL = _control_class()
+# Scanning every code point costs about 0.3 s; once per process (every Beam worker imports this).
+_CONTROL_POINTS = _control_points()
+_CONTROL = re.compile(f"[{_class_body(_CONTROL_POINTS)}]+")
 # The same class cut at U+FFFF: sre tests a BMP-only class with a bitmap, but walks a range list
 # (10× slower) once a class reaches past it; the wide part runs only on texts that have such characters.
-_CONTROL_BMP = re.compile(f"[{_class_body([c for c in _control_points() if c <= 0xFFFF])}]+")
-_CONTROL_WIDE = re.compile(f"[{_class_body([c for c in _control_points() if c > 0xFFFF])}]+")
+_CONTROL_BMP = re.compile(f"[{_class_body([c for c in _CONTROL_POINTS if c <= 0xFFFF])}]+")
+_CONTROL_WIDE = re.compile(f"[{_class_body([c for c in _CONTROL_POINTS if c > 0xFFFF])}]+")
 # Line separators other than "\n" (a char-class search first: most texts have none to replace).
 _NEWLINE_CHARS = re.compile("[\r\u2028\u2029\x85\x0b\x0c]")
 # Blanks other than " " and "\n" (str.isspace, which is what str.split() and re's \s use; all in
