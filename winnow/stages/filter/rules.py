@@ -120,6 +120,19 @@ _INFIX = re.compile(
     rf"|(?<=[{_ALPHA}]),(?=[{_ALPHA}])|(?<=[{_ALPHA}0-9])(?:{_HYPHENS})(?=[{_ALPHA}])"
     rf"|(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])"
 )
+# Every alternative of _SUFFIX but a run of dots matches at most this many characters ("mbar", "km/h").
+_SUFFIX_SPAN = max(2, len("US$"), *map(len, _UNITS))
+
+
+def _suffix_match(s: str) -> re.Match[str] | None:
+    """``_SUFFIX.search(s)``, but tried only where a suffix can start: the regex is a long alternation
+    anchored at the end, and trying it at every position of a long chunk was most of the splitting cost.
+    Look-behinds still see the characters before the start position, so the match is the same."""
+    if s.endswith(".."):
+        return _SUFFIX.search(s)
+    return _SUFFIX.search(s, max(0, len(s) - _SUFFIX_SPAN))
+
+
 _URL = re.compile(r"^(?:(?:https?|ftp)://|www\.)\S+$|^[\w.+-]+@[\w-]+\.[\w.-]+$")
 
 
@@ -195,13 +208,17 @@ def _special_cases() -> dict[str, list[str]]:
 _SPECIALS = _special_cases()
 # Special cases made of affix characters (":)", "''", "‘s"): spaCy re-joins their pieces.
 _REJOIN = frozenset(k for k, v in _SPECIALS.items() if len(v) == 1 and not k.isalnum())
+# A re-join starts at a token that is a proper prefix of one of them; other tokens skip the look-ups.
+_REJOIN_STARTS = frozenset(k[:i] for k in _REJOIN for i in range(1, len(k)))
 
 
 def _rejoin(tokens: list[str]) -> list[str]:
+    if _REJOIN_STARTS.isdisjoint(tokens[:-1]):
+        return tokens
     out: list[str] = []
     i = 0
     while i < len(tokens):
-        for j in range(min(len(tokens), i + 4), i + 1, -1):
+        for j in range(min(len(tokens), i + 4), i + 1, -1) if tokens[i] in _REJOIN_STARTS else ():
             if "".join(tokens[i:j]) in _REJOIN:
                 out.append("".join(tokens[i:j]))
                 i = j
@@ -228,7 +245,7 @@ def _split_chunk(chunk: str) -> list[str]:
             prefixes.append(s[:pre])
             s = s[pre:]
             break
-        m = _SUFFIX.search(s[pre:])
+        m = _suffix_match(s[pre:])
         suf = (m.end() - m.start()) if m else 0
         if suf and s[:-suf] in _SPECIALS:
             suffixes.append(s[-suf:])
@@ -295,7 +312,7 @@ def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     if len(chunk) > 1:
         word = chunk[:-1]
         if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
-            m = _SUFFIX.search(chunk)
+            m = _suffix_match(chunk)
             if m is not None and m.start() == len(word):
                 return (word, chunk[-1])
         word = chunk[1:]
