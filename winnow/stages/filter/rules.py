@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate, chain, count, filterfalse, repeat
+from itertools import accumulate, chain, compress, count, filterfalse, repeat
 from typing import Any
 
 import numpy as np
@@ -442,31 +443,48 @@ class DocStats:
         return keys
 
     @cached_property
-    def _repeated_by_n(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _repeated_by_n(self) -> dict[int, tuple[list[int], list[Any]]]:
         return {}
 
-    def repeated_ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def repeated_ngrams(self, n: int) -> tuple[list[int], list[Any]]:
         """Positions (ascending) where an n-gram starts that occurs more than once, and a label each
-        (equal labels: equal keys).
+        (equal labels: equal n-grams).
 
         An n-gram can only repeat where its leading (n-1)-gram repeats, so once a smaller size is
-        done only its repeated positions are looked at, and the work shrinks as n grows.
+        done only its repeated positions are looked at, and the work shrinks as n grows. They are
+        few in most documents, and then a Counter over (smaller label, next words) costs less than
+        numpy's per-call overhead.
         """
         done = self._repeated_by_n
         if n not in done:
-            keys = self.ngram_keys(n)
             smaller = max((m for m in done if m < n), default=0)
-            positions = done[smaller][0] if smaller else np.arange(len(keys))
+            if smaller and len(done[smaller][0]) <= _PYTHON_GROUPING_MAX:
+                last = len(self.words) - n  # the last position where an n-gram starts
+                ids = self._word_id_list
+                starts = [(p, label) for p, label in zip(*done[smaller], strict=True) if p <= last]
+                grams = [(label, *ids[p + smaller : p + n]) for p, label in starts]
+                counts = Counter(grams)
+                repeated = [counts[gram] > 1 for gram in grams]
+                done[n] = ([p for p, _ in compress(starts, repeated)], list(compress(grams, repeated)))
+                return done[n]
+            keys = self.ngram_keys(n)
+            positions = np.array(done[smaller][0], dtype=np.intp) if smaller else np.arange(len(keys))
             positions = positions[positions < len(keys)]
             if len(positions) == 0:  # nothing repeats at a smaller size, so nothing larger can
-                done[n] = (positions, positions)
+                done[n] = ([], [])
                 return done[n]
             _, counts, inverse = _key_groups(keys[positions], inverse=True)
             repeated = counts[inverse] > 1
-            done[n] = (positions[repeated], inverse[repeated])
+            done[n] = (positions[repeated].tolist(), inverse[repeated].tolist())
         return done[n]
 
+    @cached_property
+    def _word_id_list(self) -> list[int]:
+        return self.word_ids.tolist()
 
+
+# Up to this many candidate positions the repeated n-grams are grouped in plain Python (numpy beyond).
+_PYTHON_GROUPING_MAX = 64
 _NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -745,18 +763,18 @@ def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
 
     Greedy left to right: a repeated n-gram counts its characters (words concatenated) and
     the scan jumps past it. Only n-grams that occur more than once can change the result, so
-    the Python loop visits just those positions; the rest is vectorised.
+    the loop visits just those positions.
     """
     words = s.words
     if len(words) < n or not s.text:
         return 0.0
     repeated, grams = s.repeated_ngrams(n)
-    if len(repeated) == 0:
+    if not repeated:
         return 0.0
     offsets = s.word_offsets
-    seen: set[int] = set()
+    seen: set[Any] = set()
     chars, next_free = 0, 0
-    for pos, gram in zip(repeated.tolist(), grams.tolist(), strict=True):
+    for pos, gram in zip(repeated, grams, strict=True):
         if pos < next_free:
             continue
         if gram in seen:
