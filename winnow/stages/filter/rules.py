@@ -443,6 +443,18 @@ class DocStats:
         return keys
 
     @cached_property
+    def _groups_by_n(self) -> dict[int, _KeyGroups]:
+        return {}
+
+    def ngram_groups(self, n: int) -> _KeyGroups:
+        """The n-grams grouped (cached: the top n-gram rules use them, and the repeated n-gram scan of a
+        larger size starts from the largest of them)."""
+        groups = self._groups_by_n.get(n)
+        if groups is None:
+            groups = self._groups_by_n[n] = _KeyGroups(self.ngram_keys(n))
+        return groups
+
+    @cached_property
     def _repeated_by_n(self) -> dict[int, tuple[list[int], list[Any]]]:
         return {}
 
@@ -458,6 +470,13 @@ class DocStats:
         done = self._repeated_by_n
         if n not in done:
             smaller = max((m for m in done if m < n), default=0)
+            grouped = max((m for m in self._groups_by_n if m < n), default=0)
+            if grouped > smaller:  # the repeated positions of an n-gram size grouped already
+                groups = self._groups_by_n[grouped]
+                inverse = groups.inverse()
+                repeated = groups.counts[inverse] > 1
+                done[grouped] = (repeated.nonzero()[0].tolist(), inverse[repeated].tolist())
+                smaller = grouped
             if smaller and len(done[smaller][0]) <= _PYTHON_GROUPING_MAX:
                 last = len(self.words) - n  # the last position where an n-gram starts
                 ids = self._word_id_list
@@ -473,8 +492,9 @@ class DocStats:
             if len(positions) == 0:  # nothing repeats at a smaller size, so nothing larger can
                 done[n] = ([], [])
                 return done[n]
-            _, counts, inverse = _key_groups(keys[positions], inverse=True)
-            repeated = counts[inverse] > 1
+            groups = _KeyGroups(keys[positions])
+            inverse = groups.inverse()
+            repeated = groups.counts[inverse] > 1
             done[n] = (positions[repeated].tolist(), inverse[repeated].tolist())
         return done[n]
 
@@ -506,22 +526,28 @@ _TOKEN_CLASS_CACHE: dict[str, int] = {}
 _TOKEN_CLASS_CACHE_SIZE = 1 << 18
 
 
-def _key_groups(keys: np.ndarray, inverse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+class _KeyGroups:
     """Equal keys grouped, as ``np.unique`` does but with a fraction of its per-call overhead (it runs
-    several times per document on a few hundred keys): each group's first index and size, and with
-    ``inverse`` each key's group."""
-    order = keys.argsort(kind="stable")  # stable: a group's first entry is its first occurrence
-    sorted_keys = keys[order]
-    starts_group = np.empty(len(keys), dtype=bool)
-    starts_group[:1] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts_group[1:])
-    starts = starts_group.nonzero()[0]
-    counts = np.append(starts[1:], len(keys)) - starts
-    groups = None
-    if inverse:
-        groups = np.empty(len(keys), dtype=np.intp)
-        groups[order] = starts_group.cumsum() - 1
-    return order[starts], counts, groups
+    several times per document on a few hundred keys): each group's first index (``first``) and size
+    (``counts``), and on demand each key's group (``inverse``)."""
+
+    __slots__ = ("_order", "_starts_group", "counts", "first")
+
+    def __init__(self, keys: np.ndarray):
+        order = keys.argsort(kind="stable")  # stable: a group's first entry is its first occurrence
+        sorted_keys = keys[order]
+        starts_group = np.empty(len(keys), dtype=bool)
+        starts_group[:1] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts_group[1:])
+        starts = starts_group.nonzero()[0]
+        self.counts = np.append(starts[1:], len(keys)) - starts
+        self.first = order[starts]
+        self._order, self._starts_group = order, starts_group
+
+    def inverse(self) -> np.ndarray:
+        groups = np.empty(len(self._order), dtype=np.intp)
+        groups[self._order] = self._starts_group.cumsum() - 1
+        return groups
 
 
 @dataclass(frozen=True)
@@ -751,7 +777,8 @@ def top_ngram_char_fraction(s: DocStats, n: int) -> float:
     """
     if len(s.words) < n or not s.text:
         return 0.0
-    first, counts, _ = _key_groups(s.ngram_keys(n))
+    groups = s.ngram_groups(n)
+    first, counts = groups.first, groups.counts
     top = counts.max()
     best = first[counts == top].min()
     offsets = s.word_offsets
