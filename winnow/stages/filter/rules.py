@@ -624,6 +624,18 @@ def c4_filter_lines(
 
     breaks: list[bool] = []  # per kept line: a blank line came before it
     pending_break = False
+    # The substring rules, decided for the whole text first: a line's lowered text (citations removed)
+    # is a substring of the whole text's, so a phrase absent from the whole text is absent from every
+    # line and most pages skip the per-line lowering and searches.
+    flat = (_CITATION.sub("", text) if remove_citations and "[" in text else text).lower()
+    lorem_ipsum = lorem_ipsum and "lorem ipsum" in flat
+    javascript = javascript and "javascript" in flat
+    curly_bracket = curly_bracket and "{" in text
+    policy = policy and _POLICY.search(flat) is not None
+    any_phrase = lorem_ipsum or javascript or policy
+    # At least ``min_words_per_line`` words: splitting off that many (maxsplit) tells, without
+    # splitting the whole line.
+    max_split = min_words_per_line - 1
     for raw in lines:
         line = raw.strip()
         if keep_paragraphs and not line:
@@ -638,10 +650,10 @@ def c4_filter_lines(
         if terminal_punctuation and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
             remove("no_terminal_punct")
             continue
-        if len(uncited.split()) < min_words_per_line:
+        if max_split >= 0 and len(uncited.split(None, max_split)) < min_words_per_line:
             remove("too_few_words")
             continue
-        lower = line.lower()
+        lower = line.lower() if any_phrase else ""
         if lorem_ipsum and "lorem ipsum" in lower:
             return LineFilterResult(text, 0, 0, removed_by, Drop("c4_lorem_ipsum"))
         if javascript and "javascript" in lower:
