@@ -300,10 +300,11 @@ def _chunk_tokens_slow(chunk: str) -> tuple[str, ...]:
 def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     """The tokens of one whitespace-free chunk, as ``_chunk_tokens_slow`` gives them.
 
-    Fast path for the commonest shapes, a word with one character before or after it ("end,",
-    "(see"): letters alone never match a prefix, suffix, infix or URL rule, so when the procedure
-    would peel exactly that one character off (and no special case is involved), the word and the
-    character are the tokens. Anything else takes the full procedure.
+    Fast paths for the commonest shapes: a word with one suffix after it ("end,", "firm's", "so...")
+    or one character before it ("(see"), and two words joined by a hyphen ("well-known"). Letters
+    alone never match a prefix, suffix, infix or URL rule, so when the procedure would peel exactly
+    that suffix or character off, or split at exactly that hyphen (and no special case is involved),
+    the words and the affix are the tokens. Anything else takes the full procedure.
     """
     special = _SPECIALS.get(chunk)
     if special is not None:
@@ -311,11 +312,17 @@ def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     if chunk.isalpha() or chunk.isdigit():
         return (chunk,)
     if len(chunk) > 1:
-        word = chunk[:-1]
-        if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
-            m = _suffix_match(chunk)
-            if m is not None and m.start() == len(word):
-                return (word, chunk[-1])
+        m = _suffix_match(chunk)
+        if m is not None:
+            word = chunk[: m.start()]
+            if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
+                return (word, chunk[m.start() :])
+        else:
+            head, hyphen, tail = chunk.partition("-")
+            if hyphen and head.isalpha() and tail.isalpha() and _PREFIX.match(chunk) is None:
+                m = _INFIX.search(chunk)
+                if m is not None and m.span() == (len(head), len(head) + 1) and not _URL.match(chunk):
+                    return tuple(_rejoin([head, hyphen, tail]))
         word = chunk[1:]
         if word.isalpha() and word not in _SPECIALS:
             m = _PREFIX.match(chunk)
