@@ -200,6 +200,7 @@ TRICKY_TEXTS = [
     "http://x.org/a?b=1. www.example.com, mail@example.org. (https://a.b/c) <a@b.co>",
     "line one.\r\nline two\r\n\r\n\n  \t\nlast\u00a0line\u00a0here,\u2009thin\u200bzero\u3000ideo.",
     "'' ’’ :) :-( <3 ¯\\(ツ)/¯ o'clock ma'am Ima gonna cannot 5pm 12a.m. e.g., i.e.) v.s.",
+    "well-known firm's Tom’s so... a-b-c re-enter, co-op. x--y \U0001d400-b b-\U0001d400 www-x it's-done o-_-o",
 ]
 
 
