@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate, chain, compress, count, filterfalse, repeat
+from itertools import chain, compress, count, filterfalse, repeat
 from typing import Any
 
 import numpy as np
@@ -415,9 +415,13 @@ class DocStats:
         return len(self.words) - len(self._token_classes) + self._token_classes.count(1)
 
     @cached_property
-    def word_offsets(self) -> list[int]:
-        """Cumulative word lengths: ``words[i:j]`` hold ``word_offsets[j] - word_offsets[i]`` characters."""
-        return [0, *accumulate(map(len, self.words))]
+    def word_chars(self) -> int:
+        """Characters in all words (whitespace excluded)."""
+        return sum(map(len, self.words))
+
+    def span_chars(self, start: int, n: int) -> int:
+        """Characters in ``words[start:start + n]`` (the n-gram rules need a few spans, not every offset)."""
+        return sum(map(len, self.words[start : start + n]))
 
     @cached_property
     def word_ids(self) -> np.ndarray:
@@ -718,7 +722,7 @@ def gopher_mean_word_length(s: DocStats, min_len: float | None = 3, max_len: flo
     n = len(s.words) - n_sym
     if n <= 0:
         return Drop("gopher_mean_word_length", 0, min_len)
-    mean = (s.word_offsets[-1] - sym_chars) / n
+    mean = (s.word_chars - sym_chars) / n
     if (min_len and mean < min_len) or (max_len and mean > max_len):
         return Drop("gopher_mean_word_length", round(mean, 3), min_len if min_len and mean < min_len else max_len)
     return None
@@ -777,16 +781,10 @@ def gopher_stop_words(
 
 
 def _duplicates(items: Sequence[str]) -> tuple[int, int]:
-    """(count, total length) of items equal to an earlier item."""
-    seen: set[str] = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return count, chars
+    """(count, total length) of items equal to an earlier item: all items less one of each distinct
+    item (C-level passes instead of a Python loop)."""
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 def top_ngram_char_fraction(s: DocStats, n: int) -> float:
@@ -799,9 +797,8 @@ def top_ngram_char_fraction(s: DocStats, n: int) -> float:
     groups = s.ngram_groups(n)
     first, counts = groups.first, groups.counts
     top = counts.max()
-    best = first[counts == top].min()
-    offsets = s.word_offsets
-    return (offsets[best + n] - offsets[best] + n - 1) * int(top) / len(s.text)
+    best = int(first[counts == top].min())
+    return (s.span_chars(best, n) + n - 1) * int(top) / len(s.text)
 
 
 def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
@@ -817,14 +814,13 @@ def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
     repeated, grams = s.repeated_ngrams(n)
     if not repeated:
         return 0.0
-    offsets = s.word_offsets
     seen: set[Any] = set()
     chars, next_free = 0, 0
     for pos, gram in zip(repeated, grams, strict=True):
         if pos < next_free:
             continue
         if gram in seen:
-            chars += offsets[pos + n] - offsets[pos]
+            chars += s.span_chars(pos, n)
             next_free = pos + n
         else:
             seen.add(gram)
