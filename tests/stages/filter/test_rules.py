@@ -200,6 +200,7 @@ TRICKY_TEXTS = [
     "http://x.org/a?b=1. www.example.com, mail@example.org. (https://a.b/c) <a@b.co>",
     "line one.\r\nline two\r\n\r\n\n  \t\nlast\u00a0line\u00a0here,\u2009thin\u200bzero\u3000ideo.",
     "'' ’’ :) :-( <3 ¯\\(ツ)/¯ o'clock ma'am Ima gonna cannot 5pm 12a.m. e.g., i.e.) v.s.",
+    "well-known firm's Tom’s so... a-b-c re-enter, co-op. x--y \U0001d400-b b-\U0001d400 www-x it's-done o-_-o",
 ]
 
 
@@ -235,18 +236,48 @@ def _brute_force_ngram_fractions(words: list[str], text: str, n: int) -> tuple[f
     return top_frac, chars / len(text)
 
 
+@pytest.mark.parametrize("python_max", [0, 64, 10**9])  # repeated n-grams grouped by numpy, either, Python
 @pytest.mark.parametrize("seed", range(6))
-def test_ngram_rules_match_the_plain_definitions(seed: int) -> None:
+def test_ngram_rules_match_the_plain_definitions(seed: int, python_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h, "_PYTHON_GROUPING_MAX", python_max)
     rng = random.Random(seed)
     vocab = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "slept"][: 3 + seed]
     words = [rng.choice(vocab) for _ in range(40 + 30 * seed)]
     text = " ".join(words)
     s = h.DocStats(text)
     assert s.words == words
-    for n in (2, 3, 4, 5, 6, 7, 8, 9, 10):
-        top, dup = _brute_force_ngram_fractions(words, text, n)
-        assert h.top_ngram_char_fraction(s, n) == top, n
-        assert h.duplicated_ngram_char_fraction(s, n) == dup, n
+    expected = {n: _brute_force_ngram_fractions(words, text, n) for n in range(2, 11)}
+    for n in (2, 3, 4, 5, 6, 7, 8, 9, 10):  # the top groups of smaller sizes seed the repeated scan
+        assert h.top_ngram_char_fraction(s, n) == expected[n][0], n
+        assert h.duplicated_ngram_char_fraction(s, n) == expected[n][1], n
+    alone = h.DocStats(text)  # the duplicated rules alone, largest first: each scan starts from all positions
+    for n in (10, 7, 5, 6):
+        assert h.duplicated_ngram_char_fraction(alone, n) == expected[n][1], n
+
+
+def test_suffix_match_equals_the_full_search() -> None:
+    # The suffix regex is tried only on a chunk's last _SUFFIX_SPAN characters (but for runs of dots):
+    # a longer unit or currency in the lists would make it miss a suffix the full search finds.
+    chunks = [c for text in TRICKY_TEXTS for c in text.split()]
+    chunks += [f"5{unit}" for unit in h._UNITS] + ["5US$", "x...", "x....", "AB.", "ab.", "20°C.", "Tom’s", "3+"]
+    for chunk in chunks:
+        for start in range(len(chunk)):
+            tail = chunk[start:]
+            expected = h._SUFFIX.search(tail)
+            found = h._suffix_match(tail)
+            assert (found and found.span()) == (expected and expected.span()), tail
+
+
+def test_c4_phrase_rules_see_what_each_line_holds() -> None:
+    # The phrases are first looked for in the whole text; a citation removed inside a phrase still
+    # completes it, and a phrase split across two lines is in no line.
+    lines = ["This line has enough words.", "Another line with words here.", "A third one for the count."]
+    page = "\n".join([*lines, "And lorem[1] ipsum dolor sit amet.", *lines])
+    assert h.c4_filter_lines(page, min_sentences=0).drop == h.Drop("c4_lorem_ipsum")
+    split = "\n".join([*lines, "This ends with lorem", "ipsum starts this line.", *lines])
+    assert h.c4_filter_lines(split, min_sentences=0).drop is None
+    js = h.c4_filter_lines("\n".join([*lines, "Please enable JavaScript to view it.", *lines]), min_sentences=0)
+    assert js.removed_by == {"javascript": 1} and "JavaScript" not in js.text
 
 
 def test_count_sentences_like_the_sentencizer() -> None:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate, chain, count, repeat
+from itertools import chain, compress, count, filterfalse, repeat
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,19 @@ _INFIX = re.compile(
     rf"|(?<=[{_ALPHA}]),(?=[{_ALPHA}])|(?<=[{_ALPHA}0-9])(?:{_HYPHENS})(?=[{_ALPHA}])"
     rf"|(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])"
 )
+# Every alternative of _SUFFIX but a run of dots matches at most this many characters ("mbar", "km/h").
+_SUFFIX_SPAN = max(2, len("US$"), *map(len, _UNITS))
+
+
+def _suffix_match(s: str) -> re.Match[str] | None:
+    """``_SUFFIX.search(s)``, but tried only where a suffix can start: the regex is a long alternation
+    anchored at the end, and trying it at every position of a long chunk was most of the splitting cost.
+    Look-behinds still see the characters before the start position, so the match is the same."""
+    if s.endswith(".."):
+        return _SUFFIX.search(s)
+    return _SUFFIX.search(s, max(0, len(s) - _SUFFIX_SPAN))
+
+
 _URL = re.compile(r"^(?:(?:https?|ftp)://|www\.)\S+$|^[\w.+-]+@[\w-]+\.[\w.-]+$")
 
 
@@ -195,13 +209,17 @@ def _special_cases() -> dict[str, list[str]]:
 _SPECIALS = _special_cases()
 # Special cases made of affix characters (":)", "''", "‘s"): spaCy re-joins their pieces.
 _REJOIN = frozenset(k for k, v in _SPECIALS.items() if len(v) == 1 and not k.isalnum())
+# A re-join starts at a token that is a proper prefix of one of them; other tokens skip the look-ups.
+_REJOIN_STARTS = frozenset(k[:i] for k in _REJOIN for i in range(1, len(k)))
 
 
 def _rejoin(tokens: list[str]) -> list[str]:
+    if _REJOIN_STARTS.isdisjoint(tokens[:-1]):
+        return tokens
     out: list[str] = []
     i = 0
     while i < len(tokens):
-        for j in range(min(len(tokens), i + 4), i + 1, -1):
+        for j in range(min(len(tokens), i + 4), i + 1, -1) if tokens[i] in _REJOIN_STARTS else ():
             if "".join(tokens[i:j]) in _REJOIN:
                 out.append("".join(tokens[i:j]))
                 i = j
@@ -228,7 +246,7 @@ def _split_chunk(chunk: str) -> list[str]:
             prefixes.append(s[:pre])
             s = s[pre:]
             break
-        m = _SUFFIX.search(s[pre:])
+        m = _suffix_match(s[pre:])
         suf = (m.end() - m.start()) if m else 0
         if suf and s[:-suf] in _SPECIALS:
             suffixes.append(s[-suf:])
@@ -282,10 +300,11 @@ def _chunk_tokens_slow(chunk: str) -> tuple[str, ...]:
 def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     """The tokens of one whitespace-free chunk, as ``_chunk_tokens_slow`` gives them.
 
-    Fast path for the commonest shapes, a word with one character before or after it ("end,",
-    "(see"): letters alone never match a prefix, suffix, infix or URL rule, so when the procedure
-    would peel exactly that one character off (and no special case is involved), the word and the
-    character are the tokens. Anything else takes the full procedure.
+    Fast paths for the commonest shapes: a word with one suffix after it ("end,", "firm's", "so...")
+    or one character before it ("(see"), and two words joined by a hyphen ("well-known"). Letters
+    alone never match a prefix, suffix, infix or URL rule, so when the procedure would peel exactly
+    that suffix or character off, or split at exactly that hyphen (and no special case is involved),
+    the words and the affix are the tokens. Anything else takes the full procedure.
     """
     special = _SPECIALS.get(chunk)
     if special is not None:
@@ -293,11 +312,17 @@ def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     if chunk.isalpha() or chunk.isdigit():
         return (chunk,)
     if len(chunk) > 1:
-        word = chunk[:-1]
-        if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
-            m = _SUFFIX.search(chunk)
-            if m is not None and m.start() == len(word):
-                return (word, chunk[-1])
+        m = _suffix_match(chunk)
+        if m is not None:
+            word = chunk[: m.start()]
+            if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
+                return (word, chunk[m.start() :])
+        else:
+            head, hyphen, tail = chunk.partition("-")
+            if hyphen and head.isalpha() and tail.isalpha() and _PREFIX.match(chunk) is None:
+                m = _INFIX.search(chunk)
+                if m is not None and m.span() == (len(head), len(head) + 1) and not _URL.match(chunk):
+                    return tuple(_rejoin([head, hyphen, tail]))
         word = chunk[1:]
         if word.isalpha() and word not in _SPECIALS:
             m = _PREFIX.match(chunk)
@@ -368,12 +393,14 @@ class DocStats:
 
     @cached_property
     def _token_classes(self) -> list[int]:
-        """Per word: 1 if it holds a letter, ``-len`` if it is made only of symbols, else 0 (see ``_token_class``).
+        """Per word that is not all letters: 1 if it holds a letter, ``-len`` if it is made only of
+        symbols, else 0 (see ``_token_class``); an all-letter word is class 1 and is counted apart.
 
-        The classes come from a per-process memo, as the chunk tokens do, so a document costs a few
-        C-level passes over its words instead of two regex scans of the joined words.
+        Most words are all letters, which ``str.isalpha`` tells at C speed; only the others are looked
+        up in a per-process memo (a lookup in a large dict is a cache miss, the main cost here).
         """
-        return memoised_values(self.words, _TOKEN_CLASS_CACHE, _token_class, _TOKEN_CLASS_CACHE_SIZE)
+        others = list(filterfalse(str.isalpha, self.words))
+        return memoised_values(others, _TOKEN_CLASS_CACHE, _token_class, _TOKEN_CLASS_CACHE_SIZE)
 
     @cached_property
     def symbol_token_chars(self) -> tuple[int, int]:
@@ -385,12 +412,16 @@ class DocStats:
 
     @cached_property
     def alpha_token_count(self) -> int:
-        return self._token_classes.count(1)
+        return len(self.words) - len(self._token_classes) + self._token_classes.count(1)
 
     @cached_property
-    def word_offsets(self) -> list[int]:
-        """Cumulative word lengths: ``words[i:j]`` hold ``word_offsets[j] - word_offsets[i]`` characters."""
-        return [0, *accumulate(map(len, self.words))]
+    def word_chars(self) -> int:
+        """Characters in all words (whitespace excluded)."""
+        return sum(map(len, self.words))
+
+    def span_chars(self, start: int, n: int) -> int:
+        """Characters in ``words[start:start + n]`` (the n-gram rules need a few spans, not every offset)."""
+        return sum(map(len, self.words[start : start + n]))
 
     @cached_property
     def word_ids(self) -> np.ndarray:
@@ -423,31 +454,68 @@ class DocStats:
         return keys
 
     @cached_property
-    def _repeated_by_n(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _groups_by_n(self) -> dict[int, _KeyGroups]:
         return {}
 
-    def repeated_ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def ngram_groups(self, n: int) -> _KeyGroups:
+        """The n-grams grouped (cached: the top n-gram rules use them, and the repeated n-gram scan of a
+        larger size starts from the largest of them)."""
+        groups = self._groups_by_n.get(n)
+        if groups is None:
+            groups = self._groups_by_n[n] = _KeyGroups(self.ngram_keys(n))
+        return groups
+
+    @cached_property
+    def _repeated_by_n(self) -> dict[int, tuple[list[int], list[Any]]]:
+        return {}
+
+    def repeated_ngrams(self, n: int) -> tuple[list[int], list[Any]]:
         """Positions (ascending) where an n-gram starts that occurs more than once, and a label each
-        (equal labels: equal keys).
+        (equal labels: equal n-grams).
 
         An n-gram can only repeat where its leading (n-1)-gram repeats, so once a smaller size is
-        done only its repeated positions are looked at, and the work shrinks as n grows.
+        done only its repeated positions are looked at, and the work shrinks as n grows. They are
+        few in most documents, and then a Counter over (smaller label, next words) costs less than
+        numpy's per-call overhead.
         """
         done = self._repeated_by_n
         if n not in done:
-            keys = self.ngram_keys(n)
             smaller = max((m for m in done if m < n), default=0)
-            positions = done[smaller][0] if smaller else np.arange(len(keys))
+            grouped = max((m for m in self._groups_by_n if m < n), default=0)
+            if grouped > smaller:  # the repeated positions of an n-gram size grouped already
+                groups = self._groups_by_n[grouped]
+                inverse = groups.inverse()
+                repeated = groups.counts[inverse] > 1
+                done[grouped] = (repeated.nonzero()[0].tolist(), inverse[repeated].tolist())
+                smaller = grouped
+            if smaller and len(done[smaller][0]) <= _PYTHON_GROUPING_MAX:
+                last = len(self.words) - n  # the last position where an n-gram starts
+                ids = self._word_id_list
+                starts = [(p, label) for p, label in zip(*done[smaller], strict=True) if p <= last]
+                grams = [(label, *ids[p + smaller : p + n]) for p, label in starts]
+                counts = Counter(grams)
+                repeated = [counts[gram] > 1 for gram in grams]
+                done[n] = ([p for p, _ in compress(starts, repeated)], list(compress(grams, repeated)))
+                return done[n]
+            keys = self.ngram_keys(n)
+            positions = np.array(done[smaller][0], dtype=np.intp) if smaller else np.arange(len(keys))
             positions = positions[positions < len(keys)]
             if len(positions) == 0:  # nothing repeats at a smaller size, so nothing larger can
-                done[n] = (positions, positions)
+                done[n] = ([], [])
                 return done[n]
-            _, counts, inverse = _key_groups(keys[positions], inverse=True)
-            repeated = counts[inverse] > 1
-            done[n] = (positions[repeated], inverse[repeated])
+            groups = _KeyGroups(keys[positions])
+            inverse = groups.inverse()
+            repeated = groups.counts[inverse] > 1
+            done[n] = (positions[repeated].tolist(), inverse[repeated].tolist())
         return done[n]
 
+    @cached_property
+    def _word_id_list(self) -> list[int]:
+        return self.word_ids.tolist()
 
+
+# Up to this many candidate positions the repeated n-grams are grouped in plain Python (numpy beyond).
+_PYTHON_GROUPING_MAX = 64
 _NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -469,22 +537,28 @@ _TOKEN_CLASS_CACHE: dict[str, int] = {}
 _TOKEN_CLASS_CACHE_SIZE = 1 << 18
 
 
-def _key_groups(keys: np.ndarray, inverse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+class _KeyGroups:
     """Equal keys grouped, as ``np.unique`` does but with a fraction of its per-call overhead (it runs
-    several times per document on a few hundred keys): each group's first index and size, and with
-    ``inverse`` each key's group."""
-    order = keys.argsort(kind="stable")  # stable: a group's first entry is its first occurrence
-    sorted_keys = keys[order]
-    starts_group = np.empty(len(keys), dtype=bool)
-    starts_group[:1] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts_group[1:])
-    starts = starts_group.nonzero()[0]
-    counts = np.append(starts[1:], len(keys)) - starts
-    groups = None
-    if inverse:
-        groups = np.empty(len(keys), dtype=np.intp)
-        groups[order] = starts_group.cumsum() - 1
-    return order[starts], counts, groups
+    several times per document on a few hundred keys): each group's first index (``first``) and size
+    (``counts``), and on demand each key's group (``inverse``)."""
+
+    __slots__ = ("_order", "_starts_group", "counts", "first")
+
+    def __init__(self, keys: np.ndarray):
+        order = keys.argsort(kind="stable")  # stable: a group's first entry is its first occurrence
+        sorted_keys = keys[order]
+        starts_group = np.empty(len(keys), dtype=bool)
+        starts_group[:1] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts_group[1:])
+        starts = starts_group.nonzero()[0]
+        self.counts = np.append(starts[1:], len(keys)) - starts
+        self.first = order[starts]
+        self._order, self._starts_group = order, starts_group
+
+    def inverse(self) -> np.ndarray:
+        groups = np.empty(len(self._order), dtype=np.intp)
+        groups[self._order] = self._starts_group.cumsum() - 1
+        return groups
 
 
 @dataclass(frozen=True)
@@ -561,6 +635,18 @@ def c4_filter_lines(
 
     breaks: list[bool] = []  # per kept line: a blank line came before it
     pending_break = False
+    # The substring rules, decided for the whole text first: a line's lowered text (citations removed)
+    # is a substring of the whole text's, so a phrase absent from the whole text is absent from every
+    # line and most pages skip the per-line lowering and searches.
+    flat = (_CITATION.sub("", text) if remove_citations and "[" in text else text).lower()
+    lorem_ipsum = lorem_ipsum and "lorem ipsum" in flat
+    javascript = javascript and "javascript" in flat
+    curly_bracket = curly_bracket and "{" in text
+    policy = policy and _POLICY.search(flat) is not None
+    any_phrase = lorem_ipsum or javascript or policy
+    # At least ``min_words_per_line`` words: splitting off that many (maxsplit) tells, without
+    # splitting the whole line.
+    max_split = min_words_per_line - 1
     for raw in lines:
         line = raw.strip()
         if keep_paragraphs and not line:
@@ -575,10 +661,10 @@ def c4_filter_lines(
         if terminal_punctuation and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
             remove("no_terminal_punct")
             continue
-        if len(uncited.split()) < min_words_per_line:
+        if max_split >= 0 and len(uncited.split(None, max_split)) < min_words_per_line:
             remove("too_few_words")
             continue
-        lower = line.lower()
+        lower = line.lower() if any_phrase else ""
         if lorem_ipsum and "lorem ipsum" in lower:
             return LineFilterResult(text, 0, 0, removed_by, Drop("c4_lorem_ipsum"))
         if javascript and "javascript" in lower:
@@ -636,7 +722,7 @@ def gopher_mean_word_length(s: DocStats, min_len: float | None = 3, max_len: flo
     n = len(s.words) - n_sym
     if n <= 0:
         return Drop("gopher_mean_word_length", 0, min_len)
-    mean = (s.word_offsets[-1] - sym_chars) / n
+    mean = (s.word_chars - sym_chars) / n
     if (min_len and mean < min_len) or (max_len and mean > max_len):
         return Drop("gopher_mean_word_length", round(mean, 3), min_len if min_len and mean < min_len else max_len)
     return None
@@ -695,16 +781,10 @@ def gopher_stop_words(
 
 
 def _duplicates(items: Sequence[str]) -> tuple[int, int]:
-    """(count, total length) of items equal to an earlier item."""
-    seen: set[str] = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return count, chars
+    """(count, total length) of items equal to an earlier item: all items less one of each distinct
+    item (C-level passes instead of a Python loop)."""
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 def top_ngram_char_fraction(s: DocStats, n: int) -> float:
@@ -714,11 +794,11 @@ def top_ngram_char_fraction(s: DocStats, n: int) -> float:
     """
     if len(s.words) < n or not s.text:
         return 0.0
-    first, counts, _ = _key_groups(s.ngram_keys(n))
+    groups = s.ngram_groups(n)
+    first, counts = groups.first, groups.counts
     top = counts.max()
-    best = first[counts == top].min()
-    offsets = s.word_offsets
-    return (offsets[best + n] - offsets[best] + n - 1) * int(top) / len(s.text)
+    best = int(first[counts == top].min())
+    return (s.span_chars(best, n) + n - 1) * int(top) / len(s.text)
 
 
 def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
@@ -726,22 +806,21 @@ def duplicated_ngram_char_fraction(s: DocStats, n: int) -> float:
 
     Greedy left to right: a repeated n-gram counts its characters (words concatenated) and
     the scan jumps past it. Only n-grams that occur more than once can change the result, so
-    the Python loop visits just those positions; the rest is vectorised.
+    the loop visits just those positions.
     """
     words = s.words
     if len(words) < n or not s.text:
         return 0.0
     repeated, grams = s.repeated_ngrams(n)
-    if len(repeated) == 0:
+    if not repeated:
         return 0.0
-    offsets = s.word_offsets
-    seen: set[int] = set()
+    seen: set[Any] = set()
     chars, next_free = 0, 0
-    for pos, gram in zip(repeated.tolist(), grams.tolist(), strict=True):
+    for pos, gram in zip(repeated, grams, strict=True):
         if pos < next_free:
             continue
         if gram in seen:
-            chars += offsets[pos + n] - offsets[pos]
+            chars += s.span_chars(pos, n)
             next_free = pos + n
         else:
             seen.add(gram)
