@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from winnow.config import WinnowConfig, parse_config
 from winnow.run.execute import RunResult, run_pipeline
@@ -34,11 +36,28 @@ class SampleRun:
 
 
 @pytest.fixture(scope="session")
-def default_sample_run(tmp_path_factory: pytest.TempPathFactory) -> SampleRun:
+def default_sample_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SampleRun:
     """One run of the default pipeline on the bundled sample, shared by every test that checks what it writes
     (the command's output, the token files, the same bytes in a second process): it is the suite's
-    most expensive run, so it happens once."""
-    cwd = tmp_path_factory.mktemp("default-sample-run")
+    most expensive run, so it happens once, also when pytest-xdist spreads the suite over workers
+    (the first worker to ask runs it under a lock in the shared temp root; the others read its result)."""
+    if worker_id == "master":
+        return _run_default(tmp_path_factory.mktemp("default-sample-run"))
+    shared = tmp_path_factory.getbasetemp().parent
+    with FileLock(str(shared / "default-sample-run.lock")):
+        record = shared / "default-sample-run.json"
+        if record.exists():
+            fields = json.loads(record.read_text())
+            return SampleRun(Path(fields["cwd"]), Path(fields["out"]), *fields["streams"], fields["returncode"])
+        cwd = shared / "default-sample-run"
+        cwd.mkdir()
+        done = _run_default(cwd)
+        fields = {"cwd": str(done.cwd), "out": str(done.out), "streams": [done.stdout, done.stderr]}
+        record.write_text(json.dumps({**fields, "returncode": done.returncode}))
+        return done
+
+
+def _run_default(cwd: Path) -> SampleRun:
     env = {**os.environ, "COLUMNS": "200", "PYTHONHASHSEED": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "winnow.cli.main", "run"], cwd=cwd, capture_output=True, text=True, env=env
