@@ -18,28 +18,17 @@ def memoised_values(
     items: Sequence[Key], memo: dict[Key, Value], compute: Callable[[Key], Value], limit: int
 ) -> list[Value]:
     """``[compute(item) for item in items]`` read from ``memo`` where it holds them (``compute`` never
-    returns None). The memo is emptied before it would grow past ``limit`` entries; the values of this
-    call are kept locally, so a clear by another thread meanwhile cannot lose one."""
-    values = list(map(memo.get, items))
-    if None in values:
-        if len(memo) + len(items) > limit:
-            memo.clear()
-        for position, value in enumerate(values):
-            if value is None:
-                item = items[position]
-                value = memo.get(item)  # an item seen earlier in this call
-                if value is None:
-                    value = memo[item] = compute(item)
-                values[position] = value
-    return values  # type: ignore[return-value]
+    returns None); each distinct missing item is computed once (``memoised_batch_values``)."""
+    return memoised_batch_values(items, memo, lambda missing: list(map(compute, missing)), limit)
 
 
 def memoised_batch_values(
     items: Sequence[Key], memo: dict[Key, Value], compute_many: Callable[[list[Key]], Sequence[Value]], limit: int
 ) -> list[Value]:
-    """``memoised_values`` for a function that is cheaper on many items at once (a batched tokenizer call):
-    the distinct items the memo lacks go to ``compute_many`` in one call, which returns their values in order.
-    The memo is emptied before those would grow it past ``limit`` entries."""
+    """``compute_many``'s value of each item, read from ``memo`` where it holds them: the distinct items the
+    memo lacks go to ``compute_many`` in one call (cheaper for a batched tokenizer call), which returns their
+    values in order and never None. The memo is emptied before those would grow it past ``limit`` entries; the
+    values of this call are kept locally, so a clear by another thread meanwhile cannot lose one."""
     values = list(map(memo.get, items))
     if None in values:
         gaps = _positions_of_none(values)  # found at C speed: most items are hits

@@ -127,13 +127,9 @@ class StaticEmbedding:
         """
         cut = [text[: self.max_chars] for text in texts]
         chunks = [text.split(" ") for text in cut]
-        try:
-            values = memoised_batch_values(
-                list(itertools.chain.from_iterable(chunks)), self._chunk_memo, self._encode_chunks, CHUNK_MEMO_LIMIT
-            )
-        except TypeError:  # a lone surrogate somewhere in the batch
-            encodings = self.tokenizer.encode_batch_fast([_valid_utf8(t) for t in cut], add_special_tokens=False)
-            return [encoding.ids for encoding in encodings]
+        values = memoised_batch_values(
+            list(itertools.chain.from_iterable(chunks)), self._chunk_memo, self._encode, CHUNK_MEMO_LIMIT
+        )
         out, start, limit = [], 0, self.token_limit
         for parts in chunks:
             ids = itertools.chain.from_iterable(values[start : start + len(parts)])
@@ -141,8 +137,15 @@ class StaticEmbedding:
             start += len(parts)
         return out
 
-    def _encode_chunks(self, chunks: list[str]) -> list[tuple[int, ...]]:
-        return [tuple(e.ids) for e in self.tokenizer.encode_batch_fast(chunks, add_special_tokens=False)]
+    def _encode(self, strings: list[str]) -> list[tuple[int, ...]]:
+        """Each string's WordPiece ids (no special tokens). A lone surrogate cannot cross into Rust: the batch is
+        then encoded with it as U+FFFD (``_valid_utf8``, a per-character change, so a chunk's ids do not depend
+        on the batch), which becomes [UNK]."""
+        try:
+            encodings = self.tokenizer.encode_batch_fast(strings, add_special_tokens=False)
+        except TypeError:
+            encodings = self.tokenizer.encode_batch_fast([_valid_utf8(s) for s in strings], add_special_tokens=False)
+        return [tuple(encoding.ids) for encoding in encodings]
 
     def _flat_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """All documents' kept ids end to end (int64) and each document's count (int64)."""
@@ -170,27 +173,13 @@ class StaticEmbedding:
 
     def _word_table(self, words: Iterable[str]) -> dict[str, tuple[int, ...]]:
         """Distinct word → its ids (``_word_ids``), one memo look-up per distinct word."""
-        memo = self._word_memo
-        if len(memo) > WORD_MEMO_LIMIT:
-            memo.clear()
-        found: dict[str, tuple[int, ...]] = {}  # local: another thread may clear the memo meanwhile
-        new = []
-        for word in dict.fromkeys(words):
-            ids = memo.get(word)
-            if ids is None:
-                new.append(word)
-            else:
-                found[word] = ids
-        if new:
-            try:
-                encodings = self.tokenizer.encode_batch_fast(new, add_special_tokens=False)
-            except TypeError:  # a lone surrogate
-                encodings = self.tokenizer.encode_batch_fast([_valid_utf8(w) for w in new], add_special_tokens=False)
-            unk = self.unk_id
-            for word, encoding in zip(new, encodings, strict=True):
-                ids = encoding.ids
-                found[word] = memo[word] = tuple(i for i in ids if i != unk) if unk in ids else tuple(ids)
-        return found
+        distinct = list(dict.fromkeys(words))
+        ids = memoised_batch_values(distinct, self._word_memo, self._encode_words, WORD_MEMO_LIMIT)
+        return dict(zip(distinct, ids, strict=True))
+
+    def _encode_words(self, words: list[str]) -> list[tuple[int, ...]]:
+        unk = self.unk_id
+        return [tuple(i for i in ids if i != unk) if unk in ids else ids for ids in self._encode(words)]
 
     def word_sums(self, documents: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Exact int64 sums of the table rows of each document's words [n, dim], and token counts [n].
