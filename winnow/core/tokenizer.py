@@ -35,7 +35,10 @@ _PROBES = ("a{}", "1{}", "x{0}{0}x", "{}a", " {}", "{}")
 class Tokenizer:
     """A ``tokenizers`` tokenizer with the few calls winnow needs: ids, counts, EOS, decode."""
 
-    def __init__(self, path: str | Path = BUNDLED_TOKENIZER, eos_token: str = EOS_TOKEN, cache_dir: str | None = None):
+    def __init__(
+        self, path: str | Path = BUNDLED_TOKENIZER, eos_token: str | None = EOS_TOKEN, cache_dir: str | None = None
+    ):
+        """``eos_token=None``: a tokenizer for ids and text only (no end-of-text token required; ``eos_id`` None)."""
         from tokenizers import Tokenizer as HFTokenizer  # lazy: tokenizers only when a tokenizer is loaded
 
         local = resolve_model_path(path, cache_dir)
@@ -46,11 +49,11 @@ class Tokenizer:
         self._tokenizer = HFTokenizer.from_str(payload.decode("utf-8"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        eos = self._tokenizer.token_to_id(eos_token)
-        if eos is None:
+        eos = self._tokenizer.token_to_id(eos_token) if eos_token is not None else None
+        if eos is None and eos_token is not None:
             raise ValueError(f"tokenizer {path} has no end-of-text token {eos_token!r}")
         self.eos_token = eos_token
-        self.eos_id = int(eos)
+        self.eos_id = int(eos) if eos is not None else None
         spec = json.loads(payload)
         self.round_trips = byte_level_round_trip(spec)
         pieces = PieceEncoder(self._tokenizer, spec) if PieceEncoder.applies(spec) else None

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import itertools
 import json
@@ -46,7 +45,7 @@ from winnow.core.config import TokenizerConfig
 from winnow.core.embedders import is_static, sentence_encoder, torch_device
 from winnow.core.hashing import h64, uniform
 from winnow.core.models import file_digest, resolve_model_path
-from winnow.core.tokenizer import BUNDLED_TOKENIZER, byte_level_round_trip
+from winnow.core.tokenizer import BUNDLED_TOKENIZER, Tokenizer
 from winnow.stages.score.scorer import ScoreColumn, ScorerOptions, TokenizedTexts
 
 CRITERIA: tuple[str, ...] = ("writing_style", "required_expertise", "facts_and_trivia", "educational_value")
@@ -769,32 +768,14 @@ def split_documents(token_ids: Sequence[Sequence[int]], size: int) -> tuple[list
     return flat, owners
 
 
-class WindowTokenizer:
-    """A ``tokenizers`` JSON (the run tokenizer) that cuts windows: ids and text, no special tokens.
-
-    The same calls as ``winnow.core.tokenizer.Tokenizer`` (so ``length`` equals ``n_tokens``),
-    without its end-of-text requirement: any run tokenizer works, whatever its EOS is called.
+class WindowTokenizer(Tokenizer):
+    """The run tokenizer (``winnow.core.tokenizer.Tokenizer``, so ``length`` equals ``n_tokens``) that also cuts
+    windows back into text, without an end-of-text requirement: any run tokenizer works, whatever its EOS is called.
     """
 
     def __init__(self, path: str):
-        from tokenizers import Tokenizer as HFTokenizer  # lazy: tokenizers only when a tokenizer is loaded
-
-        payload = resolve_model_path(path).read_bytes()
-        self.version = hashlib.sha256(payload).hexdigest()[:16]
-        self._tokenizer = HFTokenizer.from_str(payload.decode("utf-8"))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-        self._byte_lengths = (
-            _token_byte_lengths(self._tokenizer) if byte_level_round_trip(json.loads(payload)) else None
-        )
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return [e.ids for e in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+        super().__init__(path, eos_token=None)
+        self._byte_lengths = _token_byte_lengths(self._tokenizer) if self.round_trips else None
 
     def window_texts(self, texts: Sequence[str], token_ids: Sequence[Sequence[int]], size: int) -> list[str]:
         """``decode`` of every window ``split_documents(token_ids, size)`` cuts, in its order.
