@@ -287,48 +287,46 @@ def _split_chunk(chunk: str) -> list[str]:
     return _rejoin(out) if len(out) > 1 else out
 
 
-def _chunk_tokens_slow(chunk: str) -> tuple[str, ...]:
-    """The tokens of one whitespace-free chunk, by the full procedure (the reference ``_chunk_tokens`` keeps)."""
-    special = _SPECIALS.get(chunk)
-    if special is not None:
-        return tuple(special)
-    if chunk.isalpha() or chunk.isdigit():
-        return (chunk,)
-    return tuple(_split_chunk(chunk))
+def _chunk_tokens(chunk: str, fast_paths: bool = True) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk (``fast_paths=False``: always by the full procedure).
 
-
-def _chunk_tokens(chunk: str) -> tuple[str, ...]:
-    """The tokens of one whitespace-free chunk, as ``_chunk_tokens_slow`` gives them.
-
-    Fast paths for the commonest shapes: a word with one suffix after it ("end,", "firm's", "so...")
-    or one character before it ("(see"), and two words joined by a hyphen ("well-known"). Letters
-    alone never match a prefix, suffix, infix or URL rule, so when the procedure would peel exactly
-    that suffix or character off, or split at exactly that hyphen (and no special case is involved),
-    the words and the affix are the tokens. Anything else takes the full procedure.
+    The fast paths (``_common_shape_tokens``) give the same tokens as the full procedure for the
+    commonest shapes without running it.
     """
     special = _SPECIALS.get(chunk)
     if special is not None:
         return tuple(special)
     if chunk.isalpha() or chunk.isdigit():
         return (chunk,)
-    if len(chunk) > 1:
-        m = _suffix_match(chunk)
-        if m is not None:
-            word = chunk[: m.start()]
-            if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
-                return (word, chunk[m.start() :])
-        else:
-            head, hyphen, tail = chunk.partition("-")
-            if hyphen and head.isalpha() and tail.isalpha() and _PREFIX.match(chunk) is None:
-                m = _INFIX.search(chunk)
-                if m is not None and m.span() == (len(head), len(head) + 1) and not _URL.match(chunk):
-                    return tuple(_rejoin([head, hyphen, tail]))
-        word = chunk[1:]
-        if word.isalpha() and word not in _SPECIALS:
-            m = _PREFIX.match(chunk)
-            if m is not None and m.end() == 1:
-                return (chunk[0], word)
-    return tuple(_split_chunk(chunk))
+    shaped = _common_shape_tokens(chunk) if fast_paths and len(chunk) > 1 else None
+    return shaped if shaped is not None else tuple(_split_chunk(chunk))
+
+
+def _common_shape_tokens(chunk: str) -> tuple[str, ...] | None:
+    """A word with one suffix after it ("end,", "firm's", "so...") or one character before it ("(see"), or
+    two words joined by a hyphen ("well-known"); None for any other shape.
+
+    Letters alone never match a prefix, suffix, infix or URL rule, so when the procedure would peel
+    exactly that suffix or character off, or split at exactly that hyphen (and no special case is
+    involved), the words and the affix are its tokens.
+    """
+    m = _suffix_match(chunk)
+    if m is not None:
+        word = chunk[: m.start()]
+        if word.isalpha() and word not in _SPECIALS and _PREFIX.match(chunk) is None:
+            return (word, chunk[m.start() :])
+    else:
+        head, hyphen, tail = chunk.partition("-")
+        if hyphen and head.isalpha() and tail.isalpha() and _PREFIX.match(chunk) is None:
+            m = _INFIX.search(chunk)
+            if m is not None and m.span() == (len(head), len(head) + 1) and not _URL.match(chunk):
+                return tuple(_rejoin([head, hyphen, tail]))
+    word = chunk[1:]
+    if word.isalpha() and word not in _SPECIALS:
+        m = _PREFIX.match(chunk)
+        if m is not None and m.end() == 1:
+            return (chunk[0], word)
+    return None
 
 
 # Chunk -> tokens, shared by every text this process splits. Web text repeats its chunks ("the",
