@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 import os
 import re
@@ -15,18 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_config, run
 from corpora import run_corpus
-from PIL import Image
 
 from winnow.config import ReportConfig
 from winnow.report.html import render_report, stage_flow
 
-PNG = re.compile(r'src="data:image/png;base64,([^"]+)"')
+SVG = re.compile(r'src="data:image/svg\+xml;base64,([^"]+)"')
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "out"
 
 
-def images(page: str) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(data))) for data in PNG.findall(page)]
+def images(page: str) -> list[ElementTree.Element]:
+    """Every embedded chart, parsed: each must be well-formed SVG."""
+    return [ElementTree.fromstring(base64.b64decode(data)) for data in SVG.findall(page)]
 
 
 def test_report_has_every_section_with_exact_counts_and_embedded_plots(finished_run: Path):
@@ -62,8 +62,10 @@ def test_report_has_every_section_with_exact_counts_and_embedded_plots(finished_
     assert "<td>dedup:exact</td><td class='n'>6</td>" in page
     assert "<td>read</td><td class='n'>1</td>" in page  # the broken line, rejected by the reader
     # Plots: accounting, throughput, URL host is absent (no URLs) → source, lengths, clusters.
-    pngs = images(page)
-    assert len(pngs) >= 5 and all(img.format == "PNG" and img.width > 300 and img.height > 100 for img in pngs)
+    charts = images(page)
+    assert len(charts) >= 5 and page.count("<img") == len(charts)
+    assert all(c.tag == "{http://www.w3.org/2000/svg}svg" for c in charts)
+    assert all(float(c.get("width")) > 300 and float(c.get("height")) > 100 for c in charts)
     # Samples from every bucket: kept, the duplicate reason, the rejecting stage.
     for heading in ("<h3>kept</h3>", "<h3>duplicate: dedup:exact</h3>", "<h3>rejected: read</h3>"):
         assert heading in page

@@ -2,7 +2,7 @@
 
 Input is the manifest's ``domains`` records (computed exactly over the whole corpus by Beam
 combiners, not re-read from shards): totals, one ``stats`` record per taxonomy value, one
-``prior`` per taxonomy and the taggers used. Output is HTML with PNG plots inlined as ``data:``
+``prior`` per taxonomy and the taggers used. Output is HTML with SVG plots inlined as ``data:``
 URIs, like the rest of the report: token share per topic, format and DataMan domain, the
 topic × format token map, and per-domain score distributions drawn from the histogram quantiles.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from winnow.core.domains import FORMATS, TOPICS
-from winnow.report.charts import _bar_chart, _figure, _img, _png
+from winnow.report.charts import bar_chart, heat_map, img, range_chart
 
 TAXONOMY_TITLES = {"topic": "WebOrganizer topic", "format": "WebOrganizer format", "domain": "DataMan domain"}
 _MAX_ROWS = 30
@@ -90,10 +90,10 @@ def _share_chart(prior: list[dict[str, Any]], title: str) -> str:
     if not prior:
         return ""
     rows = prior[:_MAX_ROWS]
-    chart = _bar_chart(
+    chart = bar_chart(
         [str(p["domain"]) for p in rows], [p["weight"] for p in rows], "share of tokens", f"{title}: token share", True
     )
-    return _img(chart, f"{title} token share")
+    return img(chart, f"{title} token share")
 
 
 def _score_charts(rows: list[dict[str, Any]], title: str) -> list[str]:
@@ -104,16 +104,8 @@ def _score_charts(rows: list[dict[str, Any]], title: str) -> list[str]:
         having = sorted(
             (r for r in rows if name in r.get("scores", {})), key=lambda r: (-r["tokens"], str(r["value"]))
         )[:_MAX_ROWS]
-        figure, axes = _figure(height=max(2.4, 0.28 * len(having) + 1.2))
-        for position, r in enumerate(reversed(having)):
-            q = r["scores"][name]["quantiles"]
-            axes.plot([q["p05"], q["p95"]], [position, position], color="#8da0cb", linewidth=1)
-            axes.plot([q["p25"], q["p75"]], [position, position], color="#4c72b0", linewidth=5)
-            axes.plot([q["p50"]], [position], marker="|", color="black", markersize=10)
-        axes.set_yticks(range(len(having)), [str(r["value"]) for r in reversed(having)], fontsize=8)
-        axes.set_xlabel(name)
-        axes.set_title(f"{name} by {title}")
-        charts.append(_img(_png(figure), f"{name} by {title}"))
+        rows_drawn = [(str(r["value"]), r["scores"][name]["quantiles"]) for r in having]
+        charts.append(img(range_chart(rows_drawn, name, f"{name} by {title}"), f"{name} by {title}"))
     return charts
 
 
@@ -126,10 +118,5 @@ def _cell_map(cells: list[dict[str, Any]]) -> str:
         topic, _, form = str(cell["value"]).partition("|")
         if topic in TOPICS and form in FORMATS:
             grid[TOPICS.index(topic), FORMATS.index(form)] = cell["tokens"] / total
-    figure, axes = _figure(width=9.0, height=8.0)
-    image = axes.imshow(grid, cmap="Blues", aspect="auto")
-    axes.set_xticks(range(len(FORMATS)), FORMATS, fontsize=7, rotation=90)
-    axes.set_yticks(range(len(TOPICS)), TOPICS, fontsize=7)
-    axes.set_title("Share of tokens per topic × format cell")
-    figure.colorbar(image, ax=axes, fraction=0.04)
-    return _img(_png(figure), "Topic by format token map")
+    chart = heat_map(grid, TOPICS, FORMATS, "Share of tokens per topic × format cell")
+    return img(chart, "Topic by format token map")

@@ -3,8 +3,8 @@
 Sections: the accounting table, per-step throughput, score histograms (every numeric column
 of the kept shards), composition by domain columns (``domain``/``topic``/``format`` when a
 stage wrote them, plus URL host and input source), length distributions, dedup cluster
-sizes, and a few example documents from every bucket. Plots are matplotlib PNGs embedded as
-``data:`` URIs, so the page needs no network and no JavaScript.
+sizes, and a few example documents from every bucket. Plots are SVG drawn by ``charts`` and
+embedded as ``data:`` URIs, so the page needs no network and no JavaScript.
 
 The page is computed on the driver from the finished shards, reading whole row groups in
 shard order up to ``output.report.max_rows`` rows per output kind, so its cost is bounded on
@@ -30,7 +30,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from winnow.config import ReportConfig
-from winnow.report.charts import _bar_chart, _figure, _img, _png
+from winnow.report.charts import bar_chart, histogram, img
 from winnow.report.domains import domains_html
 
 # Columns a tagging stage may add that name what a document is about.
@@ -152,8 +152,8 @@ def _accounting(counts: dict[str, Any]) -> str:
     note = f"<p class='ok'>input {counts['input']:,} = kept + filtered + duplicate + rejected = {check:,}</p>"
     labels = ["kept", "filtered", "duplicate", "rejected"]
     values = [counts[label] for label in labels]
-    chart = _bar_chart(labels, values, "documents", "Where the input went", horizontal=True)
-    return table + note + _img(chart, "Bar chart of where the input documents went")
+    chart = bar_chart(labels, values, "documents", "Where the input went", horizontal=True)
+    return table + note + img(chart, "Bar chart of where the input documents went")
 
 
 def stage_flow(counts: dict[str, Any], stages: list[str]) -> list[tuple[str, int, int]]:
@@ -203,7 +203,7 @@ def _throughput(counts: dict[str, Any], stages: list[str], timings: dict[str, fl
     )
     if not labels:
         return table
-    return table + _img(_bar_chart(labels, rates, "documents / second", "Throughput per step"), "Throughput chart")
+    return table + img(bar_chart(labels, rates, "documents / second", "Throughput per step"), "Throughput chart")
 
 
 def _numeric_columns(table: pa.Table | None, exclude: set[str]) -> list[str]:
@@ -226,12 +226,8 @@ def _scores(data: pa.Table | None) -> str:
         if not values:
             parts.append(f"<p class='note'>{html.escape(name)}: all values null.</p>")
             continue
-        figure, axes = _figure()
-        axes.hist(values, bins=40, color="#4c72b0")
-        axes.set_title(f"{name} (n={len(values):,})")
-        axes.set_xlabel(name)
-        axes.set_ylabel("documents")
-        parts.append(_img(_png(figure), f"Histogram of {name}"))
+        chart = histogram([(name, values)], f"{name} (n={len(values):,})", name, bins=40)
+        parts.append(img(chart, f"Histogram of {name}"))
     return "".join(parts)
 
 
@@ -312,8 +308,8 @@ def _value_counts_chart(values: Iterable[Any], label: str) -> str:
     if other:
         top.append((f"(other {len(tally) - _TOP_VALUES} values)", other))
     names = [name[:40] for name, _ in top]
-    chart = _bar_chart(names, [count for _, count in top], "kept documents", f"By {label}", horizontal=True)
-    return _img(chart, f"Kept documents by {label}")
+    chart = bar_chart(names, [count for _, count in top], "kept documents", f"By {label}", horizontal=True)
+    return img(chart, f"Kept documents by {label}")
 
 
 def _lengths(data: pa.Table | None, removed: pa.Table | None) -> str:
@@ -331,21 +327,20 @@ def _lengths(data: pa.Table | None, removed: pa.Table | None) -> str:
         return "<p class='note'>No documents.</p>"
     high = max(int(values.max()) for _, values in series)
     bins = np.logspace(0, np.log10(max(high, 10)) + 0.01, 50)
-    figure, axes = _figure()
-    for name, values in series:
-        axes.hist(np.maximum(values, 1), bins=bins, histtype="step", linewidth=1.5, label=f"{name} (n={len(values):,})")
-    axes.set_xscale("log")
-    axes.set_xlabel("characters per document")
-    axes.set_ylabel("documents")
-    axes.set_title("Document length by bucket")
-    axes.legend()
+    chart = histogram(
+        [(name, np.maximum(values, 1)) for name, values in series],
+        "Document length by bucket",
+        "characters per document",
+        bins=bins,
+        log_x=True,
+    )
     rows = "".join(
         f"<tr><td>{name}</td><td class='n'>{len(v):,}</td><td class='n'>{int(np.median(v)):,}</td>"
         f"<td class='n'>{int(np.percentile(v, 5)):,}</td><td class='n'>{int(np.percentile(v, 95)):,}</td></tr>"
         for name, v in series
     )
     table = f"<table><tr><th>bucket</th><th>documents</th><th>median</th><th>p5</th><th>p95</th></tr>{rows}</table>"
-    return table + _img(_png(figure), "Histogram of document lengths")
+    return table + img(chart, "Histogram of document lengths")
 
 
 def cluster_sizes(data: pa.Table | None, removed: pa.Table | None) -> tuple[Counter[int], str]:
@@ -369,8 +364,8 @@ def _clusters(data: pa.Table | None, removed: pa.Table | None) -> str:
     rows = "".join(f"<tr><td class='n'>{size}</td><td class='n'>{n:,}</td></tr>" for size, n in multi.items())
     table = f"<table><tr><th>cluster size</th><th>clusters</th></tr>{rows}</table>"
     labels = [str(size) for size in multi]
-    chart = _bar_chart(labels, list(multi.values()), "clusters", "Duplicate cluster sizes (documents per cluster)")
-    return f"<p class='note'>Sizes from the {html.escape(how)}.</p>" + table + _img(chart, "Cluster size chart")
+    chart = bar_chart(labels, list(multi.values()), "clusters", "Duplicate cluster sizes (documents per cluster)")
+    return f"<p class='note'>Sizes from the {html.escape(how)}.</p>" + table + img(chart, "Cluster size chart")
 
 
 def _samples(
