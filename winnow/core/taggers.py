@@ -28,6 +28,7 @@ was used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
@@ -546,11 +547,16 @@ class LinearTagger:
                 )
         elif self.dense_weights is not None:
             raise ValueError("dense weights given but the feature spec has no embedding")
-        self.version = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
         # Inference is integer arithmetic (winnow.core.exact): a document's logits are the same bits
         # in any batch and on any machine.
         self._sparse = exact.QuantizedLinear.from_quantized(self.weights, self.scales, self.bias)
         self._dense = None if self.dense_weights is None else exact.QuantizedLinear(self.dense_weights)
+
+    @functools.cached_property
+    def version(self) -> str:
+        """The first 16 hex digits of the SHA-256 of ``to_bytes()``, computed on first use: writing the
+        model again (a deflated zip of every array) took seconds per load, and inference never needs it."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:16]
 
     def features(
         self, texts: Sequence[str], urls: Sequence[str | None] | None = None, shared: BatchFeatures | None = None

@@ -149,8 +149,9 @@ def test_train_save_load_round_trip_is_byte_deterministic(tmp_path: Path, train_
     assert first.to_bytes() == second.to_bytes()
     digest = first.save(tmp_path / "format.zip")
     loaded = LinearTagger.load(tmp_path / "format.zip")
+    assert "version" not in vars(loaded)  # not computed at load: writing the zip again costs seconds per worker
     assert loaded.to_bytes() == (tmp_path / "format.zip").read_bytes()
-    assert loaded.version == first.version and len(digest) == 64
+    assert loaded.version == first.version == digest[:16] and len(digest) == 64
     texts = [row["text"] for row in heldout_rows[:30]]
     urls = [row["url"] for row in heldout_rows[:30]]
     np.testing.assert_array_equal(loaded.probabilities(texts, urls), first.probabilities(texts, urls))
