@@ -45,8 +45,9 @@ def _tick_label(value: float) -> str:
 
 
 def _label(text: str) -> str:
+    """An axis label cut to ``_MAX_LABEL`` characters (margins are sized for that)."""
     text = str(text)
-    return html.escape(text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 1] + "…")
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 1] + "…"
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -92,16 +93,21 @@ class _Canvas:
             f'stroke-width="{_num(width)}"/>'
         )
 
-    def text(self, x: float, y: float, text: str, size: int = 11, anchor: str = "middle", extra: str = "") -> None:
+    def text(self, x: float, y: float, text: str, size: int = 11, anchor: str = "middle", rotate: float = 0) -> None:
+        turn = f' transform="rotate({_num(rotate)} {_num(x)} {_num(y)})"' if rotate else ""
         self.add(
-            f'<text x="{_num(x)}" y="{_num(y)}" font-size="{size}" text-anchor="{anchor}"{extra}>{_label(text)}</text>'
+            f'<text x="{_num(x)}" y="{_num(y)}" font-size="{size}" text-anchor="{anchor}"{turn}>'
+            f"{html.escape(str(text))}</text>"
         )
 
     def title(self, text: str) -> None:
-        self.add(
-            f'<text x="{_num((self.x0 + self.x1) / 2)}" y="16" font-size="13" text-anchor="middle">'
-            f"{html.escape(text)}</text>"
-        )
+        self.text((self.x0 + self.x1) / 2, 16, text, size=13)
+
+    def bands(self, count: int, across: bool) -> tuple[float, list[float]]:
+        """Equal bands across the plot (``across``: left to right, else top to bottom): width, centres."""
+        start, end = (self.x0, self.x1) if across else (self.y0, self.y1)
+        band = (end - start) / max(count, 1)
+        return band, [start + band * (i + 0.5) for i in range(count)]
 
     def frame(self) -> None:
         self.add(
@@ -109,20 +115,23 @@ class _Canvas:
             f'height="{_num(self.y1 - self.y0)}" fill="none" stroke="#333"/>'
         )
 
-    def x_axis(self, ticks: Sequence[tuple[float, str]], label: str) -> None:
+    def x_axis(self, ticks: Sequence[tuple[float, str]], label: str, size: int = 10, rotate: float = 0) -> None:
+        """Tick marks and labels under the plot (``rotate``d labels end at their tick), then ``label``."""
         for x, text in ticks:
             self.line(x, self.y1, x, self.y1 + 4)
-            self.text(x, self.y1 + 16, text, size=10)
+            if rotate:
+                self.text(x, self.y1 + 10, _label(text), size=size, anchor="end", rotate=rotate)
+            else:
+                self.text(x, self.y1 + 16, _label(text), size=size)
         if label:
             self.text((self.x0 + self.x1) / 2, self.height - 6, label)
 
     def y_axis(self, ticks: Sequence[tuple[float, str]], label: str, size: int = 10) -> None:
         for y, text in ticks:
             self.line(self.x0 - 4, y, self.x0, y)
-            self.text(self.x0 - 7, y + size * 0.35, text, size=size, anchor="end")
+            self.text(self.x0 - 7, y + size * 0.35, _label(text), size=size, anchor="end")
         if label:
-            y = (self.y0 + self.y1) / 2
-            self.text(14, y, label, extra=f' transform="rotate(-90 14 {_num(y)})"')
+            self.text(14, (self.y0 + self.y1) / 2, label, rotate=-90)
 
     def svg(self) -> str:
         return (
@@ -156,31 +165,22 @@ def bar_chart(
     if horizontal:
         canvas = _Canvas(_WIDTH, _row_height(len(labels)), _label_margin(labels), 20, 26, 42)
         to_x = _scale(ticks[0], ticks[-1], canvas.x0, canvas.x1)
-        band = (canvas.y1 - canvas.y0) / max(len(labels), 1)
-        for i, value in enumerate(values):
+        band, centres = canvas.bands(len(labels), across=False)
+        for centre, value in zip(centres, values, strict=True):
             low, high = sorted((to_x(0), to_x(value)))
-            canvas.rect(low, canvas.y0 + band * (i + 0.1), high - low, band * 0.8, _BLUE)
-        canvas.y_axis([(canvas.y0 + band * (i + 0.5), str(t)) for i, t in enumerate(labels)], "", size=8)
+            canvas.rect(low, centre - band * 0.4, high - low, band * 0.8, _BLUE)
+        canvas.y_axis(list(zip(centres, labels, strict=True)), "", size=8)
         canvas.x_axis([(to_x(t), _tick_label(t)) for t in ticks], value_label)
     else:
         rotate = len(labels) > 6
         bottom = 42 + (min(_label_margin(labels), 160) * 0.5 if rotate else 0)
         canvas = _Canvas(_WIDTH, _HEIGHT + (bottom - 42), 70, 20, 26, bottom)
         to_y = _scale(ticks[0], ticks[-1], canvas.y1, canvas.y0)
-        band = (canvas.x1 - canvas.x0) / max(len(labels), 1)
-        for i, value in enumerate(values):
+        band, centres = canvas.bands(len(labels), across=True)
+        for centre, value in zip(centres, values, strict=True):
             top, low = sorted((to_y(value), to_y(0)))
-            canvas.rect(canvas.x0 + band * (i + 0.1), top, band * 0.8, low - top, _BLUE)
-        for i, text in enumerate(labels):
-            x = canvas.x0 + band * (i + 0.5)
-            canvas.line(x, canvas.y1, x, canvas.y1 + 4)
-            if rotate:
-                y = canvas.y1 + 14
-                canvas.text(
-                    x, y, str(text), size=8, anchor="end", extra=f' transform="rotate(-30 {_num(x)} {_num(y)})"'
-                )
-            else:
-                canvas.text(x, canvas.y1 + 16, str(text), size=8)
+            canvas.rect(centre - band * 0.4, top, band * 0.8, low - top, _BLUE)
+        canvas.x_axis(list(zip(centres, labels, strict=True)), "", size=8, rotate=-30 if rotate else 0)
         canvas.y_axis([(to_y(t), _tick_label(t)) for t in ticks], value_label)
     canvas.frame()
     canvas.title(title)
@@ -254,13 +254,12 @@ def range_chart(rows: Sequence[tuple[str, dict[str, float]]], x_label: str, titl
     ticks = nice_ticks(low, high)
     canvas = _Canvas(_WIDTH, _row_height(len(rows)), _label_margin(labels), 20, 26, 42)
     to_x = _scale(ticks[0], ticks[-1], canvas.x0, canvas.x1)
-    band = (canvas.y1 - canvas.y0) / max(len(rows), 1)
-    for i, (_, q) in enumerate(rows):
-        y = canvas.y0 + band * (i + 0.5)
+    _, centres = canvas.bands(len(rows), across=False)
+    for y, (_, q) in zip(centres, rows, strict=True):
         canvas.line(to_x(q["p05"]), y, to_x(q["p95"]), y, _LIGHT_BLUE, 1)
         canvas.line(to_x(q["p25"]), y, to_x(q["p75"]), y, _BLUE, 5)
         canvas.line(to_x(q["p50"]), y - 6, to_x(q["p50"]), y + 6, "#000", 1.5)
-    canvas.y_axis([(canvas.y0 + band * (i + 0.5), label) for i, label in enumerate(labels)], "", size=8)
+    canvas.y_axis(list(zip(centres, labels, strict=True)), "", size=8)
     canvas.x_axis([(to_x(t), _tick_label(t)) for t in ticks], x_label)
     canvas.frame()
     canvas.title(title)
@@ -280,19 +279,14 @@ def heat_map(grid: np.ndarray, row_labels: Sequence[str], column_labels: Sequenc
     top = float(grid.max()) if grid.size else 0.0
     bottom = 26 + _label_margin(column_labels, 7) * 0.9
     canvas = _Canvas(864, 768, _label_margin(row_labels, 7), 90, 26, bottom)
-    rows, columns = grid.shape
-    cell_w = (canvas.x1 - canvas.x0) / max(columns, 1)
-    cell_h = (canvas.y1 - canvas.y0) / max(rows, 1)
-    for r in range(rows):
-        for c in range(columns):
-            canvas.rect(
-                canvas.x0 + c * cell_w, canvas.y0 + r * cell_h, cell_w, cell_h, _blue(grid[r, c] / top if top else 0)
-            )
-    canvas.y_axis([(canvas.y0 + cell_h * (r + 0.5), label) for r, label in enumerate(row_labels)], "", size=7)
-    for c, label in enumerate(column_labels):
-        x = canvas.x0 + cell_w * (c + 0.5)
-        y = canvas.y1 + 8
-        canvas.text(x, y, label, size=7, anchor="end", extra=f' transform="rotate(-90 {_num(x)} {_num(y)})"')
+    cell_w, xs = canvas.bands(grid.shape[1], across=True)
+    cell_h, ys = canvas.bands(grid.shape[0], across=False)
+    for r, y in enumerate(ys):
+        for c, x in enumerate(xs):
+            share = grid[r, c] / top if top else 0.0
+            canvas.rect(x - cell_w / 2, y - cell_h / 2, cell_w, cell_h, _blue(share))
+    canvas.y_axis(list(zip(ys, row_labels, strict=True)), "", size=7)
+    canvas.x_axis(list(zip(xs, column_labels, strict=True)), "", size=7, rotate=-90)
     steps = 20
     bar_x, bar_h = canvas.x1 + 20, (canvas.y1 - canvas.y0) / steps
     for i in range(steps):
