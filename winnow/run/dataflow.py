@@ -28,6 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from winnow.beam.construction import memoised_construction
 from winnow.config import WinnowConfig, load_config
 from winnow.core.causal_lm import SMOLLM2
 from winnow.core.models import package_file, resolve_model_path
@@ -114,9 +115,10 @@ def build_job(
     """The run's graph with these runner options, built and not run."""
 
     options = pipeline_options(config, extra_args)
-    pipeline = beam.Pipeline(options=options)
     staging = FileSystems.join(config.output.dir.rstrip("/"), STAGING)
-    build_pipeline(pipeline, config, select_stages(config, stages), staging, None)
+    with memoised_construction():
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, config, select_stages(config, stages), staging, None)
     return pipeline, options
 
 

@@ -32,6 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import winnow
+from winnow.beam.construction import memoised_construction
 from winnow.beam.contract import METRICS_NAMESPACE, StageSpec
 from winnow.beam.read import expand_inputs
 from winnow.beam.write import atomic_write_bytes
@@ -148,9 +149,10 @@ def run_pipeline(
     output_dir = config.output.dir.rstrip("/")
     staging = FileSystems.join(output_dir, STAGING)
     if is_dry_run(options):  # build and translate the job only: touch no output (it may be unreachable)
-        pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, config, selected, staging, None)
-        result = pipeline.run()
+        with memoised_construction():
+            pipeline = beam.Pipeline(options=options)
+            build_pipeline(pipeline, config, selected, staging, None)
+            result = pipeline.run()
         return RunResult({}, output_dir, submitted_only=True, job=getattr(result, "job", None))
     identity = run_identity(config, stage_names, identity_extra)
     resumable = (resume or finalize_only) and staged_run_complete(output_dir, identity)
@@ -171,12 +173,13 @@ def run_pipeline(
             progress_dir = tempfile.mkdtemp(prefix="winnow-progress-")
             on_progress(progress_dir)
         try:
-            pipeline = beam.Pipeline(options=options)
-            build_pipeline(pipeline, config, selected, staging, progress_dir)
-            result = pipeline.run()
-            if submit_only and not is_local(options):
-                return RunResult({}, output_dir, submitted_only=True, job=getattr(result, "job", None))
-            result.wait_until_finish()
+            with memoised_construction():  # the local runners build their bundle processors in run and wait
+                pipeline = beam.Pipeline(options=options)
+                build_pipeline(pipeline, config, selected, staging, progress_dir)
+                result = pipeline.run()
+                if submit_only and not is_local(options):
+                    return RunResult({}, output_dir, submitted_only=True, job=getattr(result, "job", None))
+                result.wait_until_finish()
             metrics = _counters(result)
             timings = stage_timings(result, stage_names)
         finally:
