@@ -61,6 +61,15 @@ def test_log_of_counts_is_correctly_rounded() -> None:
     assert _ulps(exact.log_of_counts(counts)[7:], np.array(want[7:])) <= 2
 
 
+def test_every_entry_of_the_log_table_is_correctly_rounded() -> None:
+    """The table sums prime logs for composites; each entry must still be the correctly rounded ln k."""
+    counts = np.arange(1, 4096)
+    with localcontext() as context:
+        context.prec = 50
+        want = [float(Decimal(int(c)).ln()) for c in counts]
+    assert exact.log_of_counts(counts).tolist() == want
+
+
 def test_a_linear_layer_is_exact_and_does_not_depend_on_its_batch() -> None:
     rng = np.random.default_rng(2)
     weights, bias = rng.normal(size=(64, 5)), rng.normal(size=5)

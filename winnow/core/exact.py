@@ -121,9 +121,23 @@ def _log_scalar(x: float) -> float:
 
 @lru_cache(maxsize=1)
 def _log_table(size: int = 4096) -> np.ndarray:
+    """ln k for k < size, each rounded once from 40 significant digits. Only primes take a decimal
+    ``ln`` (564 of 4,096, 6× less CPU per process); a composite's log is the 40-digit sum of its
+    smallest prime factor's and its cofactor's, whose error (≈ 1e-39) cannot move a float64 rounding
+    here (a test compares every entry with the direct ``ln``)."""
+    smallest = list(range(size))  # smallest prime factor, by sieve
+    for p in range(2, math.isqrt(size - 1) + 1):
+        if smallest[p] == p:
+            for multiple in range(p * p, size, p):
+                if smallest[multiple] == multiple:
+                    smallest[multiple] = p
+    logs = [Decimal(0)] * size
     with localcontext() as context:
         context.prec = 40
-        return np.array([float(Decimal(k).ln()) if k else -math.inf for k in range(size)], dtype=np.float64)
+        for k in range(2, size):
+            p = smallest[k]
+            logs[k] = Decimal(k).ln() if p == k else logs[p] + logs[k // p]
+    return np.array([float(value) if k else -math.inf for k, value in enumerate(logs)], dtype=np.float64)
 
 
 def log_of_counts(counts: np.ndarray) -> np.ndarray:

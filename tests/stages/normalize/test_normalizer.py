@@ -1,7 +1,7 @@
 import unicodedata
 
 from winnow.core.text import dedup_key_text
-from winnow.stages.normalize.normalizer import TextNormalizer
+from winnow.stages.normalize.normalizer import _CONTROL_RANGES, TextNormalizer, _control_points, control_points
 
 
 def test_nfc_control_and_whitespace():
@@ -75,3 +75,8 @@ def test_whole_text_passes_equal_the_line_by_line_reference():
             assert normalizer._whole(text) == normalizer._lines(text), repr(text)
         lines_only = TextNormalizer(max_blank_lines=blank_lines, strip_control=False)
         assert lines_only("a \x00 b") == "a \x00 b"  # other options keep the line-by-line path
+
+
+def test_control_point_table_is_the_scan_of_this_unicode_version() -> None:
+    assert unicodedata.unidata_version in _CONTROL_RANGES  # else every process pays the scan again
+    assert control_points() == _control_points()

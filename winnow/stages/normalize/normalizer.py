@@ -35,8 +35,49 @@ def _control_points() -> list[int]:
     return [c for c, kind in enumerate(categories) if (kind == "Cc" or kind == "Cf") and c not in keep]
 
 
-# Scanning every code point costs about 0.3 s; once per process (every Beam worker imports this).
-_CONTROL_POINTS = _control_points()
+# What ``_control_points`` returns, as inclusive ranges, per Unicode version of ``unicodedata``
+# (Python 3.11: 14.0.0). Scanning every code point costs 0.3–0.5 s in every process that imports this
+# module (each Beam worker); a test checks the table against the scan.
+_CONTROL_RANGES = {
+    "14.0.0": (
+        (0x0000, 0x0008),
+        (0x000B, 0x001F),
+        (0x007F, 0x009F),
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200B),
+        (0x200E, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x13438),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ),
+}
+
+
+def control_points() -> list[int]:
+    """``_control_points`` from the table when it has this Unicode version, else by scanning."""
+    ranges = _CONTROL_RANGES.get(unicodedata.unidata_version)
+    if ranges is None:
+        return _control_points()
+    return [point for first, last in ranges for point in range(first, last + 1)]
+
+
+_CONTROL_POINTS = control_points()
 _CONTROL = re.compile(f"[{_class_body(_CONTROL_POINTS)}]+")
 # The same class cut at U+FFFF: sre tests a BMP-only class with a bitmap, but walks a range list
 # (10× slower) once a class reaches past it; the wide part runs only on texts that have such characters.
