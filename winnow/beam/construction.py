@@ -31,7 +31,8 @@ from apache_beam.typehints import decorators
 # The modules that bound Beam's get_signature by name (``from ... import get_signature``).
 _SIGNATURE_USERS = (decorators, core, ptransform, util)
 _lock = threading.Lock()
-_depth = 0
+_depth = 0  # nested memoised_construction blocks; the outermost installs and restores
+_saved: dict[str, Any] = {}  # Beam's own functions while the memo is in place
 
 
 def _signature_key(func: Any) -> tuple[str, Any] | None:
@@ -96,6 +97,3 @@ def memoised_construction() -> Iterator[None]:
                     module.get_signature = function
                 PipelineOptions.view_as = _saved["view_as"]  # type: ignore[method-assign]
                 _saved.clear()
-
-
-_saved: dict[str, Any] = {}
