@@ -8,6 +8,10 @@ the signatures themselves; with batches a step costs a few elements per shard in
 1. ``Sign``: batches of documents → shingle hashes → signatures → 14 band keys per document.
    Outputs band entries, signatures and keeper keys, each batched by shard, and every
    document keyed by id for the final join. Documents without a shingle skip the rest.
+   With exact dedup in the same pass (``exact``; the stage's default), Sign sends compact exact
+   records (text hash, rank, identity digest, signature, keeper key) by hash shard instead, and
+   ``ExactShard`` emits a ``dedup:exact`` decision per copy and the keepers' LSH records: only
+   exact keepers enter LSH, and Route removes the copies in the same join.
 2. ``Buckets``: band entries grouped by shard; equal (band, hash) runs are buckets. Every
    member gets an edge to the bucket's smallest node: O(n), never all pairs. A bucket above
    ``max_bucket_size`` is cut into sub-buckets of that size whose minima link to the
@@ -64,7 +68,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from winnow.beam.components import HashedComponents, split_by_shard
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, counter, rejected, removed
-from winnow.stages.dedup.config import MinHashConfig
+from winnow.stages.dedup.config import ExactDedupConfig, MinHashConfig
+from winnow.stages.dedup.exact import compact_rank, exact_keepers, identity_digest, text_hash
 from winnow.stages.dedup.minhash import MinHasher, ShingleHasher, band_hashes, set_similarity, shingle_set
 
 STAGE = "dedup"
@@ -77,7 +82,8 @@ OVERSIZED_LISTED = 100  # largest oversized clusters named in the manifest
 _INDEX_META = "_meta.json"
 # The final join is a plain GroupByKey over (id, (tag, value)) rather than CoGroupByKey: it saves
 # three per-document Beam steps (tag, tag, merge), which is a tenth of the stage's CPU.
-_DOC, _DECISION = 0, 1
+_DOC, _DECISION, _EXACT = 0, 1, 2
+_EXACT_TAG = "exact"
 _SET, _MEMBER, _KEEPER = 0, 1, 2
 
 # Keeper keys: (rank, priority, xxh64(id), id); rank 0 = index entry, 1 = document of this run.
@@ -139,12 +145,39 @@ def _concat(parts: Iterable[tuple[Any, ...]], width: int) -> list[Any]:
     return columns
 
 
-class Sign(beam.DoFn):
-    """A batch of documents → signatures, band entries and keeper keys, batched by shard."""
+def _lsh_records(
+    config: MinHashConfig, nodes: np.ndarray, signatures: np.ndarray, keys: np.ndarray, member_keys: list[KeeperKey]
+) -> Iterator[Any]:
+    """Band entries, signatures (when verifying) and keeper keys of signed documents, batched by shard."""
+    shards, bands = config.shards, keys.shape[1]
+    band_index = np.tile(np.arange(bands, dtype=np.uint8), len(nodes))
+    flat = keys.ravel()
+    entry_nodes = np.repeat(nodes, bands)
+    from_index = np.zeros(len(flat), dtype=bool)
+    for shard, cols in _by_shard(
+        _band_shards(flat, band_index, shards), shards, flat, band_index, entry_nodes, from_index
+    ):
+        yield beam.pvalue.TaggedOutput(_BAND_TAG, (shard, cols))
+    node_shards = _node_shards(nodes, shards)
+    if config.verify:
+        for shard, cols in _by_shard(node_shards, shards, nodes, signatures):
+            yield beam.pvalue.TaggedOutput(_SIG_TAG, (shard, cols))
+    for shard, cols in _by_shard(node_shards, shards, nodes, member_keys):
+        yield beam.pvalue.TaggedOutput(_MEMBER_TAG, (shard, cols))
 
-    def __init__(self, config: MinHashConfig, write_index: bool) -> None:
+
+class Sign(beam.DoFn):
+    """A batch of documents → signatures, band entries and keeper keys, batched by shard.
+
+    With ``exact`` (exact dedup in the same pass), every document is keyed for the final join and
+    its compact exact record (text hash, rank, digest, signature, keeper key) goes to ``ExactShard``
+    batched by hash shard instead: only exact keepers enter LSH, as when exact dedup ran first.
+    """
+
+    def __init__(self, config: MinHashConfig, write_index: bool, exact: ExactDedupConfig | None = None) -> None:
         self.config = config
         self.write_index = write_index
+        self.exact = exact
         self.bands, self.rows = config.banding()
 
     def setup(self) -> None:
@@ -154,47 +187,99 @@ class Sign(beam.DoFn):
         self.no_shingles = counter("dedup:minhash_no_shingles")
 
     def process(self, batch: list[Document]) -> Iterator[Any]:
-        c, shards = self.config, self.config.shards
+        c = self.config
         docs: list[Document] = []
         for doc in batch:
-            if isinstance(doc.get("text"), str) and isinstance(doc.get("id"), str):
-                docs.append(doc)
-            else:
+            if not (isinstance(doc.get("text"), str) and isinstance(doc.get("id"), str)):
                 yield rejected(doc, STAGE, "minhash: id and text must be strings")
+                continue
+            if self.exact is not None:
+                try:
+                    doc = {**doc, "text_hash": text_hash(doc["text"], self.exact.key)}
+                except Exception as error:  # a document must never kill the job
+                    yield rejected(doc, STAGE, error)
+                    continue
+            docs.append(doc)
+        if not docs:
+            return
         values, counts = self.hasher.hash_batch([doc["text"] for doc in docs])
         signed = counts > 0
         if c.min_words and c.shingle == "word":
             signed &= counts + (c.ngram - 1) >= c.min_words
-        for doc in (d for d, s in zip(docs, signed.tolist(), strict=True) if not s):
-            self.no_shingles.inc()
-            yield {**doc, "cluster_id": None, "cluster_size": 1}
-        if not signed.any():
-            return
+        if self.exact is None:  # with exact dedup, ExactShard counts the unsigned keepers
+            self.no_shingles.inc(int(np.count_nonzero(~signed)))
         if not signed.all():
             values = values[np.repeat(signed, counts)]
         signatures = self.minhasher.signatures_flat(values, counts[signed])
         keys = band_hashes(signatures, self.bands, self.rows)
+        if self.exact is not None:
+            yield from self._exact_records(docs, signed, signatures, keys)
+            return
+        for doc in (d for d, s in zip(docs, signed.tolist(), strict=True) if not s):
+            yield {**doc, "cluster_id": None, "cluster_size": 1}
+        if not signed.any():
+            return
         docs = [d for d, s in zip(docs, signed.tolist(), strict=True) if s]
-        nodes = np.fromiter((node_of(d["id"]) for d in docs), dtype=np.uint64, count=len(docs))
         for doc, row in zip(docs, keys, strict=True):
             if self.write_index:
                 doc = {**doc, _BANDS_FIELD: row.tobytes()}
             yield beam.pvalue.TaggedOutput(_DOCS, (doc["id"], (_DOC, doc)))
-        band_index = np.tile(np.arange(self.bands, dtype=np.uint8), len(docs))
-        flat = keys.ravel()
-        entry_nodes = np.repeat(nodes, self.bands)
-        from_index = np.zeros(len(flat), dtype=bool)
-        for shard, cols in _by_shard(
-            _band_shards(flat, band_index, shards), shards, flat, band_index, entry_nodes, from_index
-        ):
-            yield beam.pvalue.TaggedOutput(_BAND_TAG, (shard, cols))
-        node_shards = _node_shards(nodes, shards)
-        if c.verify:
-            for shard, cols in _by_shard(node_shards, shards, nodes, signatures):
-                yield beam.pvalue.TaggedOutput(_SIG_TAG, (shard, cols))
-        member_keys = [keeper_key(d, c.keep) for d in docs]
-        for shard, cols in _by_shard(node_shards, shards, nodes, member_keys):
-            yield beam.pvalue.TaggedOutput(_MEMBER_TAG, (shard, cols))
+        nodes = np.fromiter((node_of(d["id"]) for d in docs), dtype=np.uint64, count=len(docs))
+        yield from _lsh_records(c, nodes, signatures, keys, [keeper_key(d, c.keep) for d in docs])
+
+    def _exact_records(
+        self, docs: list[Document], signed: np.ndarray, signatures: np.ndarray, keys: np.ndarray
+    ) -> Iterator[Any]:
+        assert self.exact is not None
+        c, keep = self.config, self.exact.keep
+        rows = np.cumsum(signed) - 1  # a signed document's row in signatures / keys
+        hashes, ranks, ids, digests, member_keys = [], [], [], [], []
+        for doc, is_signed, row in zip(docs, signed.tolist(), rows.tolist(), strict=True):
+            rank, digest = compact_rank(doc, keep)
+            if self.write_index and is_signed:
+                doc = {**doc, _BANDS_FIELD: keys[row].tobytes()}
+            yield beam.pvalue.TaggedOutput(_DOCS, (doc["id"], (_DOC, doc)))
+            hashes.append(doc["text_hash"])
+            ranks.append(rank)
+            ids.append(doc["id"])
+            digests.append(digest)
+            member_keys.append(keeper_key(doc, c.keep) if is_signed else None)
+        full = np.zeros((len(docs), signatures.shape[1]), dtype=np.uint64)
+        full[signed] = signatures
+        shard_of = np.fromiter((int(h[:15], 16) for h in hashes), dtype=np.int64, count=len(hashes)) % c.shards
+        for shard, cols in _by_shard(shard_of, c.shards, hashes, ranks, ids, digests, signed, full, member_keys):
+            yield beam.pvalue.TaggedOutput(_EXACT_TAG, (shard, cols))
+
+
+class ExactShard(beam.DoFn):
+    """One hash shard of compact exact records → a ``dedup:exact`` decision for every copy that is
+    not its hash's keeper, and the keepers' LSH records (as ``Sign`` emits without exact dedup)."""
+
+    def __init__(self, config: MinHashConfig) -> None:
+        self.config = config
+        self.bands, self.rows = config.banding()
+
+    def setup(self) -> None:
+        self.no_shingles = counter("dedup:minhash_no_shingles")
+
+    def process(self, element: tuple[int, Iterable[tuple[Any, ...]]]) -> Iterator[Any]:
+        hashes, ranks, ids, digests, signed, signatures, member_keys = _concat(element[1], 7)
+        keeper_of = exact_keepers(hashes, ranks)
+        lsh: list[int] = []
+        for i, keeper in enumerate(keeper_of):
+            if keeper != i:  # counted as dedup:exact by Route, where it is removed
+                yield ids[i], (_EXACT, (digests[i], ids[keeper]))
+            elif signed[i]:
+                lsh.append(i)
+            else:
+                self.no_shingles.inc()
+        if not lsh:
+            return
+        chosen = np.asarray(lsh, dtype=np.int64)
+        nodes = np.fromiter((node_of(ids[i]) for i in lsh), dtype=np.uint64, count=len(lsh))
+        kept_signatures = signatures[chosen]
+        keys = band_hashes(kept_signatures, self.bands, self.rows)
+        yield from _lsh_records(self.config, nodes, kept_signatures, keys, [member_keys[i] for i in lsh])
 
 
 class Buckets(beam.DoFn):
@@ -377,14 +462,30 @@ class Route(beam.DoFn):
     def setup(self) -> None:
         c = self.config
         self.duplicates = counter(REASON)
+        self.exact_duplicates = counter("dedup:exact")
         self.hasher = ShingleHasher(c.ngram, c.shingle, c.hash)
 
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]]) -> Iterator[Any]:
         doc_id, tagged = element
-        decision = next((value for tag, value in tagged if tag == _DECISION), None)
+        decision = None
+        exact: list[tuple[bytes, str]] = []  # (identity digest, keeper id) of exact copies to remove
+        for tag, value in tagged:
+            if tag == _DECISION:
+                decision = value
+            elif tag == _EXACT:
+                exact.append(value)
         for tag, doc in tagged:
             if tag != _DOC:
                 continue
+            if exact:
+                digest = identity_digest(doc)
+                match = next((entry for entry in exact if entry[0] == digest), None)
+                if match is not None:
+                    exact.remove(match)
+                    self.exact_duplicates.inc()
+                    copy = {k: v for k, v in doc.items() if k != _BANDS_FIELD}
+                    yield removed(copy, "dedup:exact", duplicate_of=match[1])
+                    continue
             if decision is not None and decision[0] != doc_id and decision[2]:
                 yield beam.pvalue.TaggedOutput(_PENDING, (doc_id, (_DOC, (doc, decision[1]))))
                 continue
@@ -635,9 +736,10 @@ def _index_rows(batch: list[tuple[str, bytes]], bands: int, shards: int) -> Iter
 class MinHashDedup(beam.PTransform):
     """MinHash near-duplicate removal as one stage: {"kept", "removed", "rejected"}."""
 
-    def __init__(self, config: MinHashConfig | None = None) -> None:
+    def __init__(self, config: MinHashConfig | None = None, exact: ExactDedupConfig | None = None) -> None:
         super().__init__()
         self.config = config or MinHashConfig()
+        self.exact = exact if exact is not None and exact.enabled else None
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         c = self.config
@@ -654,12 +756,23 @@ class MinHashDedup(beam.PTransform):
             docs
             | "Batch" >> beam.BatchElements(min_batch_size=c.batch_size, max_batch_size=c.batch_size)
             | "Sign"
-            >> beam.ParDo(Sign(c, write_index=c.index_dir is not None)).with_outputs(
-                _DOCS, _BAND_TAG, _SIG_TAG, _MEMBER_TAG, REJECTED, main=KEPT
+            >> beam.ParDo(Sign(c, write_index=c.index_dir is not None, exact=self.exact)).with_outputs(
+                _DOCS, _BAND_TAG, _SIG_TAG, _MEMBER_TAG, _EXACT_TAG, REJECTED, main=KEPT
             )
         )
-        band_entries = [signed[_BAND_TAG]]
-        members = [signed[_MEMBER_TAG]]
+        band_entries, members, signatures = [signed[_BAND_TAG]], [signed[_MEMBER_TAG]], signed[_SIG_TAG]
+        exact_decisions = []
+        if self.exact is not None:
+            exact = (
+                signed[_EXACT_TAG]
+                | "GroupExact" >> beam.GroupByKey()
+                | "ExactShard"
+                >> beam.ParDo(ExactShard(c)).with_outputs(_BAND_TAG, _SIG_TAG, _MEMBER_TAG, main="decisions")
+            )
+            band_entries.append(exact[_BAND_TAG])
+            members.append(exact[_MEMBER_TAG])
+            signatures = (signatures, exact[_SIG_TAG]) | "AllSignatures" >> beam.Flatten()
+            exact_decisions.append(exact["decisions"])
         if index_parts:
             index = (
                 pipeline
@@ -676,12 +789,12 @@ class MinHashDedup(beam.PTransform):
         )
         if c.verify:
             half = (
-                {"edges": buckets["edges"], "sigs": signed[_SIG_TAG]}
+                {"edges": buckets["edges"], "sigs": signatures}
                 | "JoinAnchorSig" >> beam.CoGroupByKey()
                 | "AttachAnchorSig" >> beam.ParDo(AttachAnchorSignature(c.shards))
             )
             edges = (
-                {"half": half, "sigs": signed[_SIG_TAG]}
+                {"half": half, "sigs": signatures}
                 | "JoinMemberSig" >> beam.CoGroupByKey()
                 | "Verify" >> beam.ParDo(VerifyEdges(c.effective_verify_threshold(), c.num_perm))
             )
@@ -704,7 +817,7 @@ class MinHashDedup(beam.PTransform):
             )
         )
         routed = (
-            (signed[_DOCS], decisions["decisions"])
+            (signed[_DOCS], decisions["decisions"], *exact_decisions)
             | "DocsAndDecisions" >> beam.Flatten()
             | "JoinDecisions" >> beam.GroupByKey()
             | "Route"

@@ -1,9 +1,11 @@
 """Stage ``dedup``: exact duplicates by a hash of the (normalised) text, then near-duplicates
 (``near``), then (when enabled) repeated paragraphs across documents (core: ``paragraph``).
 
-Exact dedup is a keyed join (docs/dedup.md#exact-duplicates): group by text hash, keep one copy by a
-deterministic rule, remove the rest with ``duplicate_of`` set. The grouped values are
-iterated twice (find the keeper, then route), which Beam allows without materialising
+With MinHash on (the default), exact dedup runs inside MinHash's signing pass on compact records
+and its removals meet the documents in MinHash's join (``near``, core: ``exact``), so text crosses
+one shuffle for both. Alone, it is a keyed join (docs/dedup.md#exact-duplicates): group by text
+hash, keep one copy by a deterministic rule, remove the rest with ``duplicate_of`` set. The grouped
+values are iterated twice (find the keeper, then route), which Beam allows without materialising
 the group on runners that page large groups (Dataflow).
 
 Paragraph dedup runs last, so MinHash judges whole documents as they came in and its verified
@@ -15,7 +17,6 @@ decisions are grouped by document and joined back to it once. Documents without 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -36,9 +37,8 @@ from winnow.beam.contract import (
     rejected,
     removed,
 )
-from winnow.core.schemas import identity_key
-from winnow.core.text import dedup_key_text
 from winnow.stages.dedup.config import DedupConfig, ExactDedupConfig, ParagraphDedupConfig
+from winnow.stages.dedup.exact import keeper_rank, text_hash
 from winnow.stages.dedup.near import MinHashDedup
 from winnow.stages.dedup.paragraph import apply_paragraph_dedup, duplicates_for_key, paragraph_records
 
@@ -50,20 +50,6 @@ PARAGRAPH_COLUMNS = (
 )
 _PARAGRAPHS, _KEYED_DOCS, _STATS = "paragraphs", "keyed_docs", "stats"
 _DOC, _DUP = 0, 1
-
-
-def text_hash(text: str, key: str) -> str:
-    """SHA-256 of the text in its matching form (docs/dedup.md#exact-duplicates: exact dedup before MinHash)."""
-    material = dedup_key_text(text) if key == "normalized" else text
-    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def keeper_rank(doc: Document, keep: str) -> tuple[Any, ...]:
-    """Smaller ranks are kept; ties end on the document's identity (id, source, URL, metadata, text)
-    so the choice never depends on order, even when an input reuses an id."""
-    if keep == "longest":
-        return (-len(doc["text"]), *identity_key(doc))
-    return identity_key(doc)
 
 
 class HashText(beam.DoFn):
@@ -274,10 +260,15 @@ class Dedup(beam.PTransform):
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         steps: list[tuple[str, beam.PTransform]] = []
-        if self.config.exact.enabled:
-            steps.append(("Exact", ExactDedup(self.config.exact)))
-        if self.config.minhash.enabled:
-            steps.append(("MinHash", MinHashDedup(self.config.minhash)))
+        exact, minhash = self.config.exact, self.config.minhash
+        if exact.enabled and minhash.enabled:
+            # One pass: exact copies are found from compact records inside MinHash's signing step,
+            # so the text is joined back once for both instead of being grouped by hash first.
+            steps.append(("ExactAndMinHash", MinHashDedup(minhash, exact=exact)))
+        elif exact.enabled:
+            steps.append(("Exact", ExactDedup(exact)))
+        elif minhash.enabled:
+            steps.append(("MinHash", MinHashDedup(minhash)))
         if self.config.paragraph.enabled:
             steps.append(("Paragraph", ParagraphDedup(self.config.paragraph)))
         removed_parts, rejected_parts, summaries = [], [], []
