@@ -6,7 +6,7 @@ stay) until the uncompressed JSONL reaches --mb (default 100 MB); written once a
 to bench/.cache. All tools use word 5-grams, 112 permutations as 14 bands × 8 rows, seed 1.
 
   * winnow run: the command a user runs, `winnow run --stages dedup` (default config: exact, then
-    MinHash with text verification; default local runner and its worker processes, all counted).
+    MinHash with text verification; the default local running mode, `auto`, every process counted).
   * winnow: MinHashDedup (default: poly64 hash, affine64, verification on) on FnApiRunner,
     in-memory, one worker; and winnow in datatrove-compatible mode (xxh64, mersenne61, no
     verification), whose signatures equal datatrove's with a whitespace tokenizer.
@@ -254,7 +254,7 @@ def run_tool(name: str, data: Path, work: Path) -> tuple[dict[str, float], set[s
         stats = measure([str(python), str(script), str(folder), str(work / name), tokenizer, str(out)])
     elif name == "winnow-run":
         # The command a user runs (default config's dedup section: exact, then MinHash with text
-        # verification), on the default local runner with its worker processes; their CPU counts.
+        # verification), on the default local running mode (auto); every process's CPU counts.
         target = work / "winnow-run-out"
         cli = "from winnow.cli.main import main; main()"
         env = {**os.environ, "WINNOW_CACHE": str(work / "winnow-cache")}

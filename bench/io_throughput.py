@@ -7,6 +7,9 @@ real text in ../shared/corpora, then in one run measures
     local FnApiRunner,
 and prints docs/s, MB/s and MB per CPU-second for both, and their ratio.
 
+winnow runs in the default local running mode (`auto`: these light stages run in one in-memory
+process); `--workers N` forces N worker processes (`multi_processing`) instead.
+
     python bench/io_throughput.py [--mb 100] [--workers 2]
 """
 
@@ -98,7 +101,7 @@ def measure_raw(corpus: Path, out: Path) -> dict[str, float]:
     return {"wall": time.perf_counter() - start_wall, "cpu": cpu_seconds() - start_cpu, "docs": table.num_rows}
 
 
-def measure_winnow(corpus: Path, out: Path, workers: int, minhash: bool) -> dict[str, float]:
+def measure_winnow(corpus: Path, out: Path, workers: int | None, minhash: bool) -> dict[str, float]:
     import subprocess
 
     config = out / "bench.yaml"
@@ -107,7 +110,9 @@ def measure_winnow(corpus: Path, out: Path, workers: int, minhash: bool) -> dict
             {
                 "inputs": [{"paths": [str(corpus)]}],
                 "output": {"dir": str(out / "winnow"), "shards": {"target_bytes": 64_000_000}},
-                "runner": {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
+                "runner": {}
+                if workers is None
+                else {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
                 "dedup": {"minhash": {"enabled": minhash}},
             }
         )
@@ -126,7 +131,7 @@ def measure_winnow(corpus: Path, out: Path, workers: int, minhash: bool) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=100, help="uncompressed corpus size in MB")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the auto mode)")
     parser.add_argument("--minhash", action="store_true", help="also run MinHash near-dedup (off: exact dedup only)")
     args = parser.parse_args()
 
@@ -134,7 +139,8 @@ def main() -> None:
     with gzip.open(corpus, "rb") as handle:
         mb = sum(len(chunk) for chunk in iter(lambda: handle.read(1 << 24), b"")) / 1e6
     print(f"corpus: {corpus.name}: {mb:.1f} MB uncompressed JSONL, {corpus.stat().st_size / 1e6:.1f} MB gzip")
-    print(f"machine: {os.cpu_count()} cores; winnow workers: {args.workers}")
+    mode = "auto running mode" if args.workers is None else f"{args.workers} worker process(es)"
+    print(f"machine: {os.cpu_count()} cores; winnow: {mode}")
     with tempfile.TemporaryDirectory() as tmp:
         raw = measure_raw(corpus, Path(tmp))
         ours = measure_winnow(corpus, Path(tmp), args.workers, args.minhash)

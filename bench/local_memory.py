@@ -1,11 +1,12 @@
 """Peak memory of a local run as the corpus grows (the README's "Memory on one machine").
 
-Runs `winnow run --stages normalize,dedup` (default runner: one worker process per core) on the
-real-text corpora `io_throughput.py` builds, at each size given, and samples the summed RSS of the
-run's whole process tree every 0.5 s. The sum counts a page shared by several processes in each of
-them, so it is an upper bound.
+Runs `winnow run --stages normalize,dedup` (the default local running mode, `auto`, which runs
+these light stages in one in-memory process; `--mode=multi_processing` for one worker process per
+core) on the real-text corpora `io_throughput.py` builds, at each size given, and samples the
+summed RSS of the run's whole process tree every 0.5 s. The sum counts a page shared by several
+processes in each of them, so it is an upper bound.
 
-    python bench/local_memory.py 100 200 400      # uncompressed MB
+    python bench/local_memory.py 100 200 400 [--mode=multi_processing]     # uncompressed MB
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def tree_rss(root: psutil.Process) -> int:
     return total
 
 
-def measure(megabytes: int, workdir: Path) -> dict[str, float]:
+def measure(megabytes: int, workdir: Path, mode: str | None = None) -> dict[str, float | str]:
     corpus = build_corpus(megabytes)
     out = workdir / f"out-{megabytes}"
     command = [str(WINNOW), "run", "-q", "--stages", "normalize,dedup", "--input", str(corpus), "--output", str(out)]
+    if mode is not None:
+        command.append(f"--direct_running_mode={mode}")
     started = time.monotonic()
     run = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL)
     root, peak = psutil.Process(run.pid), 0
@@ -52,6 +55,7 @@ def measure(megabytes: int, workdir: Path) -> dict[str, float]:
     if run.returncode != 0:
         raise SystemExit(f"winnow run failed at {megabytes} MB (exit {run.returncode})")
     return {
+        "mode": mode or "auto",
         "uncompressed_mb": megabytes,
         "gz_mb": round(corpus.stat().st_size / 2**20, 1),
         "wall_s": round(time.monotonic() - started, 1),
@@ -61,10 +65,12 @@ def measure(megabytes: int, workdir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    sizes = [int(arg) for arg in sys.argv[1:]] or [100, 200, 400]
+    args = sys.argv[1:]
+    mode = next((arg.split("=", 1)[1] for arg in args if arg.startswith("--mode=")), None)
+    sizes = [int(arg) for arg in args if not arg.startswith("--")] or [100, 200, 400]
     with tempfile.TemporaryDirectory(prefix="winnow-memory-") as tmp:
         for size in sizes:
-            print(json.dumps(measure(size, Path(tmp))), flush=True)
+            print(json.dumps(measure(size, Path(tmp), mode)), flush=True)
 
 
 if __name__ == "__main__":

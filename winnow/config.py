@@ -82,8 +82,17 @@ class RunnerConfig(Section):
 
     runner: str = Field("FnApiRunner", description="Beam runner. FnApiRunner runs locally without downloading Prism.")
     direct_num_workers: int = Field(0, ge=0, description="Local workers; 0 means one per CPU core.")
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
-        "multi_processing", description="Local running mode; multi_processing uses every core."
+    direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
+        "auto",
+        description="Local running mode. `auto`: one in-memory process unless the run has a stage with heavy "
+        "per-document work (extract, filter, pii, score, tag, order) and more input than `auto_in_memory_mb`, "
+        "then one worker process per core (`multi_processing`).",
+    )
+    auto_in_memory_mb: float = Field(
+        20.0,
+        ge=0,
+        description="With `direct_running_mode: auto`: input files (bytes on disk) up to this size run in one "
+        "in-memory process even with heavy stages, where worker start-up would cost more than it saves.",
     )
     options: list[str] = Field(
         default_factory=list, description="Extra Beam pipeline options, e.g. ['--project=p', '--region=r']."

@@ -178,7 +178,9 @@ class StageSpec:
     mixture from proxy runs); it returns keyword arguments for the transform, and takes the run
     settings named in ``prepare_needs`` (a subset of ``needs``). ``follows(section)``, when given,
     names the stage this one runs right after, by config (``inject.after``); without it a stage
-    keeps its place in the registry.
+    keeps its place in the registry. ``heavy``: its per-document work costs about a millisecond or
+    more (models, extraction, many rules), so on a local run with enough input, worker processes
+    on every core pay back their start-up and transfer costs (``runner.direct_running_mode: auto``).
     """
 
     name: str
@@ -191,6 +193,7 @@ class StageSpec:
     prepare_needs: tuple[str, ...] = ()
     follows: Callable[[Any], str] | None = None
     batches: bool = False
+    heavy: bool = False
 
     def build(self, section: Any, **context: Any) -> beam.PTransform:
         """The stage's transform: the driver-side ``prepare`` step (if any), then the constructor."""

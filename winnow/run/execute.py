@@ -76,18 +76,53 @@ class RunResult:
     job: Any = None
 
 
-def pipeline_options(config: WinnowConfig, extra_args: list[str] | None = None) -> PipelineOptions:
-    """Beam options from the config's runner section; CLI arguments come last and win."""
+def pipeline_options(
+    config: WinnowConfig, extra_args: list[str] | None = None, stages: list[StageSpec] | None = None
+) -> PipelineOptions:
+    """Beam options from the config's runner section; CLI arguments come last and win.
+
+    ``stages`` (the run's) resolve ``direct_running_mode: auto`` (``local_running_mode``); without
+    them, auto counts every registered stage as selected.
+    """
     runner = config.runner
     args = [f"--runner={runner.runner}"]
     extra = list(extra_args or [])
-    named_runner = next((a.split("=", 1)[1] for a in extra if a.startswith("--runner=")), None)
-    if named_runner is None and "--runner" in extra:
-        named_runner = extra[extra.index("--runner") + 1]
+    named_runner = _named_option(extra, "runner")
     if (named_runner or runner.runner) in LOCAL_RUNNERS:
-        workers = runner.direct_num_workers or os.cpu_count() or 1
-        args += [f"--direct_num_workers={workers}", f"--direct_running_mode={runner.direct_running_mode}"]
+        mode = _named_option(extra, "direct_running_mode") or runner.direct_running_mode
+        if mode == "auto":
+            mode = local_running_mode(config, list(STAGES.values()) if stages is None else stages)
+        workers = runner.direct_num_workers or (1 if mode == "in_memory" else os.cpu_count() or 1)
+        args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
     return PipelineOptions(args + list(runner.options) + extra)
+
+
+def _named_option(extra: list[str], name: str) -> str | None:
+    """The value of ``--name=value`` or ``--name value`` among CLI arguments (the last one wins)."""
+    value = None
+    for i, arg in enumerate(extra):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(extra):
+            value = extra[i + 1]
+    return value
+
+
+def local_running_mode(config: WinnowConfig, stages: list[StageSpec]) -> str:
+    """``auto``'s choice: one in-memory process, unless a heavy stage runs on more input than
+    ``auto_in_memory_mb`` on a machine with several cores; then a worker process per core.
+
+    One process has no worker start-up (imports, model loads), no transfers between processes and
+    no per-worker copies of buffered data; worker processes win once per-document model and rule
+    work dominates (README, "What every run pays once").
+    """
+    if (os.cpu_count() or 1) < 2 or not any(spec.heavy for spec in stages):
+        return "in_memory"
+    try:
+        size = sum(max(f["size"], 0) for f in input_files(config))
+    except Exception:  # unlisted inputs fail the run later with their own message; keep the old default
+        return "multi_processing"
+    return "multi_processing" if size > config.runner.auto_in_memory_mb * 1e6 else "in_memory"
 
 
 def is_local(options: PipelineOptions) -> bool:
@@ -145,7 +180,7 @@ def run_pipeline(
     """
     selected = stage_specs if stage_specs is not None else select_stages(config, stages)
     stage_names = [s.name for s in selected]
-    options = pipeline_options(config, extra_args)
+    options = pipeline_options(config, extra_args, selected)
     output_dir = config.output.dir.rstrip("/")
     staging = FileSystems.join(output_dir, STAGING)
     if is_dry_run(options):  # build and translate the job only: touch no output (it may be unreachable)

@@ -77,4 +77,4 @@ def Extract(config: ExtractConfig) -> PerDocumentStage:
     return PerDocumentStage(STAGE, ExtractStep(config))
 
 
-SPEC = StageSpec(name=STAGE, config=ExtractConfig, transform=Extract, batches=True)
+SPEC = StageSpec(name=STAGE, config=ExtractConfig, transform=Extract, batches=True, heavy=True)

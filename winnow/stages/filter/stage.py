@@ -160,6 +160,7 @@ def config_columns(config: FilterConfig) -> Sequence[pa.Field]:
 
 SPEC = StageSpec(
     name=STAGE,
+    heavy=True,
     config=FilterConfig,
     transform=Filter,
     columns=COLUMNS,

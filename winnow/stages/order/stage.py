@@ -530,6 +530,7 @@ def _light_plan(_: Any, plan: dict[str, Any]) -> dict[str, Any]:
 
 SPEC = StageSpec(
     name=STAGE,
+    heavy=True,
     config=OrderConfig,
     transform=Order,
     columns=(

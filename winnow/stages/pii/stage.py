@@ -100,4 +100,4 @@ class Pii(beam.PTransform):
         return outputs
 
 
-SPEC = StageSpec(name=STAGE, config=PiiConfig, transform=Pii, columns=COLUMNS, batches=True)
+SPEC = StageSpec(name=STAGE, config=PiiConfig, transform=Pii, columns=COLUMNS, batches=True, heavy=True)

@@ -191,6 +191,7 @@ def scorer_fields(config: ScoreConfig) -> list[pa.Field]:
 
 SPEC = StageSpec(
     name=STAGE,
+    heavy=True,
     config=ScoreConfig,
     transform=Score,
     # preselect_score is always a column (the default scorer's), so shards of runs with and without

@@ -301,6 +301,7 @@ class Tag(beam.PTransform):
 
 SPEC = StageSpec(
     name=STAGE,
+    heavy=True,
     config=TagConfig,
     transform=Tag,
     # WebOrganizer topic/format (argmax name, id in the taxonomy's order, its probability) and the
