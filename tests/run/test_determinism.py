@@ -150,10 +150,10 @@ def _numpy_features() -> str:
 
 @pytest.mark.slow
 def test_default_run_on_the_bundled_sample_twice_in_fresh_processes(default_sample_run, tmp_path) -> None:
-    """The README's main job, twice: once as a user runs it (one worker per core, the shared run of
-    conftest), once in a fresh process with every SIMD path numpy could dispatch to switched off and one
-    worker. Every Parquet file must match: the floats cannot depend on the process, the worker count or the
-    CPU's vectors."""
+    """The README's main job, twice: once as a user runs it (the default running mode, which is one
+    in-memory process for the sample; the shared run of conftest), once in fresh processes with every
+    SIMD path numpy could dispatch to switched off and two worker processes. Every output file must
+    match: the floats cannot depend on the process, the worker count or the CPU's vectors."""
     assert default_sample_run.returncode == 0, default_sample_run.stderr[-3000:]
     second = tmp_path / "second"
     second.mkdir()
@@ -161,7 +161,15 @@ def test_default_run_on_the_bundled_sample_twice_in_fresh_processes(default_samp
     features = _numpy_features()
     other = {**env, "PYTHONHASHSEED": "2", "NPY_DISABLE_CPU_FEATURES": features}
     scalar = subprocess.run(
-        [sys.executable, "-m", "winnow.cli.main", "run", "-q", "--direct_num_workers=1"],
+        [
+            sys.executable,
+            "-m",
+            "winnow.cli.main",
+            "run",
+            "-q",
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ],
         cwd=second,
         env=other,
         capture_output=True,
