@@ -4,8 +4,11 @@ Builds (once, cached in bench/.cache) a ~100 MB (uncompressed) JSONL.gz corpus f
 real text in ../shared/corpora, then in one run measures
   * the floor: pyarrow.json.read_json of the .gz + pyarrow.parquet.write_table (zstd),
   * winnow: `winnow run --stages normalize,dedup` (exact dedup; `--minhash` adds near-dedup) on the
-    local FnApiRunner,
-and prints docs/s, MB/s and MB per CPU-second for both, and their ratio.
+    local FnApiRunner, writing Parquet shards, the removed documents, manifest and report, but no
+    token shards (`output.tokens.formats: []`): the I/O path the floor is compared with,
+  * winnow again with the default token output (every kept document tokenised into Megatron, MDS
+    and Parquet token shards), to show what tokenisation adds,
+and prints docs/s, MB/s and MB per CPU-second for each, and their ratios to the floor.
 
 winnow runs in the default local running mode (`auto`: these light stages run in one in-memory
 process); `--workers N` forces N worker processes (`multi_processing`) instead.
@@ -101,15 +104,20 @@ def measure_raw(corpus: Path, out: Path) -> dict[str, float]:
     return {"wall": time.perf_counter() - start_wall, "cpu": cpu_seconds() - start_cpu, "docs": table.num_rows}
 
 
-def measure_winnow(corpus: Path, out: Path, workers: int | None, minhash: bool) -> dict[str, float]:
+def measure_winnow(corpus: Path, out: Path, workers: int | None, minhash: bool, tokens: bool) -> dict[str, float]:
+    import shutil
     import subprocess
 
     config = out / "bench.yaml"
+    shutil.rmtree(out / "winnow", ignore_errors=True)
+    output: dict[str, object] = {"dir": str(out / "winnow"), "shards": {"target_bytes": 64_000_000}}
+    if not tokens:
+        output["tokens"] = {"formats": []}
     config.write_text(
         json.dumps(
             {
                 "inputs": [{"paths": [str(corpus)]}],
-                "output": {"dir": str(out / "winnow"), "shards": {"target_bytes": 64_000_000}},
+                "output": output,
                 "runner": {}
                 if workers is None
                 else {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
@@ -143,9 +151,14 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; winnow: {mode}")
     with tempfile.TemporaryDirectory() as tmp:
         raw = measure_raw(corpus, Path(tmp))
-        ours = measure_winnow(corpus, Path(tmp), args.workers, args.minhash)
+        ours = measure_winnow(corpus, Path(tmp), args.workers, args.minhash, tokens=False)
+        with_tokens = measure_winnow(corpus, Path(tmp), args.workers, args.minhash, tokens=True)
     dedup = "exact+MinHash dedup" if args.minhash else "exact dedup"
-    rows = [("pyarrow read_json + write_parquet (floor)", raw), (f"winnow read→normalize→{dedup}→write", ours)]
+    rows = [
+        ("pyarrow read_json + write_parquet (floor)", raw),
+        (f"winnow read→normalize→{dedup}→write", ours),
+        ("  the same + token output (default config)", with_tokens),
+    ]
     print(f"{'pipeline':50s} {'docs':>8s} {'wall s':>8s} {'CPU s':>8s} {'docs/s':>9s} {'MB/s':>7s} {'MB/CPU-s':>9s}")
     for name, m in rows:
         print(
@@ -153,6 +166,10 @@ def main() -> None:
             f"{mb / m['wall']:7.1f} {mb / m['cpu']:9.1f}"
         )
     print(f"ratio winnow/floor: wall {raw['wall'] / ours['wall']:.3f}, per CPU-second {raw['cpu'] / ours['cpu']:.3f}")
+    print(
+        f"  with token output: wall {raw['wall'] / with_tokens['wall']:.3f}, "
+        f"per CPU-second {raw['cpu'] / with_tokens['cpu']:.3f}"
+    )
     counts = ours["counts"]
     print(
         f"winnow counts: input {counts['input']}, kept {counts['kept']}, duplicate {counts['duplicate']}, "
