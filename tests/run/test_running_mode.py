@@ -60,3 +60,12 @@ def test_an_explicit_mode_wins_over_auto(tmp_path: Path) -> None:
     assert chosen(pipeline_options(fixed, [], heavy)) == ("multi_processing", 3)
     # CLI arguments come last: a worker count given there is Beam's, whatever auto chose.
     assert chosen(pipeline_options(small, ["--direct_num_workers=4"], heavy)) == ("in_memory", 4)
+
+
+def test_without_a_stage_list_the_enabled_stages_decide(tmp_path: Path) -> None:
+    heavy_off = {name: {"enabled": False} for name, spec in STAGES.items() if spec.heavy}
+    data = {"inputs": [{"paths": [str(tmp_path / "docs.jsonl")]}], "runner": {"auto_in_memory_mb": 1}}
+    (tmp_path / "docs.jsonl").write_bytes(b" " * 2_000_000)
+    assert chosen(pipeline_options(parse_config(data, origin="<test>"))) == ("multi_processing", 2)
+    light = parse_config({**data, **heavy_off}, origin="<test>")
+    assert chosen(pipeline_options(light)) == ("in_memory", 1)

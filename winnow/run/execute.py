@@ -82,7 +82,7 @@ def pipeline_options(
     """Beam options from the config's runner section; CLI arguments come last and win.
 
     ``stages`` (the run's) resolve ``direct_running_mode: auto`` (``local_running_mode``); without
-    them, auto counts every registered stage as selected.
+    them, the config's enabled stages do.
     """
     runner = config.runner
     args = [f"--runner={runner.runner}"]
@@ -91,7 +91,7 @@ def pipeline_options(
     if (named_runner or runner.runner) in LOCAL_RUNNERS:
         mode = _named_option(extra, "direct_running_mode") or runner.direct_running_mode
         if mode == "auto":
-            mode = local_running_mode(config, list(STAGES.values()) if stages is None else stages)
+            mode = local_running_mode(config, select_stages(config, None) if stages is None else stages)
         workers = runner.direct_num_workers or (1 if mode == "in_memory" else os.cpu_count() or 1)
         args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
     return PipelineOptions(args + list(runner.options) + extra)
