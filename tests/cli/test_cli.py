@@ -32,6 +32,9 @@ def test_winnow_run_with_no_arguments_runs_the_bundled_sample(default_sample_run
     assert {"domains", "mixture", "ordering", "packing"} <= set(manifest)
     assert "accounting: input == kept + filtered + duplicate + rejected" in done.stdout
     assert f"{counts['kept']:,}" in done.stdout
+    # The sample is small: the default auto mode runs it in one process, and says so.
+    assert manifest["local_runner"] == {"mode": "in_memory", "workers": 1}
+    assert "local runner: one in-memory process" in done.stdout
 
 
 def test_config_show_prints_a_complete_valid_config(tmp_path: Path):

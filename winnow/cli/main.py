@@ -308,6 +308,11 @@ def _print_summary(manifest: dict[str, Any], output_dir: str) -> None:
         f"manifest: {output_dir}/manifest.json"
     )
     out.print("accounting: input == kept + filtered + duplicate + rejected [green]✓[/]")
+    local = manifest.get("local_runner")
+    if local:
+        in_memory = local["mode"] == "in_memory"
+        how = "one in-memory process" if in_memory else f"{local['workers']} workers, {local['mode']}"
+        out.print(f"local runner: {how} (runner.direct_running_mode, default auto)", highlight=False)
 
 
 @app.command()

@@ -125,6 +125,12 @@ def local_running_mode(config: WinnowConfig, stages: list[StageSpec]) -> str:
     return "multi_processing" if size > config.runner.auto_in_memory_mb * 1e6 else "in_memory"
 
 
+def _local_runner(options: PipelineOptions) -> dict[str, Any]:
+    """How a local run ran (the mode ``auto`` chose, or the one given), for the manifest and the CLI."""
+    values = options.get_all_options()
+    return {"mode": values.get("direct_running_mode"), "workers": values.get("direct_num_workers")}
+
+
 def is_local(options: PipelineOptions) -> bool:
     return options.get_all_options().get("runner") in LOCAL_RUNNERS | {None}
 
@@ -407,6 +413,7 @@ def finalize(
         "config_hash": config.content_hash(),
         "packages": package_versions(),
         "runner": options.get_all_options().get("runner"),
+        **({"local_runner": _local_runner(options)} if is_local(options) else {}),
         "stages": stage_names,
         "columns": data_schema(config, [STAGES[name] for name in stage_names]).names,
         "ordered": "order" in stage_names and config.order.method != "none",
