@@ -206,8 +206,8 @@ def step_runners(docs: list[dict[str, Any]], unseen: list[dict[str, Any]]) -> li
     from winnow.config import parse_config
     from winnow.core.taggers import load_tagger, tag_probabilities
     from winnow.core.tokenizer import load_tokenizer
+    from winnow.stages.dedup.exact import text_hash
     from winnow.stages.dedup.minhash import MinHasher, ShingleHasher
-    from winnow.stages.dedup.stage import text_hash
     from winnow.stages.filter.stage import FilterStep
     from winnow.stages.langid.stage import LangIdStep
     from winnow.stages.normalize.stage import NormalizeStep

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.io.parquetio import ReadAllFromParquet
 
 from winnow.beam.contract import KEPT, REJECTED, REMOVED, Document, counter, outcome_pardo, rejected, removed
-from winnow.stages.dedup.stage import text_hash
+from winnow.stages.dedup.exact import text_hash
 
 
 # -- Beam transforms ------------------------------------------------------------------------

@@ -211,10 +211,11 @@ class Sign(beam.DoFn):
         if not signed.all():
             values = values[np.repeat(signed, counts)]
         signatures = self.minhasher.signatures_flat(values, counts[signed])
-        keys = band_hashes(signatures, self.bands, self.rows)
-        if self.exact is not None:
+        if self.exact is not None:  # band keys come from ExactShard, for exact keepers only
+            keys = band_hashes(signatures, self.bands, self.rows) if self.write_index else None
             yield from self._exact_records(docs, signed, signatures, keys)
             return
+        keys = band_hashes(signatures, self.bands, self.rows)
         for doc in (d for d, s in zip(docs, signed.tolist(), strict=True) if not s):
             yield {**doc, "cluster_id": None, "cluster_size": 1}
         if not signed.any():
@@ -228,7 +229,7 @@ class Sign(beam.DoFn):
         yield from _lsh_records(c, nodes, signatures, keys, [keeper_key(d, c.keep) for d in docs])
 
     def _exact_records(
-        self, docs: list[Document], signed: np.ndarray, signatures: np.ndarray, keys: np.ndarray
+        self, docs: list[Document], signed: np.ndarray, signatures: np.ndarray, keys: np.ndarray | None
     ) -> Iterator[Any]:
         assert self.exact is not None
         c, keep = self.config, self.exact.keep
@@ -236,7 +237,7 @@ class Sign(beam.DoFn):
         hashes, ranks, ids, digests, member_keys = [], [], [], [], []
         for doc, is_signed, row in zip(docs, signed.tolist(), rows.tolist(), strict=True):
             rank, digest = compact_rank(doc, keep)
-            if self.write_index and is_signed:
+            if keys is not None and is_signed:  # the index needs a kept document's band keys
                 doc = {**doc, _BANDS_FIELD: keys[row].tobytes()}
             yield beam.pvalue.TaggedOutput(_DOCS, (doc["id"], (_DOC, doc)))
             hashes.append(doc["text_hash"])
