@@ -63,6 +63,67 @@ def _badness() -> tuple[re.Pattern[str], int] | None:
     return (BADNESS_RE, _BADNESS_WIDTH) if _windows_are_exact(BADNESS_RE) else None
 
 
+@lru_cache(maxsize=1)
+def _whole_text_badness() -> tuple[re.Pattern[str], re.Pattern[str], int] | None:
+    """The detector for whole texts, the characters its matches need, and its width.
+
+    Multi-line, so ``^`` matches at each line start as it does at the start of a line searched
+    alone. Every alternative needs one character of a non-ASCII class; the union of the smallest
+    such class per alternative (curly double quotes, bullets, Latin-1 letters, box drawing, … but
+    not the apostrophe) is where a match can be, so only the windows around those are searched.
+    None when the pattern anchors other than with ``^`` or the windows are not exact for it."""
+    badness = _badness()
+    if badness is None:
+        return None
+    pattern, width = badness
+    parsed = _parser.parse(pattern.pattern, pattern.flags)
+    anchors: set[object] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, _parser.SubPattern):
+            for op, value in node.data:
+                if op == sre.AT:
+                    anchors.add(value)
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+
+    walk(parsed)
+    if anchors - {sre.AT_BEGINNING}:
+        return None
+    needed: set[int] = set()
+    for branch in parsed.data[0][1][1]:
+        needed |= min((c for c in map(_non_ascii_chars, branch.data) if c), key=len)
+    points = sorted(needed)
+    ranges: list[list[int]] = []
+    for point in points:
+        if ranges and ranges[-1][1] == point - 1:
+            ranges[-1][1] = point
+        else:
+            ranges.append([point, point])
+    body = "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+    return re.compile(pattern.pattern, pattern.flags | re.MULTILINE), re.compile(f"[{body}]+"), width
+
+
+def _non_ascii_chars(item: tuple) -> set[int] | None:
+    """The code points a top-level item matches, when it is a literal or class of non-ASCII only."""
+    op, value = item
+    if op == sre.LITERAL:
+        return {value} if value >= 0x80 else None
+    if op != sre.IN:
+        return None
+    points: set[int] = set()
+    for kind, part in value:
+        if kind == sre.LITERAL:
+            points.add(part)
+        elif kind == sre.RANGE:
+            points.update(range(part[0], part[1] + 1))
+        else:
+            return None
+    return points if points and min(points) >= 0x80 else None
+
+
 _BADNESS_WIDTH = 7  # the longest match of ftfy 6.3's BADNESS_RE, checked by _windows_are_exact
 
 
@@ -73,24 +134,8 @@ def _windows_are_exact(pattern: re.Pattern[str]) -> bool:
     if parsed.getwidth()[1] > _BADNESS_WIDTH or len(parsed.data) != 1 or parsed.data[0][0] != sre.BRANCH:
         return False
 
-    def only_non_ascii(item: tuple) -> bool:
-        op, value = item
-        if op == sre.LITERAL:
-            return value >= 0x80
-        if op != sre.IN:
-            return False
-        lows = []
-        for kind, part in value:
-            if kind == sre.LITERAL:
-                lows.append(part)
-            elif kind == sre.RANGE:
-                lows.append(part[0])
-            else:
-                return False
-        return bool(lows) and min(lows) >= 0x80
-
     # A branch's top-level items are all required; one of them must be a non-ASCII-only class.
-    return all(any(only_non_ascii(item) for item in branch.data) for branch in parsed.data[0][1][1])
+    return all(any(_non_ascii_chars(item) for item in branch.data) for branch in parsed.data[0][1][1])
 
 
 class MojibakeFixer:
@@ -126,6 +171,8 @@ class MojibakeFixer:
         config = self._config
         if len(text) > config.max_decode_length:  # ftfy cuts such lines itself: let it do all of it
             fixed = ftfy.fix_text(text, config)
+        elif not self._suspect_anywhere(text):  # most non-ASCII texts: no line is suspect
+            fixed = text
         else:
             parts = []
             for line in _LINE.findall(text):
@@ -149,6 +196,25 @@ class MojibakeFixer:
         end = len(line)
         for run in _NON_ASCII.finditer(line):
             if pattern.search(line, max(0, run.start() - width), min(end, run.end() + width)):
+                return True
+        return False
+
+    @staticmethod
+    def _suspect_anywhere(text: str) -> bool:
+        """Whether ``_suspect`` could hold for some line of ``text``, in one pass over the whole text.
+
+        A match is at most ``width`` long and holds a character of ``needed``, so the window around
+        that character's run holds it; the detector is multi-line, so its ``^`` still means a line
+        start: a match in a line is a match here, and False means no line is suspect."""
+        if "\x1b" in text or _OTHER_DAMAGE.search(text):
+            return True
+        whole_text = _whole_text_badness()
+        if whole_text is None:
+            return True
+        pattern, needed, width = whole_text
+        end = len(text)
+        for run in needed.finditer(text):
+            if pattern.search(text, max(0, run.start() - width), min(end, run.end() + width)):
                 return True
         return False
 
