@@ -122,3 +122,47 @@ def test_windows_are_exact_only_for_patterns_with_a_short_non_ascii_anchor():
     assert _windows_are_exact(BADNESS_RE)
     assert not _windows_are_exact(re.compile("é|[a-z]x"))  # a branch that matches pure ASCII
     assert not _windows_are_exact(re.compile("é[a-z]{20}|ü"))  # longer than the window
+
+
+def test_whole_text_precheck_flags_a_text_whenever_one_of_its_lines_is_suspect():
+    """``_suspect_anywhere`` (one pass over the text, windows around the detector's needed characters)
+    is False only when no line is suspect: seeded texts of the needed characters among ASCII, with
+    matches at window edges, line starts and line ends."""
+    import random
+
+    from winnow.stages.normalize.mojibake import _LINE, _whole_text_badness
+
+    _, needed, _ = _whole_text_badness()
+    needed_chars = [chr(c) for c in range(0x80, 0x10000) if needed.fullmatch(chr(c))]
+    assert "“" in needed_chars and "’" not in needed_chars  # the apostrophe starts no window
+    rng = random.Random(11)
+    pieces = ["a", "b", "A", " ", "  ", ".", ",", "?", "\n", "’", "é", "ï", "字", "—", "™", "°"]
+    flagged = suspect = 0
+    for _ in range(30_000):
+        chars = [rng.choice(needed_chars if rng.random() < 0.25 else pieces) for _ in range(rng.randrange(1, 16))]
+        text = "".join(chars)
+        any_line = any(MojibakeFixer._suspect(line) for line in _LINE.findall(text))
+        anywhere = MojibakeFixer._suspect_anywhere(text)
+        assert anywhere or not any_line, repr(text)
+        suspect += any_line
+        flagged += anywhere
+    assert suspect > 1_000 and flagged < 2 * suspect  # real matches were made, and the check is tight
+
+
+def test_whole_text_windows_reach_a_full_width_match_on_either_side():
+    """A detector whose matches run ``width`` characters from their needed character: the window
+    must reach exactly that far, before and after, and ``^`` must keep meaning a line start."""
+    import re
+
+    from winnow.stages.normalize.mojibake import whole_text_detector
+
+    pattern = re.compile("é[a-z]{6}|[a-z]{6}ü|^ï[a-z]")  # 7 long, the needed character at either end
+    detector = whole_text_detector(pattern, 7)
+    assert detector is not None and detector[2] == 7
+
+    def anywhere(text: str) -> bool:
+        return MojibakeFixer._suspect_anywhere(text, detector)
+
+    assert anywhere("12 éabcdef 34") and anywhere("12 abcdefü 34") and anywhere("a\nïb")
+    assert not anywhere("12 éabcde 34") and not anywhere("12 abcdeü 34") and not anywhere("aïb")
+    assert whole_text_detector(re.compile("é$|ü"), 2) is None  # an anchor a multi-line search would change

@@ -65,17 +65,19 @@ def _badness() -> tuple[re.Pattern[str], int] | None:
 
 @lru_cache(maxsize=1)
 def _whole_text_badness() -> tuple[re.Pattern[str], re.Pattern[str], int] | None:
+    """``whole_text_detector`` for ftfy's detector, when its windows are exact."""
+    badness = _badness()
+    return None if badness is None else whole_text_detector(*badness)
+
+
+def whole_text_detector(pattern: re.Pattern[str], width: int) -> tuple[re.Pattern[str], re.Pattern[str], int] | None:
     """The detector for whole texts, the characters its matches need, and its width.
 
     Multi-line, so ``^`` matches at each line start as it does at the start of a line searched
     alone. Every alternative needs one character of a non-ASCII class; the union of the smallest
     such class per alternative (curly double quotes, bullets, Latin-1 letters, box drawing, … but
     not the apostrophe) is where a match can be, so only the windows around those are searched.
-    None when the pattern anchors other than with ``^`` or the windows are not exact for it."""
-    badness = _badness()
-    if badness is None:
-        return None
-    pattern, width = badness
+    None when the pattern anchors other than with ``^``; ``pattern`` must pass ``_windows_are_exact``."""
     parsed = _parser.parse(pattern.pattern, pattern.flags)
     anchors: set[object] = set()
 
@@ -200,7 +202,7 @@ class MojibakeFixer:
         return False
 
     @staticmethod
-    def _suspect_anywhere(text: str) -> bool:
+    def _suspect_anywhere(text: str, detector: tuple[re.Pattern[str], re.Pattern[str], int] | None = None) -> bool:
         """Whether ``_suspect`` could hold for some line of ``text``, in one pass over the whole text.
 
         A match is at most ``width`` long and holds a character of ``needed``, so the window around
@@ -208,7 +210,7 @@ class MojibakeFixer:
         start: a match in a line is a match here, and False means no line is suspect."""
         if "\x1b" in text or _OTHER_DAMAGE.search(text):
             return True
-        whole_text = _whole_text_badness()
+        whole_text = detector or _whole_text_badness()
         if whole_text is None:
             return True
         pattern, needed, width = whole_text
