@@ -91,9 +91,7 @@ _BLANKS = [c for c in range(0x10000) if chr(c).isspace() and c != 0x0A]
 # The odd blanks that are not control characters (tab, NBSP, U+2000…, U+3000, …; "\x1c" or "\x85"
 # are both and are removed as controls): replacing these before or after removing the controls gives
 # the same text, as neither step makes a character of the other's set.
-_NON_CONTROL_BLANKS = re.compile(
-    f"[{_class_body([c for c in _BLANKS if c != 0x20 and c not in set(_CONTROL_POINTS)])}]+"
-)
+_NON_CONTROL_BLANKS = re.compile(f"[{_class_body(sorted(set(_BLANKS) - set(_CONTROL_POINTS) - {0x20}))}]+")
 # Any character beyond the BMP: only then can the (slow, range-list) wide control class match.
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
