@@ -51,6 +51,8 @@ from functools import cached_property, lru_cache
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser  # type: ignore[attr-defined]
 
+from winnow.stages.normalize.normalizer import class_body
+
 Counter = Callable[[str, int], None]
 # What ftfy changes besides mojibake with these options: C1 controls, surrogates, ANSI escapes.
 _OTHER_DAMAGE = re.compile("[\x80-\x9f\ud800-\udfff\x1b]")
@@ -100,15 +102,8 @@ def whole_text_detector(pattern: re.Pattern[str], width: int) -> tuple[re.Patter
     needed: set[int] = set()
     for branch in parsed.data[0][1][1]:
         needed |= min((c for c in map(_non_ascii_chars, branch.data) if c), key=len)
-    points = sorted(needed)
-    ranges: list[list[int]] = []
-    for point in points:
-        if ranges and ranges[-1][1] == point - 1:
-            ranges[-1][1] = point
-        else:
-            ranges.append([point, point])
-    body = "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
-    return re.compile(pattern.pattern, pattern.flags | re.MULTILINE), re.compile(f"[{body}]+"), width
+    needed_class = re.compile(f"[{class_body(sorted(needed))}]+")
+    return re.compile(pattern.pattern, pattern.flags | re.MULTILINE), needed_class, width
 
 
 def _non_ascii_chars(item: tuple) -> set[int] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 _NEWLINES = re.compile(r"\r\n|\r|\u2028|\u2029|\x85|\x0b|\x0c")
 
 
-def _class_body(points: list[int]) -> str:
+def class_body(points: list[int]) -> str:
     """A regex character class body of ranges: ``re`` scans ranges fast and singletons slowly."""
     ranges: list[tuple[int, int]] = []
     for point in points:
@@ -78,11 +78,11 @@ def control_points() -> list[int]:
 
 
 _CONTROL_POINTS = control_points()
-_CONTROL = re.compile(f"[{_class_body(_CONTROL_POINTS)}]+")
+_CONTROL = re.compile(f"[{class_body(_CONTROL_POINTS)}]+")
 # The same class cut at U+FFFF: sre tests a BMP-only class with a bitmap, but walks a range list
 # (10× slower) once a class reaches past it; the wide part runs only on texts that have such characters.
-_CONTROL_BMP = re.compile(f"[{_class_body([c for c in _CONTROL_POINTS if c <= 0xFFFF])}]+")
-_CONTROL_WIDE = re.compile(f"[{_class_body([c for c in _CONTROL_POINTS if c > 0xFFFF])}]+")
+_CONTROL_BMP = re.compile(f"[{class_body([c for c in _CONTROL_POINTS if c <= 0xFFFF])}]+")
+_CONTROL_WIDE = re.compile(f"[{class_body([c for c in _CONTROL_POINTS if c > 0xFFFF])}]+")
 # Line separators other than "\n" (a char-class search first: most texts have none to replace).
 _NEWLINE_CHARS = re.compile("[\r\u2028\u2029\x85\x0b\x0c]")
 # Blanks other than " " and "\n" (str.isspace, which is what str.split() and re's \s use; all in
@@ -91,7 +91,7 @@ _BLANKS = [c for c in range(0x10000) if chr(c).isspace() and c != 0x0A]
 # The odd blanks that are not control characters (tab, NBSP, U+2000…, U+3000, …; "\x1c" or "\x85"
 # are both and are removed as controls): replacing these before or after removing the controls gives
 # the same text, as neither step makes a character of the other's set.
-_NON_CONTROL_BLANKS = re.compile(f"[{_class_body(sorted(set(_BLANKS) - set(_CONTROL_POINTS) - {0x20}))}]+")
+_NON_CONTROL_BLANKS = re.compile(f"[{class_body(sorted(set(_BLANKS) - set(_CONTROL_POINTS) - {0x20}))}]+")
 # Any character beyond the BMP: only then can the (slow, range-list) wide control class match.
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
