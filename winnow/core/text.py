@@ -21,6 +21,12 @@ def collapse_blanks(text: str) -> str:
     spaced = text.replace("\n", " ")
     if not spaced.isprintable():
         return " ".join(text.split())
-    while "  " in spaced:  # each pass halves every run of spaces
-        spaced = spaced.replace("  ", " ")
-    return spaced.strip(" ")
+    return squeeze_spaces(spaced).strip(" ")
+
+
+def squeeze_spaces(text: str) -> str:
+    """Every run of spaces as one space, by ``str.replace`` passes (memchr speed; each pass halves
+    every run) where a regex would match at every run."""
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text

@@ -453,6 +453,14 @@ class ChooseKeepers(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(_FANOUT, (keeper, (_MEMBER, doc_id)))
 
 
+def _without_bands(doc: Document) -> tuple[Document, bytes | None]:
+    """The document without the band keys ``Sign`` attached for the index, and those keys (or None)."""
+    bands = doc.get(_BANDS_FIELD)
+    if bands is None:
+        return doc, None
+    return {k: v for k, v in doc.items() if k != _BANDS_FIELD}, bands
+
+
 class Route(beam.DoFn):
     """Per document: kept with its cluster fields, removed as a duplicate of its keeper, or (text
     verification) held for the check against its keeper, whose shingle set it then sends out."""
@@ -484,15 +492,12 @@ class Route(beam.DoFn):
                 if match is not None:
                     exact.remove(match)
                     self.exact_duplicates.inc()
-                    copy = {k: v for k, v in doc.items() if k != _BANDS_FIELD}
-                    yield removed(copy, "dedup:exact", duplicate_of=match[1])
+                    yield removed(_without_bands(doc)[0], "dedup:exact", duplicate_of=match[1])
                     continue
             if decision is not None and decision[0] != doc_id and decision[2]:
                 yield beam.pvalue.TaggedOutput(_PENDING, (doc_id, (_DOC, (doc, decision[1]))))
                 continue
-            bands = doc.get(_BANDS_FIELD)
-            if bands is not None:
-                doc = {k: v for k, v in doc.items() if k != _BANDS_FIELD}
+            doc, bands = _without_bands(doc)
             if decision is None or decision[0] == doc_id:
                 cluster_id, size = (None, 1) if decision is None else (doc_id, decision[1])
                 if bands is not None:
@@ -543,9 +548,7 @@ class VerifyAgainstKeeper(beam.DoFn):
             if tag != _DOC:
                 continue
             doc, size = value
-            bands = doc.get(_BANDS_FIELD)
-            if bands is not None:
-                doc = {k: v for k, v in doc.items() if k != _BANDS_FIELD}
+            doc, bands = _without_bands(doc)
             similarity = None
             passed = False
             if keeper is not None:

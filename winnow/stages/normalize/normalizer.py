@@ -11,6 +11,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from winnow.core.text import squeeze_spaces
+
 _NEWLINES = re.compile(r"\r\n|\r|\u2028|\u2029|\x85|\x0b|\x0c")
 
 
@@ -136,10 +138,8 @@ class TextNormalizer:
                     text = _CONTROL_BMP.sub("", text)
                 if _ASTRAL.search(text) and _CONTROL_WIDE.search(text):
                     text = _CONTROL_WIDE.sub("", text)
-        # str.replace passes (memchr-speed) where a regex would match at every run: each pass halves
-        # every run of spaces, and with single spaces left the line edges are " \n" and "\n ".
-        while "  " in text:
-            text = text.replace("  ", " ")
+        # With single spaces left, the line edges are " \n" and "\n ": str.replace passes again.
+        text = squeeze_spaces(text)
         if " \n" in text:
             text = text.replace(" \n", "\n")
         if "\n " in text:
