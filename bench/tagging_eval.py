@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from winnow.core.domains import TAXONOMIES  # noqa: E402
 from winnow.core.evaluation import macro_f1, three_way_split  # noqa: E402
 from winnow.core.taggers import (  # noqa: E402
+    BatchFeatures,
     FeatureSpec,
     LabelledExamples,
     count_matrix,
@@ -89,6 +90,15 @@ class FeatureCache:
         self.data = data
         self._counts: dict[tuple, Any] = {}
         self._sums: dict[tuple, np.ndarray] = {}
+        self._profiles: np.ndarray | None = None
+
+    def profiles(self, spec: FeatureSpec, rows: np.ndarray) -> np.ndarray | None:
+        """The page profiles of ``rows`` when the spec has one (every spec cuts at the same max_chars)."""
+        if not spec.profile_scale:
+            return None
+        if self._profiles is None:
+            self._profiles = BatchFeatures(self.data.texts, self.data.urls).profiles(spec)
+        return self._profiles[rows]
 
     def inputs(self, spec: FeatureSpec, rows: np.ndarray) -> tuple[Any, np.ndarray | None]:
         key = spec.sparse_key()
@@ -105,8 +115,9 @@ class FeatureCache:
 
 def winnow_candidate(taxonomy: str, cache: FeatureCache, setting: train_tagger.Setting) -> Callable:
     def train(part: LabelledExamples) -> Predictor:
-        counts, sums = cache.inputs(setting.spec, np.asarray(part.ids_rows))  # type: ignore[attr-defined]
-        tagger = train_tagger.fit_setting(taxonomy, part, counts, sums, setting)
+        rows = np.asarray(part.ids_rows)  # type: ignore[attr-defined]
+        counts, sums = cache.inputs(setting.spec, rows)
+        tagger = train_tagger.fit_setting(taxonomy, part, counts, sums, setting, cache.profiles(setting.spec, rows))
         predict = lambda texts, urls: np.argmax(tagger.logits(texts, urls), axis=1)  # noqa: E731
         predict.tagger = tagger  # type: ignore[attr-defined]
         return predict

@@ -43,9 +43,10 @@ from winnow.stages.normalize.normalizer import TextNormalizer  # noqa: E402
 SPARSE = FeatureSpec()  # hashed word 1–2-grams + URL + page shape, 2^18 buckets, word hashing
 
 
-def embedded(scale: float) -> FeatureSpec:
-    """The sparse features plus the static embedding of the URL and the first 1,500 characters."""
-    return FeatureSpec(embedding="static-minilm", embedding_chars=1500, embedding_scale=scale)
+def embedded(scale: float, profile: float = 0.0) -> FeatureSpec:
+    """The sparse features plus the static embedding of the URL and the first 1,500 characters (and,
+    with ``profile`` > 0, the page profile at that weight)."""
+    return FeatureSpec(embedding="static-minilm", embedding_chars=1500, embedding_scale=scale, profile_scale=profile)
 
 
 class Setting(NamedTuple):
@@ -172,11 +173,16 @@ def choice_grid(taxonomy: str, quick: bool = False) -> dict[str, Setting]:
             for c in (4.0, 16.0)
         }
         grid["embedding 0.5, C=8, flat, offsets"] = Setting(embedded(0.5), 8.0, "flat", OFFSET_FOLDS)
+        # third round: the page profile (ratios of line shapes, pronouns, dates ...) at three weights
+        grid |= {
+            f"embedding 0.5, profile {p:g}, C=8, flat, balanced^2": Setting(embedded(0.5, p), 8.0, "flat, balanced^2")
+            for p in (0.1, 0.2, 0.35)
+        }
     return grid
 
 
 # Picked on choose by bench/tagging_eval.py (figures in winnow/data/models/tagger/README.md).
-CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, C=8, flat, balanced^2"}
+CHOSEN = {"topic": "embedding 0.5, C=4", "format": "embedding 0.5, profile 0.2, C=8, flat, balanced^2"}
 CLASSIFIER = "svm"
 # Test sample: real pages cut short so tests/data/tagging stays small (< 300 KB gzip'd).
 SAMPLE_CHARS = 700
@@ -199,10 +205,15 @@ def report_mask(rows: list[dict]) -> list[bool]:
 
 
 def fit_setting(
-    taxonomy: str, data: LabelledExamples, counts: Any, sums: np.ndarray | None, setting: Setting
+    taxonomy: str,
+    data: LabelledExamples,
+    counts: Any,
+    sums: np.ndarray | None,
+    setting: Setting,
+    profiles: np.ndarray | None = None,
 ) -> LinearTagger:
-    """A tagger with ``setting`` fitted on ``data`` whose ``count_matrix`` rows (CSR) and embedding
-    sums are given (the bench computes them once for its whole grid)."""
+    """A tagger with ``setting`` fitted on ``data`` whose ``count_matrix`` rows (CSR), embedding sums
+    and page profiles are given (the bench computes them once for its whole grid)."""
     spec, regularisation, weighting, folds = setting
     labels = TAXONOMIES[taxonomy]
     weights = example_weights(data.weights, weighting, data.targets)
@@ -219,6 +230,7 @@ def fit_setting(
             weights[rows],
             CLASSIFIER,
             regularisation,
+            profiles=None if profiles is None else profiles[rows],
         )
 
     if not folds:
@@ -241,7 +253,8 @@ def train(rows: list[dict], out: Path, taxonomies: Sequence[str] = tuple(TAXONOM
         setting = choice_grid(taxonomy)[CHOSEN[taxonomy]]
         batch = BatchFeatures(data.texts, data.urls)
         sums = batch.embedding_sums(setting.spec)[0] if setting.spec.embedding else None
-        tagger = fit_setting(taxonomy, data, batch.counts(setting.spec).tocsr(), sums, setting)
+        profiles = batch.profiles(setting.spec) if setting.spec.profile_scale else None
+        tagger = fit_setting(taxonomy, data, batch.counts(setting.spec).tocsr(), sums, setting, profiles)
         path = out / f"{taxonomy}-tagger.zip"
         digests[path.name] = tagger.save(path)
         print(f"{path}: {path.stat().st_size:,} bytes, sha256 {digests[path.name]}", flush=True)

@@ -91,6 +91,10 @@ class FeatureSpec:
     embedding_scale: float = 0.5
     hashing: Literal["words", "terms"] = "words"
     embedding_input: Literal["words", "tokens"] = "words"
+    # The page-profile block (``profile_indices``) appended with this weight (0: none). Shares of
+    # lines, pronoun rates and the like are ratios that hashed counts cannot express, and formats
+    # (Q&A, Transcript, Listicle, Personal Blog ...) differ in them [ours, picked on *choose*].
+    profile_scale: float = 0.0
 
     @property
     def buckets(self) -> int:
@@ -120,6 +124,8 @@ class FeatureSpec:
             }
             if self.embedding_input != "tokens":
                 fields["embedding_input"] = self.embedding_input
+        if self.profile_scale:
+            fields["profile_scale"] = self.profile_scale
         return fields
 
     @classmethod
@@ -183,6 +189,100 @@ def _line_starts(lines: Sequence[str]) -> list[str]:
     if len(firsts) != len(lines):  # cannot happen (each line is non-empty); the per-line way if it did
         firsts = [found.group(0) if (found := _WORD.search(line[:40].lower())) else "" for line in lines]
     return [f"start:{first or line[:1]}" for first, line in zip(firsts, lines, strict=True)]
+
+
+# --- the page profile: one bucket per measured ratio -------------------------------------------
+
+# A speaker label at a line start ("JOHN SMITH:", "Q:", "Host:"), matched on the lines' first
+# 40 characters joined by newlines (a label is at most 27 characters).
+_SPEAKER = re.compile(r"^[A-Z][\w .'\-]{0,25}:", re.MULTILINE)
+# Word → what it counts as: first-person singular, second person, first-person plural, a month or a
+# year. One dict lookup per word finds all five; a regex pass per feature cost 3–4× the tagger's own
+# work on a page.
+_MONTHS = (
+    *("january", "february", "march", "april", "may", "june", "july", "august", "september", "october"),
+    *("november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"),
+)
+_WORD_KINDS = {
+    **dict.fromkeys(("i", "me", "my", "mine", "myself"), 0),
+    **dict.fromkeys(("you", "your", "yours", "yourself"), 1),
+    **dict.fromkeys(("we", "our", "us", "ours"), 2),
+    **dict.fromkeys(_MONTHS, 3),
+    **dict.fromkeys(map(str, range(1900, 2100)), 4),
+}
+_OTHER_WORD = 5
+_LINE_END_MARKS = '.!?"'
+_BULLETS = "-*•·>"
+_DIGITS = b"0123456789"
+_CAPITALS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# Each profile feature and its number of buckets; a page sets exactly one bucket of each, so every
+# profile vector has the same norm (√len(PROFILE)).
+PROFILE: tuple[tuple[str, int], ...] = (
+    ("lines ending in . ! ? or a quote, fifths", 5),
+    ("lines ending in ?, fifths", 5),
+    ("lines starting with a digit, fifths", 5),
+    ("lines starting with a bullet, fifths", 5),
+    ("speaker-label lines, bit length", 6),
+    ("month names and years 1900-2099, bit length", 7),
+    ("first-person singular per 200 words, bit length", 6),
+    ("second person per 200 words, bit length", 6),
+    ("first-person plural per 200 words, bit length", 6),
+    ("http and www., bit length", 5),
+    ("capital letters A-Z per 1,000 characters, bit length", 8),
+    ("digits per character, fifths of 20%", 5),
+    ("mean word length, characters", 10),
+    ("first line length, bit length", 9),
+    ("last line length, bit length", 9),
+    ("repeated lines, fifths", 5),
+    ("lines over 200 characters, fifths", 5),
+)
+PROFILE_OFFSETS = tuple(int(v) for v in np.cumsum([0] + [n for _, n in PROFILE])[:-1])
+PROFILE_DIM = sum(n for _, n in PROFILE)
+_PROFILE_NAMES = [f"{name} ({buckets})" for name, buckets in PROFILE]  # stored in a model's meta
+
+
+def _fifths(part: int, whole: int) -> int:
+    return min(4, part * 5 // max(1, whole))
+
+
+def profile_indices(text: str, words: Sequence[str]) -> list[int]:
+    """The profile bucket of each ``PROFILE`` feature of a page (offset into ``PROFILE_DIM``).
+
+    ``text`` is the page (cut as the sparse features cut it) and ``words`` its lower-cased ``\\w+``
+    words, which the sparse features have found already. Integer arithmetic only, so a page's
+    buckets are the same on every machine."""
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
+    n_lines, n_words, n_chars = len(lines), max(1, len(words)), max(1, len(text))
+    kinds = bytes(map(_WORD_KINDS.get, words, itertools.repeat(_OTHER_WORD)))  # bytes.count is a C scan
+    raw = text.encode("utf-8", "surrogatepass")  # ASCII letters and digits counted by bytes.translate
+
+    def ascii_count(members: bytes) -> int:
+        return len(raw) - len(raw.translate(None, members))
+
+    def per_200_words(kind: int) -> int:
+        return min(5, (200 * kinds.count(kind) // n_words).bit_length())
+
+    buckets = (
+        _fifths(sum(line[-1] in _LINE_END_MARKS for line in lines), n_lines),
+        _fifths(sum(line[-1] == "?" for line in lines), n_lines),
+        _fifths(sum(line[0].isdigit() for line in lines), n_lines),
+        _fifths(sum(line[0] in _BULLETS for line in lines), n_lines),
+        min(5, len(_SPEAKER.findall("\n".join([line[:40] for line in lines]))).bit_length()),
+        min(6, (kinds.count(3) + kinds.count(4)).bit_length()),
+        per_200_words(0),
+        per_200_words(1),
+        per_200_words(2),
+        min(4, (text.count("http") + text.count("www.")).bit_length()),
+        min(7, (1000 * ascii_count(_CAPITALS) // n_chars).bit_length()),
+        _fifths(5 * ascii_count(_DIGITS), n_chars),
+        min(9, sum(map(len, words)) // n_words),
+        min(8, len(lines[0]).bit_length()) if lines else 0,
+        min(8, len(lines[-1]).bit_length()) if lines else 0,
+        _fifths(n_lines - len(set(lines)), n_lines),
+        _fifths(sum(len(line) > 200 for line in lines), n_lines),
+    )
+    return [offset + bucket for offset, bucket in zip(PROFILE_OFFSETS, buckets, strict=True)]
 
 
 # Dense embeddings a FeatureSpec may name → their dimension. ``static-minilm`` is winnow's shipped
@@ -393,6 +493,7 @@ class BatchFeatures:
         self._counts: dict[tuple[Any, ...], Any] = {}
         self._sums: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._words: dict[tuple[int, int | None], tuple[list[list[str]], list[list[str]] | None]] = {}
+        self._profiles: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -429,6 +530,21 @@ class BatchFeatures:
                     others.append(other)
                 self._counts[key] = _word_count_csr(words, others, spec)
         return self._counts[key]
+
+    def profiles(self, spec: FeatureSpec) -> np.ndarray:
+        """The page-profile one-hots (int64, documents × ``PROFILE_DIM``) of the texts cut at
+        ``spec.max_chars``, from the words the sparse counts use."""
+        if spec.max_chars not in self._profiles:
+            words, _ = self.words(spec.max_chars, _head_chars(spec))
+            onehots = np.zeros((len(self.texts), PROFILE_DIM), dtype=np.int64)
+            columns = [
+                profile_indices(text[: spec.max_chars], row_words)
+                for text, row_words in zip(self.texts, words, strict=True)
+            ]
+            rows = np.repeat(np.arange(len(columns)), len(PROFILE))
+            onehots[rows, np.asarray(columns, dtype=np.int64).reshape(-1)] = 1
+            self._profiles[spec.max_chars] = onehots
+        return self._profiles[spec.max_chars]
 
     def embedding_sums(self, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
         """``embedding_sums`` of the batch (int64 sums and 1/‖sum‖ per row)."""
@@ -496,7 +612,8 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same model gives the
 _FORMAT_SPARSE = "winnow-linear-tagger/1"
 _FORMAT_EMBEDDING = "winnow-linear-tagger/2"  # adds the embedding spec fields and dense_weights.npy
 _FORMAT_WORDS = "winnow-linear-tagger/3"  # adds the spec's hashing and embedding_input fields
-_FORMATS = (_FORMAT_SPARSE, _FORMAT_EMBEDDING, _FORMAT_WORDS)
+_FORMAT_PROFILE = "winnow-linear-tagger/4"  # adds the spec's profile_scale and profile_weights.npy
+_FORMATS = (_FORMAT_SPARSE, _FORMAT_EMBEDDING, _FORMAT_WORDS, _FORMAT_PROFILE)
 
 
 class LinearTagger:
@@ -520,6 +637,7 @@ class LinearTagger:
         bias: np.ndarray,
         meta: dict[str, Any] | None = None,
         dense_weights: np.ndarray | None = None,
+        profile_weights: np.ndarray | None = None,
     ):
         self.taxonomy = taxonomy
         self.labels = tuple(labels)
@@ -547,10 +665,20 @@ class LinearTagger:
                 )
         elif self.dense_weights is not None:
             raise ValueError("dense weights given but the feature spec has no embedding")
+        self.profile_weights = None if profile_weights is None else np.asarray(profile_weights, dtype=np.float32)
+        if spec.profile_scale:
+            shape = None if self.profile_weights is None else self.profile_weights.shape
+            if shape != (PROFILE_DIM, len(self.labels)):
+                raise ValueError(f"profile weights have shape {shape}, expected ({PROFILE_DIM}, {len(self.labels)})")
+            if self.meta.get("profile_features", _PROFILE_NAMES) != _PROFILE_NAMES:
+                raise ValueError(f"{taxonomy} tagger was trained on another page profile; retrain it with this winnow")
+        elif self.profile_weights is not None:
+            raise ValueError("profile weights given but the feature spec has no profile")
         # Inference is integer arithmetic (winnow.core.exact): a document's logits are the same bits
         # in any batch and on any machine.
         self._sparse = exact.QuantizedLinear.from_quantized(self.weights, self.scales, self.bias)
         self._dense = None if self.dense_weights is None else exact.QuantizedLinear(self.dense_weights)
+        self._profile = None if self.profile_weights is None else exact.QuantizedLinear(self.profile_weights)
 
     @functools.cached_property
     def version(self) -> str:
@@ -578,6 +706,8 @@ class LinearTagger:
         if self._dense is not None:
             sums, inverse = shared.embedding_sums(self.spec)
             out = out + self._dense.apply_integers(sums, inverse * self.spec.embedding_scale)
+        if self._profile is not None:
+            out = out + self._profile.apply_integers(shared.profiles(self.spec), _profile_row_scale(self.spec))
         return out
 
     def probabilities(
@@ -598,6 +728,8 @@ class LinearTagger:
         arrays = {"idf": self.idf, "weights": self.weights, "scales": self.scales, "bias": self.bias}
         if self.dense_weights is not None:
             arrays["dense_weights"] = self.dense_weights
+        if self.profile_weights is not None:
+            arrays["profile_weights"] = self.profile_weights
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             _write_member(archive, "header.json", json.dumps(header, indent=1, sort_keys=True).encode())
@@ -608,6 +740,8 @@ class LinearTagger:
         return buffer.getvalue()
 
     def _file_format(self) -> str:
+        if self.spec.profile_scale:
+            return _FORMAT_PROFILE
         if self.spec.hashing != "terms" or (self.spec.embedding and self.spec.embedding_input != "tokens"):
             return _FORMAT_WORDS
         return _FORMAT_EMBEDDING if self.spec.embedding else _FORMAT_SPARSE
@@ -627,8 +761,7 @@ class LinearTagger:
             if header.get("format") not in _FORMATS:
                 raise ValueError(f"{path} is not a winnow linear tagger (format {header.get('format')!r})")
             names = ["idf", "weights", "scales", "bias"]
-            if "dense_weights.npy" in archive.namelist():
-                names.append("dense_weights")
+            names += [name for name in ("dense_weights", "profile_weights") if f"{name}.npy" in archive.namelist()]
             arrays = {name: np.load(io.BytesIO(archive.read(f"{name}.npy")), allow_pickle=False) for name in names}
         return cls(
             header["taxonomy"],
@@ -640,6 +773,7 @@ class LinearTagger:
             arrays["bias"],
             header.get("meta"),
             arrays.get("dense_weights"),
+            arrays.get("profile_weights"),
         )
 
     @classmethod
@@ -668,8 +802,9 @@ class LinearTagger:
         batch = BatchFeatures(texts, urls)
         counts = batch.counts(spec)
         sums = batch.embedding_sums(spec)[0] if spec.embedding else None
+        profiles = batch.profiles(spec) if spec.profile_scale else None
         return cls.fit_features(
-            taxonomy, labels, spec, counts, sums, targets, sample_weight, classifier, regularisation, meta
+            taxonomy, labels, spec, counts, sums, targets, sample_weight, classifier, regularisation, meta, profiles
         )
 
     @classmethod
@@ -685,9 +820,11 @@ class LinearTagger:
         classifier: str = "svm",
         regularisation: float = 4.0,
         meta: dict[str, Any] | None = None,
+        profiles: np.ndarray | None = None,
     ) -> LinearTagger:
-        """``fit`` on inputs computed already: ``count_matrix`` and (with an embedding) the integer
-        ``embedding_sums``, so a bench can compute them once for several settings."""
+        """``fit`` on inputs computed already: ``count_matrix``, (with an embedding) the integer
+        ``embedding_sums`` and (with a profile) ``BatchFeatures.profiles``, so a bench can compute
+        them once for several settings."""
         from scipy.sparse import csr_matrix, hstack  # lazy: scipy only where this path runs
 
         idf = inverse_document_frequency(counts).astype(np.float32)
@@ -699,6 +836,11 @@ class LinearTagger:
             norms = np.sqrt((sums * sums).sum(axis=1))
             dense = sums / np.where(norms > 0, norms, 1.0)[:, None] * spec.embedding_scale
             features = hstack([features, csr_matrix(dense)], format="csr")
+        if spec.profile_scale:  # then the profile's columns
+            if profiles is None:
+                raise ValueError("this spec has a page profile: pass its profiles")
+            scaled = np.asarray(profiles, dtype=np.float64) * _profile_row_scale(spec)
+            features = hstack([features, csr_matrix(scaled)], format="csr")
         y = np.asarray(targets, dtype=np.int64)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         temperature = 1.0
@@ -725,13 +867,25 @@ class LinearTagger:
             "temperature": temperature,
             **(meta or {}),
         }
-        dense_weights = None
+        dense_weights = profile_weights = None
+        if spec.profile_scale:
+            info["profile_features"] = _PROFILE_NAMES
+            profile_weights = weights[-PROFILE_DIM:] * temperature
+            weights = weights[:-PROFILE_DIM]
         if spec.embedding:
             info["embedding_digest"] = embedding_digest(spec.embedding)
             dense_weights = weights[spec.buckets :] * temperature
             weights = weights[: spec.buckets]
         quantised, scales = quantise_weights(weights * temperature)
-        return cls(taxonomy, labels, spec, idf, quantised, scales, bias * temperature, info, dense_weights)
+        return cls(
+            taxonomy, labels, spec, idf, quantised, scales, bias * temperature, info, dense_weights, profile_weights
+        )
+
+
+def _profile_row_scale(spec: FeatureSpec) -> float:
+    """What a profile one-hot row is multiplied by: unit length (every row has ``len(PROFILE)``
+    ones), times the spec's weight."""
+    return spec.profile_scale / float(np.sqrt(len(PROFILE)))
 
 
 def quantise_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

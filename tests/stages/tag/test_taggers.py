@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,112 @@ def test_shared_batch_features_give_each_taggers_own_probabilities(train_rows, h
         assert tagger.probabilities(texts, urls, shared).tobytes() == alone.tobytes()
     with pytest.raises(ValueError, match="rows"):
         a.logits(texts[:3], urls[:3], shared)
+
+
+def _profile_buckets(text: str) -> dict[str, int]:
+    """Feature name → the bucket a page gets (its index minus the feature's offset)."""
+    indices = taggers.profile_indices(text, taggers._WORD.findall(text.lower()))
+    return {
+        name: index - offset
+        for (name, _), offset, index in zip(taggers.PROFILE, taggers.PROFILE_OFFSETS, indices, strict=True)
+    }
+
+
+def test_page_profile_measures_what_each_feature_names() -> None:
+    """A transcript and a listing get the buckets their shapes call for; every feature sets exactly one
+    bucket inside its own range, also on empty and one-word pages."""
+    transcript = "\n".join(
+        ["HOST: Welcome back. What did you see in 1999?", "GUEST: I saw my town change, March 3 and after."] * 4
+    )
+    got = _profile_buckets(transcript)
+    assert got["lines ending in ?, fifths"] == 2  # 4 of 8 lines: 5 * 4 // 8
+    assert got["lines ending in . ! ? or a quote, fifths"] == 4
+    assert got["speaker-label lines, bit length"] == 4  # 8 labels
+    assert got["month names and years 1900-2099, bit length"] == 4  # 4 years + 4 months
+    assert got["repeated lines, fifths"] == 3  # 6 of 8 lines repeat an earlier one: 5 * 6 // 8
+    words = len(taggers._WORD.findall(transcript))
+    assert got["first-person singular per 200 words, bit length"] == (200 * 8 // words).bit_length()
+    assert got["second person per 200 words, bit length"] == (200 * 4 // words).bit_length()
+    assert got["first-person plural per 200 words, bit length"] == 0
+    listing = "\n".join(f"{n}. ITEM {n} - $19.99 http://shop.example/{n}" for n in range(1, 11)) + "\n* more"
+    got = _profile_buckets(listing)
+    assert got["lines starting with a digit, fifths"] == 4 and got["lines starting with a bullet, fifths"] == 0
+    assert got["http and www., bit length"] == 4  # 10 links
+    assert got["lines over 200 characters, fifths"] == 0 and got["last line length, bit length"] == 3  # "* more"
+    capitals = sum(c.isascii() and c.isupper() for c in listing)
+    assert got["capital letters A-Z per 1,000 characters, bit length"] == (1000 * capitals // len(listing)).bit_length()
+    digits = sum(c.isascii() and c.isdigit() for c in listing)
+    assert got["digits per character, fifths of 20%"] == min(4, 25 * digits // len(listing))
+    for text in ("", "word", "Σ " * 5000, "x" * 300 + "\n\n" + "é" * 3):
+        indices = taggers.profile_indices(text, taggers._WORD.findall(text.lower()))
+        assert len(indices) == len(taggers.PROFILE)
+        for (_, buckets), offset, index in zip(taggers.PROFILE, taggers.PROFILE_OFFSETS, indices, strict=True):
+            assert offset <= index < offset + buckets
+
+
+def test_profile_block_is_stored_checked_and_batch_free(tmp_path: Path, train_rows, heldout_rows) -> None:
+    """A model with the page profile writes file format 4 with its weights and the profile it was
+    trained on, loads to the same bits, scores a page alike alone or in any batch, and refuses a file
+    trained on another profile definition."""
+    data = labelled_examples(train_rows[:200], FORMATS, label_field="format_id")
+    spec = FeatureSpec(buckets_log2=16, embedding="static-minilm", embedding_chars=300, profile_scale=0.2)
+    tagger = LinearTagger.fit("format", FORMATS, data.texts, data.urls, data.targets, spec=spec)
+    header = json.loads(_member(tagger, "header.json"))
+    assert header["format"] == "winnow-linear-tagger/4" and header["spec"]["profile_scale"] == 0.2
+    assert tagger.profile_weights.shape == (taggers.PROFILE_DIM, 24) and np.abs(tagger.profile_weights).max() > 0
+    texts = [row["text"] for row in heldout_rows[:30]] + ["", "Q: why?\nA: because."]
+    urls = [row["url"] for row in heldout_rows[:30]] + [None, None]
+    tagger.save(tmp_path / "format.zip")
+    loaded = LinearTagger.load(tmp_path / "format.zip")
+    together = loaded.logits(texts, urls)
+    alone = np.vstack([loaded.logits([t], [u]) for t, u in zip(texts, urls, strict=True)])
+    assert together.tobytes() == tagger.logits(texts, urls).tobytes() == alone.tobytes()
+    # The block takes part: the same model without it scores differently.
+    without = LinearTagger(
+        "format",
+        FORMATS,
+        replace(spec, profile_scale=0.0),
+        tagger.idf,
+        tagger.weights,
+        tagger.scales,
+        tagger.bias,
+        {},
+        tagger.dense_weights,
+    )
+    assert not np.array_equal(without.logits(texts, urls), together)
+    stale = tagger.meta | {"profile_features": ["an older profile (5)"]}
+    with pytest.raises(ValueError, match="another page profile"):
+        LinearTagger(
+            "format",
+            FORMATS,
+            spec,
+            tagger.idf,
+            tagger.weights,
+            tagger.scales,
+            tagger.bias,
+            stale,
+            tagger.dense_weights,
+            tagger.profile_weights,
+        )
+    with pytest.raises(ValueError, match="profile weights have shape"):
+        LinearTagger(
+            "format",
+            FORMATS,
+            spec,
+            tagger.idf,
+            tagger.weights,
+            tagger.scales,
+            tagger.bias,
+            {},
+            tagger.dense_weights,
+            tagger.profile_weights[:-1],
+        )
+
+
+def test_bundled_format_tagger_reads_the_page_profile() -> None:
+    tagger = load_tagger("format", "local", BUNDLED_FORMAT_TAGGER)
+    assert tagger.spec.profile_scale == 0.2 and tagger.profile_weights is not None
+    assert load_tagger("topic", "local", BUNDLED_TOPIC_TAGGER).spec.profile_scale == 0.0
 
 
 def test_batch_counts_equal_per_document_counts(heldout_rows) -> None:
