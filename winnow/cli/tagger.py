@@ -46,6 +46,12 @@ def train(
     layout: Annotated[
         bool, typer.Option(help="Add page-shape features (lines, line starts, ending, marks); +1 macro-F1 on formats.")
     ] = True,
+    profile: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the page-profile block (17 bucketed page ratios; 0: off; the bundled format tagger: 0.2)."
+        ),
+    ] = 0.0,
     classifier: Annotated[str, typer.Option(help="svm (chosen by bench/tagging_eval.py) or logreg.")] = "svm",
     regularisation: Annotated[float, typer.Option(help="Inverse regularisation strength C.")] = 4.0,
     buckets_log2: Annotated[int, typer.Option(help="log2 of the hashed feature count.")] = 18,
@@ -71,7 +77,11 @@ def train(
             else None
         )
         train_set = data if held is None else data.subset(~held)
-        spec = FeatureSpec(buckets_log2=buckets_log2, use_url=use_url and bool(url_field), layout=layout)
+        if profile < 0:
+            raise ValueError(f"--profile must be ≥ 0, not {profile}")
+        spec = FeatureSpec(
+            buckets_log2=buckets_log2, use_url=use_url and bool(url_field), layout=layout, profile_scale=profile
+        )
         tagger = LinearTagger.fit(
             name,
             TAXONOMIES[name],

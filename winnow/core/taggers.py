@@ -9,8 +9,9 @@ Two modes, one output contract (24 probabilities in the taxonomy's id order, arg
 * **local** (``LinearTagger``): winnow trains it from any labelled JSONL. Features are hashed word
   1–2-grams of the text plus URL tokens and page-shape tokens (line starts, length, ending) in
   their own namespaces, weighted by sublinear TF × IDF and L2-normalised, optionally followed by
-  the shipped static embedding of the URL and the page's first words (the bundled topic tagger uses
-  one); the head is a linear SVM whose margins are turned into probabilities by one fitted
+  the shipped static embedding of the URL and the page's first words (both bundled taggers use
+  one) and by a page profile of bucketed ratios (line shapes, pronoun rates, dates; the bundled
+  format tagger uses one); the head is a linear SVM whose margins are turned into probabilities by one fitted
   temperature. The model file holds only numpy arrays (IDF, int8 weights, scales, bias, dense
   weights), so inference is a regex, a hash per distinct word, a table lookup and one sparse
   product, all in exact integer arithmetic (``winnow.core.exact``): fast enough to tag every kept

@@ -513,6 +513,12 @@ def test_tagger_cli_trains_a_loadable_model(tmp_path: Path) -> None:
     assert "trained format tagger" in result.output and "macro-F1" in result.output
     tagger = load_tagger("format", "local", str(out))
     assert tagger.meta["label_field"] == "format_id" and tagger.spec.buckets_log2 == 16
+    assert tagger.spec.profile_scale == 0.0 and tagger.profile_weights is None
+    with_profile = CliRunner().invoke(tagger_app, [*args, "--profile", "0.2"])
+    assert with_profile.exit_code == 0, with_profile.output
+    assert load_tagger("format", "local", str(out)).spec.profile_scale == 0.2
+    negative = CliRunner().invoke(tagger_app, [*args, "--profile", "-1"])
+    assert negative.exit_code == 2 and "--profile must be ≥ 0" in negative.output
     bad_args = ["train", "--labels", str(SAMPLE / "train.jsonl.gz"), "--label-field", "missing", "--out", str(out)]
     bad = CliRunner().invoke(tagger_app, bad_args)
     assert bad.exit_code == 2 and "fewer than two labelled examples" in bad.output
