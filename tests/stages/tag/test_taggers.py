@@ -304,46 +304,18 @@ def test_profile_block_is_stored_checked_and_batch_free(tmp_path: Path, train_ro
     together = loaded.logits(texts, urls)
     alone = np.vstack([loaded.logits([t], [u]) for t, u in zip(texts, urls, strict=True)])
     assert together.tobytes() == tagger.logits(texts, urls).tobytes() == alone.tobytes()
+
+    def rebuilt(spec: FeatureSpec, meta: dict, profile_weights: np.ndarray | None) -> LinearTagger:
+        arrays = (tagger.idf, tagger.weights, tagger.scales, tagger.bias)
+        return LinearTagger("format", FORMATS, spec, *arrays, meta, tagger.dense_weights, profile_weights)
+
     # The block takes part: the same model without it scores differently.
-    without = LinearTagger(
-        "format",
-        FORMATS,
-        replace(spec, profile_scale=0.0),
-        tagger.idf,
-        tagger.weights,
-        tagger.scales,
-        tagger.bias,
-        {},
-        tagger.dense_weights,
-    )
+    without = rebuilt(replace(spec, profile_scale=0.0), {}, None)
     assert not np.array_equal(without.logits(texts, urls), together)
-    stale = tagger.meta | {"profile_features": ["an older profile (5)"]}
     with pytest.raises(ValueError, match="another page profile"):
-        LinearTagger(
-            "format",
-            FORMATS,
-            spec,
-            tagger.idf,
-            tagger.weights,
-            tagger.scales,
-            tagger.bias,
-            stale,
-            tagger.dense_weights,
-            tagger.profile_weights,
-        )
+        rebuilt(spec, tagger.meta | {"profile_features": ["an older profile (5)"]}, tagger.profile_weights)
     with pytest.raises(ValueError, match="profile weights have shape"):
-        LinearTagger(
-            "format",
-            FORMATS,
-            spec,
-            tagger.idf,
-            tagger.weights,
-            tagger.scales,
-            tagger.bias,
-            {},
-            tagger.dense_weights,
-            tagger.profile_weights[:-1],
-        )
+        rebuilt(spec, {}, tagger.profile_weights[:-1])
 
 
 def test_bundled_format_tagger_reads_the_page_profile() -> None:
