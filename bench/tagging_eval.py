@@ -90,15 +90,15 @@ class FeatureCache:
         self.data = data
         self._counts: dict[tuple, Any] = {}
         self._sums: dict[tuple, np.ndarray] = {}
-        self._profiles: np.ndarray | None = None
+        self._profiles: dict[int, np.ndarray] = {}
 
     def profiles(self, spec: FeatureSpec, rows: np.ndarray) -> np.ndarray | None:
-        """The page profiles of ``rows`` when the spec has one (every spec cuts at the same max_chars)."""
+        """The page profiles of ``rows`` when the spec has one (they depend on its ``max_chars`` only)."""
         if not spec.profile_scale:
             return None
-        if self._profiles is None:
-            self._profiles = BatchFeatures(self.data.texts, self.data.urls).profiles(spec)
-        return self._profiles[rows]
+        if spec.max_chars not in self._profiles:
+            self._profiles[spec.max_chars] = BatchFeatures(self.data.texts, self.data.urls).profiles(spec)
+        return self._profiles[spec.max_chars][rows]
 
     def inputs(self, spec: FeatureSpec, rows: np.ndarray) -> tuple[Any, np.ndarray | None]:
         key = spec.sparse_key()
