@@ -152,11 +152,16 @@ _LAYOUT_MARKS = "?!:;|$%@#©*•>»…"
 _SENTENCE_ENDS = ".!?\"')]:"
 
 
-def layout_terms(text: str) -> list[str]:
+def page_lines(text: str) -> list[str]:
+    """The page's non-blank lines, stripped: what the layout terms and the page profile read."""
+    return [line for line in map(str.strip, text.splitlines()) if line]
+
+
+def layout_terms(text: str, lines: list[str] | None = None) -> list[str]:
     """Page-shape features for the format taxonomy: WebOrganizer's formats (Truncated, Listicle, Q&A,
     Comment Section, Product Page, ...) show in length, line structure, how lines start and how the
-    text ends, which bag-of-words features do not see."""
-    lines = [line for line in map(str.strip, text.splitlines()) if line]
+    text ends, which bag-of-words features do not see. ``lines``: ``page_lines(text)`` when known."""
+    lines = page_lines(text) if lines is None else lines
     terms = [f"layout:chars{len(text).bit_length()}", f"layout:lines{len(lines).bit_length()}"]
     if lines:
         lengths = list(map(len, lines))
@@ -247,13 +252,14 @@ def _fifths(part: int, whole: int) -> int:
     return min(4, part * 5 // max(1, whole))
 
 
-def profile_indices(text: str, words: Sequence[str]) -> list[int]:
+def profile_indices(text: str, words: Sequence[str], lines: list[str] | None = None) -> list[int]:
     """The profile bucket of each ``PROFILE`` feature of a page (offset into ``PROFILE_DIM``).
 
     ``text`` is the page (cut as the sparse features cut it) and ``words`` its lower-cased ``\\w+``
-    words, which the sparse features have found already. Integer arithmetic only, so a page's
-    buckets are the same on every machine."""
-    lines = [line for line in map(str.strip, text.splitlines()) if line]
+    words, which the sparse features have found already (and ``lines``, ``page_lines(text)``, when
+    the layout terms have split it). Integer arithmetic only, so a page's buckets are the same on
+    every machine."""
+    lines = page_lines(text) if lines is None else lines
     n_lines, n_words, n_chars = len(lines), max(1, len(words)), max(1, len(text))
     kinds = bytes(map(_WORD_KINDS.get, words, itertools.repeat(_OTHER_WORD)))  # bytes.count is a C scan
     raw = text.encode("utf-8", "surrogatepass")  # ASCII letters and digits counted by bytes.translate
@@ -495,6 +501,7 @@ class BatchFeatures:
         self._sums: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._words: dict[tuple[int, int | None], tuple[list[list[str]], list[list[str]] | None]] = {}
         self._profiles: dict[int, np.ndarray] = {}
+        self._lines: dict[int, list[list[str]]] = {}
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -523,14 +530,21 @@ class BatchFeatures:
                 self._counts[key] = _csr_of_documents(self.texts, self.urls, spec)
             else:
                 words, _ = self.words(spec.max_chars, _head_chars(spec))
+                lines = self.lines(spec.max_chars) if spec.layout else [None] * len(self.texts)
                 others = []
-                for text, url in zip(self.texts, self.urls, strict=True):
+                for text, url, text_lines in zip(self.texts, self.urls, lines, strict=True):
                     other = url_terms(url) if spec.use_url and url else []
                     if spec.layout:
-                        other += layout_terms(text[: spec.max_chars])
+                        other += layout_terms(text[: spec.max_chars], text_lines)
                     others.append(other)
                 self._counts[key] = _word_count_csr(words, others, spec)
         return self._counts[key]
+
+    def lines(self, max_chars: int) -> list[list[str]]:
+        """``page_lines`` of each text cut at ``max_chars`` (the layout terms and the profile share them)."""
+        if max_chars not in self._lines:
+            self._lines[max_chars] = [page_lines(text[:max_chars]) for text in self.texts]
+        return self._lines[max_chars]
 
     def profiles(self, spec: FeatureSpec) -> np.ndarray:
         """The page-profile one-hots (int64, documents × ``PROFILE_DIM``) of the texts cut at
@@ -539,8 +553,8 @@ class BatchFeatures:
             words, _ = self.words(spec.max_chars, _head_chars(spec))
             onehots = np.zeros((len(self.texts), PROFILE_DIM), dtype=np.int64)
             columns = [
-                profile_indices(text[: spec.max_chars], row_words)
-                for text, row_words in zip(self.texts, words, strict=True)
+                profile_indices(text[: spec.max_chars], row_words, text_lines)
+                for text, row_words, text_lines in zip(self.texts, words, self.lines(spec.max_chars), strict=True)
             ]
             rows = np.repeat(np.arange(len(columns)), len(PROFILE))
             onehots[rows, np.asarray(columns, dtype=np.int64).reshape(-1)] = 1
