@@ -18,10 +18,15 @@ def collapse_blanks(text: str) -> str:
 
     Every blank but " " is unprintable (a control, or a separator of category Z other than the
     space), so a text that is printable once its newlines are spaces has no other blank."""
-    spaced = text.replace("\n", " ")
-    if not spaced.isprintable():
+    if not printable_but_newlines(text):
         return " ".join(text.split())
-    return squeeze_spaces(spaced).strip(" ")
+    return squeeze_spaces(text.replace("\n", " ")).strip(" ")
+
+
+def printable_but_newlines(text: str) -> bool:
+    """Whether every character is printable or a newline: then the only blanks are spaces and
+    newlines, and no control or format character is present (one C-level scan)."""
+    return text.replace("\n", " ").isprintable()
 
 
 def squeeze_spaces(text: str) -> str:

@@ -193,11 +193,7 @@ class MojibakeFixer:
         if badness is None:
             return True
         pattern, width = badness
-        end = len(line)
-        for run in _NON_ASCII.finditer(line):
-            if pattern.search(line, max(0, run.start() - width), min(end, run.end() + width)):
-                return True
-        return False
+        return _match_near(pattern, width, _NON_ASCII, line)
 
     @staticmethod
     def _suspect_anywhere(text: str, detector: tuple[re.Pattern[str], re.Pattern[str], int] | None = None) -> bool:
@@ -206,17 +202,23 @@ class MojibakeFixer:
         A match is at most ``width`` long and holds a character of ``needed``, so the window around
         that character's run holds it; the detector is multi-line, so its ``^`` still means a line
         start: a match in a line is a match here, and False means no line is suspect."""
-        if "\x1b" in text or _OTHER_DAMAGE.search(text):
+        if _OTHER_DAMAGE.search(text):  # ESC included
             return True
         whole_text = detector or _whole_text_badness()
         if whole_text is None:
             return True
         pattern, needed, width = whole_text
-        end = len(text)
-        for run in needed.finditer(text):
-            if pattern.search(text, max(0, run.start() - width), min(end, run.end() + width)):
-                return True
-        return False
+        return _match_near(pattern, width, needed, text)
+
+
+def _match_near(pattern: re.Pattern[str], width: int, anchors: re.Pattern[str], text: str) -> bool:
+    """Whether ``pattern`` (matches at most ``width`` long) matches within ``width`` of a run of
+    ``anchors``: the whole search when every match holds an anchor character."""
+    end = len(text)
+    for run in anchors.finditer(text):
+        if pattern.search(text, max(0, run.start() - width), min(end, run.end() + width)):
+            return True
+    return False
 
 
 def fix_mojibake(text: str) -> str:

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from winnow.core.text import squeeze_spaces
+from winnow.core.text import printable_but_newlines, squeeze_spaces
 
 _NEWLINES = re.compile(r"\r\n|\r|\u2028|\u2029|\x85|\x0b|\x0c")
 
@@ -129,11 +129,11 @@ class TextNormalizer:
         is not printable or has a double, leading or trailing space; on any other line both steps
         change nothing, so they can run on every line, over the whole text (neither touches a
         newline). Blank lines are then empty, so a run of them is a run of newlines."""
-        if not text.replace("\n", " ").isprintable():  # some control, format or odd blank character
+        if not printable_but_newlines(text):  # some control, format or odd blank character
             # Blanks first: almost every such text has only tabs or NBSPs, and then is printable after.
             if _NON_CONTROL_BLANKS.search(text):
                 text = _NON_CONTROL_BLANKS.sub(" ", text)
-            if not text.replace("\n", " ").isprintable():
+            if not printable_but_newlines(text):
                 if _CONTROL_BMP.search(text):
                     text = _CONTROL_BMP.sub("", text)
                 if _ASTRAL.search(text) and _CONTROL_WIDE.search(text):
